@@ -1,0 +1,157 @@
+"""Named CTC training datasets: official URLs, fetch into the cache, or point at a local copy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from benchmark.ctc import CTCSequence, list_sequences
+from benchmark.paths import cache_dir
+
+DATA_ROOT_ENV = "SYNTHVID_DATA_ROOT"
+CTC_URL = "https://data.celltrackingchallenge.net/training-datasets/{name}.zip"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    train_sequence: str = "01"
+    test_sequence: str = "02"
+
+    @property
+    def url(self) -> str:
+        return CTC_URL.format(name=self.name)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        DatasetInfo("Fluo-N2DL-HeLa", "HeLa cells stably expressing H2b-GFP, 700x1100 uint16, 92 frames"),
+        DatasetInfo("Fluo-N2DH-GOWT1", "GFP-GOWT1 mouse stem cells, 1024x1024 uint8, 92 frames"),
+        DatasetInfo("Fluo-N2DH-SIM+", "simulated HL60 nuclei (MitoGen output), 2 sequences of 65 and 150 frames"),
+        DatasetInfo("Fluo-C2DL-MSC", "rat mesenchymal stem cells, 832x992 / 782x1200 uint16"),
+        DatasetInfo("Fluo-N2DH-CE", "C. elegans developing embryo (2D slices are not provided: 3D only)"),
+    )
+}
+DEFAULT_DATASET = "Fluo-N2DL-HeLa"
+
+
+class DatasetNotFound(FileNotFoundError):
+    pass
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def resolve_dataset(name: str, data_root: str | Path | None = None) -> Path:
+    """Folder of dataset ``name``: ``data_root/name``, else ``$SYNTHVID_DATA_ROOT/name``, else the cache.
+
+    Raises DatasetNotFound with one message that says how to provide the data.
+    """
+    info = dataset_info(name)
+    roots = [Path(data_root)] if data_root is not None else []
+    if os.environ.get(DATA_ROOT_ENV):
+        roots.append(Path(os.environ[DATA_ROOT_ENV]))
+    roots.append(cache_dir() / "datasets")
+    for root in roots:
+        folder = root.expanduser() / info.name
+        if (folder / info.train_sequence).is_dir():
+            return folder
+    tried = ", ".join(str(r / info.name) for r in roots)
+    raise DatasetNotFound(
+        f"dataset {name} not found (looked in {tried}); run `python -m benchmark data fetch {name}` "
+        f"(downloads {info.url}) or pass --data-root / set {DATA_ROOT_ENV} to a folder holding {name}/"
+    )
+
+
+def _download(url: str, dest: Path, progress: bool = True) -> str:
+    """Download to ``dest`` with a progress bar; returns the sha256."""
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as fh:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+            while chunk := response.read(1 << 20):
+                fh.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def fetch_dataset(name: str, progress: bool = True) -> Path:
+    """Download and unpack ``name`` into the cache (atomic); the archive's sha256 is recorded and re-checked."""
+    info = dataset_info(name)
+    root = cache_dir() / "datasets"
+    target = root / info.name
+    if (target / info.train_sequence).is_dir():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    record = root / "sha256.json"
+    known = json.loads(record.read_text()) if record.is_file() else {}
+    with tempfile.TemporaryDirectory(dir=root, prefix=".fetch-") as tmp:
+        archive = Path(tmp) / f"{info.name}.zip"
+        try:
+            sha = _download(info.url, archive, progress)
+        except OSError as exc:
+            raise DatasetNotFound(
+                f"cannot download {info.url} ({exc}); without network, place a copy of {name}/ in a folder "
+                f"and pass --data-root FOLDER or set {DATA_ROOT_ENV}"
+            ) from None
+        if name in known and known[name] != sha:
+            raise ValueError(f"{archive.name}: sha256 {sha} differs from the recorded {known[name]}")
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(Path(tmp) / "unpacked")
+        except zipfile.BadZipFile:
+            raise ValueError(f"{info.url}: downloaded file is not a zip archive") from None
+        unpacked = next((p for p in (Path(tmp) / "unpacked").rglob(info.train_sequence) if p.is_dir()), None)
+        if unpacked is None:
+            raise ValueError(f"{info.url}: archive holds no sequence folder {info.train_sequence}/")
+        shutil.move(str(unpacked.parent), target)
+    known[name] = sha
+    record.write_text(json.dumps(known, indent=2))
+    return target
+
+
+def describe_sequence(seq: CTCSequence) -> dict:
+    """Facts `data info` prints: frames present/missing, annotations, lineage counts, cells, intensities."""
+    tracks = seq.tracks if seq.has_tracks else {}
+    cells = [int(np.count_nonzero(np.unique(seq.tra(t)))) - 1 for t in seq.tra_files] if seq.tra_files else []
+    lo, hi = np.inf, -np.inf
+    for t in seq.frames:
+        image = seq.image(t)
+        lo, hi = min(lo, image.min()), max(hi, image.max())
+    n_parents = len({t.parent for t in tracks.values() if t.parent})
+    return {
+        "sequence": seq.name,
+        "frames": seq.n_frames,
+        "frames_present": len(seq.frames),
+        "missing_frames": seq.missing_frames,
+        "shape": seq.frame_shape,
+        "dtype": str(seq.dtype),
+        "gt_seg_frames": len(seq.seg_files),
+        "gt_tra_frames": len(seq.tra_files),
+        "st_seg_frames": len(seq.st_files),
+        "tracks": len(tracks),
+        "tracks_with_parent": sum(1 for t in tracks.values() if t.parent),
+        "divisions": n_parents,
+        "cells_per_frame": (min(cells), float(np.mean(cells)), max(cells)) if cells else None,
+        "intensity_range": (int(lo), int(hi)),
+    }
+
+
+def describe_dataset(folder: Path) -> list[dict]:
+    return [describe_sequence(CTCSequence(folder, name)) for name in list_sequences(folder)]

@@ -1,0 +1,160 @@
+"""MLflow logging for benchmark runs (MLflow "experiment"/"run"; "tracking" means cells elsewhere).
+
+Runs go to an explicit local SQLite store (``sqlite:///<cwd>/mlflow.db``; MLflow 3 refuses a new
+file store) unless ``MLFLOW_TRACKING_URI`` says otherwise. Open the UI with
+``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+PACKAGES = ("synthvid-benchmark", "torch", "diffusers", "voxelmorph", "tensorflow-cpu", "stardist", "py-ctcmetrics",
+            "pytorch-fid", "mlflow", "numpy", "scikit-image", "scikit-learn")
+EXPERIMENT_PREFIX = "synthvid"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else an absolute SQLite file in the current directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def configure() -> str:
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment_name(dataset: str) -> str:
+    return f"{EXPERIMENT_PREFIX}/{dataset}"
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id for ``name``; artifacts live beside a SQLite store (``mlartifacts/``)."""
+    configure()
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    uri = tracking_uri()
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def device_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return f"cpu:{platform.processor() or platform.machine()}x{os.cpu_count()}"
+
+
+def folder_checksum(folder: str | Path) -> str:
+    """sha256 over relative paths and contents of every file below ``folder`` (sorted)."""
+    digest = hashlib.sha256()
+    root = Path(folder)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict -> {"a.b": "value"} with values rendered as strings (MLflow params)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return out
+
+
+def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Numbers only: numpy scalars cast, None/NaN/non-numeric dropped (py-ctcmetrics returns None)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            out[key] = number
+    return out
+
+
+@contextmanager
+def start_run(
+    run_name: str,
+    dataset: str,
+    config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    nested: bool = False,
+    run_id: str | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Open (or resume, with ``run_id``) a run; log the whole config as params and ``config.json``,
+    plus version, commit and device tags."""
+    experiment_id = ensure_experiment(experiment_name(dataset))
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=experiment_id,
+                          nested=nested) as run:
+        if run_id is None:
+            all_tags = {f"version.{k}": v for k, v in package_versions().items()}
+            all_tags.update({"device": device_name(), "dataset": dataset,
+                             "ci": str(os.environ.get("CI", "false")).lower()})
+            commit = git_commit()
+            if commit:
+                all_tags["git_commit"] = commit
+            all_tags.update(tags or {})
+            mlflow.set_tags(all_tags)
+            if config:
+                params = flatten(config)
+                for start in range(0, len(params), 100):
+                    mlflow.log_params(dict(list(params.items())[start : start + 100]))
+                mlflow.log_dict(dict(config), "config.json")
+        yield run
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
+    clean = clean_metrics(metrics)
+    if clean:
+        mlflow.log_metrics({f"{prefix}{k}": v for k, v in clean.items()}, step=step)

@@ -1,0 +1,122 @@
+"""The interface every generator implements: ``fit(real) -> generate(spec) -> CTC folder``.
+
+A generator is fitted on ONE real annotated sequence (a ``CTCSequence``), saves/loads its fitted
+state as a folder (``config.json`` plus whatever weights and statistics it needs), and writes N
+synthetic sequences of any length and frame size as a CTC dataset (``01``, ``02``, ... with
+``NN_GT/SEG`` for every frame, ``NN_GT/TRA`` markers and ``man_track.txt``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from benchmark.ctc import CTCSequence
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    """What to generate. ``shape=None`` means the real training sequence's frame size."""
+
+    n_sequences: int = 2
+    n_frames: int = 92
+    shape: tuple[int, int] | None = None
+    seed: int = 0
+
+
+@dataclass
+class GeneratorConfig:
+    """Base of every generator's config dataclass; subclasses add their own fields."""
+
+    device: str = "cpu"
+    progress: bool = True
+
+
+C = TypeVar("C", bound=GeneratorConfig)
+
+
+class Generator(ABC):
+    """Base class. Subclasses set ``name`` and ``config_class`` and register with ``@register_generator``."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[GeneratorConfig]] = GeneratorConfig
+    #: whether ``fit`` learns anything (``folder`` and ``real`` do not)
+    needs_fit: ClassVar[bool] = True
+
+    def __init__(self, config: GeneratorConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None = None) -> Generator:
+        """Build from a plain dict (a TOML profile section); unknown keys are an error."""
+        return cls(config_from_dict(cls.config_class, params or {}))
+
+    @abstractmethod
+    def fit(self, real: CTCSequence) -> Generator:
+        """Estimate everything from one real annotated sequence; returns self."""
+
+    @abstractmethod
+    def generate(self, spec: GenerateSpec, out_dir: str | Path) -> Path:
+        """Write ``spec.n_sequences`` sequences (``01``, ``02``, ...) as a CTC dataset under ``out_dir``."""
+
+    def save(self, directory: str | Path) -> None:
+        """Save the fitted state. Default: the config only; learned generators add their weights."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text(json.dumps(config_to_dict(self.config), indent=2))
+        (directory / "generator.json").write_text(json.dumps({"name": self.name}))
+        self._save_state(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Generator:
+        directory = Path(directory)
+        config = config_from_dict(cls.config_class, json.loads((directory / "config.json").read_text()))
+        generator = cls(config)
+        generator._load_state(directory)
+        return generator
+
+    def _save_state(self, directory: Path) -> None:
+        """Hook for subclasses: write fitted statistics and weights into ``directory``."""
+
+    def _load_state(self, directory: Path) -> None:
+        """Hook for subclasses: read back what ``_save_state`` wrote."""
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(config_class: type[C], values: dict[str, Any]) -> C:
+    """Build a config dataclass from a dict, rejecting unknown keys with a clear message."""
+    names = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"{config_class.__name__}: unknown parameters {unknown}; known: {sorted(names)}")
+    kwargs = {}
+    for key, value in values.items():
+        if isinstance(value, list):
+            value = tuple(value)  # TOML/JSON arrays -> tuples (configs stay hashable)
+        kwargs[key] = value
+    return config_class(**kwargs)
+
+
+_REGISTRY: dict[str, type[Generator]] = {}
+ENTRY_POINT_GROUP = "synthvid.generators"
+
+
+def register_generator(name: str) -> Callable[[type[Generator]], type[Generator]]:
+    """Class decorator: make a generator available by ``name`` to the CLI and the pipeline."""
+
+    def decorate(cls: type[Generator]) -> type[Generator]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"generator {name!r} is already registered by {_REGISTRY[name].__module__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
