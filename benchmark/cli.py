@@ -22,8 +22,8 @@ COMMAND_HOOKS = (
 
 
 def _data_info(args: argparse.Namespace) -> int:
-    from benchmark.datasets import describe_dataset, resolve_dataset
     from benchmark.ctc.validate import _ranges
+    from benchmark.datasets import describe_dataset, resolve_dataset
 
     folder = resolve_dataset(args.name, args.data_root)
     facts = describe_dataset(folder)
