@@ -120,25 +120,28 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
         data_key = (str(real_dir.resolve()), train_name, experiment.folder_checksum(train_seq.gt_dir)[:16])
 
         generator_cls = get_generator(config.generator)
-        gen_key = (data_key, config.generator, config.generator_params, config.seed)
+        sampling = {k: v for k, v in config.generator_params.items() if k in generator_cls.sampling_fields}
+        fit_params = {k: v for k, v in config.generator_params.items() if k not in sampling}
+        gen_key = (data_key, config.generator, fit_params, config.seed)
 
         def fit(out: Path) -> dict[str, Any]:
-            generator = generator_cls.from_params(config.generator_params)
+            generator = generator_cls.from_params(fit_params)
             generator.fit(train_seq)
             generator.save(out / "model")
             return {}
 
-        fitted = stages.run("fit", gen_key, fit, params={"generator": config.generator_params},
+        fitted = stages.run("fit", gen_key, fit, params={"generator": fit_params},
                             artifacts=lambda f: _log_small_artifacts(f / "model", "model"))
         n_frames = config.n_frames or train_seq.n_frames
         spec = GenerateSpec(n_sequences=config.n_sequences, n_frames=n_frames, shape=None, seed=config.seed)
 
         def generate(out: Path) -> dict[str, Any]:
-            generator = generator_cls.load(fitted.folder / "model")
+            generator = generator_cls.load(fitted.folder / "model").with_sampling(sampling)
             generator.generate(spec, out / "synthetic")
             return {}
 
-        generated = stages.run("generate", (gen_key, spec.__dict__), generate, params={"spec": spec.__dict__},
+        generated = stages.run("generate", (gen_key, sampling, spec.__dict__), generate,
+                               params={"spec": spec.__dict__, "sampling": sampling},
                                artifacts=lambda f: _log_sample_frames(f / "synthetic"))
         synthetic_dir = generated.folder / "synthetic"
         synthetic = [CTCSequence(synthetic_dir, p.name) for p in sorted(synthetic_dir.iterdir())
@@ -188,6 +191,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
             row[f"time_{result.name}_s"] = result.seconds
         experiment.log_metrics(row)
         row.update({"generator": config.generator, "run_id": parent.info.run_id,
+                    "cached_stages": [r.name for r in stages.results.values() if r.cached],
                     "result_dir": str(evaluated.folder / f"{test_name}_RES")})
     return row
 

@@ -47,6 +47,9 @@ class Generator(ABC):
     config_class: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     #: whether ``fit`` learns anything (``folder`` and ``real`` do not)
     needs_fit: ClassVar[bool] = True
+    #: config fields used only by ``generate`` (e.g. BVDM's step counts): changing them reuses the fitted
+    #: state, which is how an ablation sweep shares one fitted model
+    sampling_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: GeneratorConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -79,6 +82,15 @@ class Generator(ABC):
         generator = cls(config)
         generator._load_state(directory)
         return generator
+
+    def with_sampling(self, overrides: dict[str, Any]) -> Generator:
+        """Apply sampling-only overrides to a fitted generator (anything else is an error)."""
+        bad = sorted(set(overrides) - set(self.sampling_fields))
+        if bad:
+            raise ValueError(f"{self.name}: {bad} are not sampling parameters; sampling parameters: "
+                             f"{sorted(self.sampling_fields)}")
+        self.config = dataclasses.replace(self.config, **overrides)
+        return self
 
     def _save_state(self, directory: Path) -> None:
         """Hook for subclasses: write fitted statistics and weights into ``directory``."""
