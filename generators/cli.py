@@ -1,0 +1,121 @@
+"""``python -m benchmark generate``: fit a generator on a real training sequence (cached) and write data.
+
+The fitted state is cached under ``<cache>/generators/<name>-<hash>`` where the hash covers the
+generator name, its config and the bytes of the training sequence (images + GT), so a changed
+dataset or parameter refits, and a repeated call only generates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from benchmark.ctc import CTCSequence
+from benchmark.paths import cache_dir
+from generators.base import GenerateSpec, Generator, config_to_dict
+from generators.registry import available_generators, get_generator
+
+CACHE_VERSION = 2  # bump when a fitted state's layout changes
+
+
+def sequence_digest(seq: CTCSequence) -> str:
+    """sha256 over the names and bytes of the sequence's images and GT files (the data a fit sees)."""
+    digest = hashlib.sha256()
+    folders = [seq.image_dir, seq.gt_dir, seq.st_dir]
+    files = sorted(p for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file())
+    for path in tqdm(files, desc="hash data", leave=False, disable=len(files) < 50):
+        digest.update(str(path.relative_to(seq.dataset_dir)).encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_key(name: str, generator: Generator, seq: CTCSequence) -> str:
+    config = config_to_dict(generator.config)
+    config.pop("progress", None)
+    config.pop("device", None)
+    payload = json.dumps({"generator": name, "config": config, "data": sequence_digest(seq),
+                          "version": CACHE_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def fitted_generator(name: str, params: dict, seq: CTCSequence, cache: Path | None = None,
+                     refit: bool = False) -> Generator:
+    """The generator ``name`` fitted on ``seq``: loaded from the cache when the same data + config were fitted."""
+    cls = get_generator(name)
+    generator = cls.from_params(params)
+    if not cls.needs_fit:
+        return generator.fit(seq)
+    folder = (cache or cache_dir()) / "generators" / f"{name}-{state_key(name, generator, seq)}"
+    if folder.is_dir() and (folder / "config.json").is_file() and not refit:
+        loaded = cls.load(folder)
+        loaded.config = generator.config  # runtime-only fields (progress, device) from this call
+        return loaded
+    generator.fit(seq)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        generator.save(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return generator
+
+
+def _parse_params(items: list[str]) -> dict:
+    params: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--param {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from benchmark.datasets import dataset_info, resolve_dataset
+
+    folder = resolve_dataset(args.dataset, args.data_root)
+    sequence = args.train_sequence or dataset_info(args.dataset).train_sequence
+    seq = CTCSequence(folder, sequence)
+    params = _parse_params(args.param or [])
+    params.setdefault("progress", not args.quiet)
+    generator = fitted_generator(args.generator, params, seq, Path(args.cache) if args.cache else None, args.refit)
+    spec = GenerateSpec(n_sequences=args.sequences, n_frames=args.frames,
+                        shape=tuple(args.shape) if args.shape else None, seed=args.seed)
+    out = generator.generate(spec, args.out)
+    print(json.dumps({"generator": args.generator, "dataset": args.dataset, "fitted_on": str(seq.image_dir),
+                      "out": str(out), "spec": dataclasses.asdict(spec)}))
+    return 0
+
+
+def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``generate`` on the top-level CLI."""
+    p = subparsers.add_parser("generate", help="fit a generator on a real training sequence and write a synthetic CTC dataset")
+    p.add_argument("--generator", required=True, help=f"one of: {', '.join(available_generators())}")
+    p.add_argument("--dataset", required=True, help="CTC dataset name, e.g. Fluo-N2DH-GOWT1")
+    p.add_argument("--data-root", help="folder holding <dataset>/ (default: $SYNTHVID_DATA_ROOT, then the cache)")
+    p.add_argument("--train-sequence", help="sequence to fit on (default: the dataset's training sequence, 01)")
+    p.add_argument("--frames", type=int, default=92, help="frames per synthetic sequence")
+    p.add_argument("--sequences", type=int, default=2, help="number of synthetic sequences (01, 02, ...)")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), help="frame size (default: the real one)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="generator config field (repeatable)")
+    p.add_argument("--cache", help="cache folder (default: $SYNTHVID_CACHE or ~/.cache/synthvid)")
+    p.add_argument("--refit", action="store_true", help="ignore a cached fitted state")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.set_defaults(func=run_generate)
