@@ -1,0 +1,118 @@
+"""``python -m benchmark metrics seg-tra|realism``: parse, delegate, print a table, optionally log to MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from benchmark.ctc import CTCSequence, list_sequences
+
+
+def add_metrics_commands(subparsers) -> None:
+    parser = subparsers.add_parser("metrics", help="score a CTC result (SEG/DET/TRA) or realism (FID/FVD/KID/KVD)")
+    sub = parser.add_subparsers(dest="metrics_command", required=True)
+
+    seg_tra = sub.add_parser("seg-tra", help="SEG, DET, TRA, LNK and AOGM of NN_RES against NN_GT (py-ctcmetrics)")
+    seg_tra.add_argument("--res", required=True, help="result folder (maskTTT.tif + res_track.txt)")
+    seg_tra.add_argument("--gt", required=True, help="GT folder NN_GT (TRA/ and SEG/)")
+    seg_tra.add_argument("--threads", type=int, default=1)
+    _common(seg_tra)
+    seg_tra.set_defaults(func=_cmd_seg_tra)
+
+    realism = sub.add_parser("realism", help="FID/KID on cell crops, FVD/KVD on cell clips, with track-bootstrap CIs")
+    realism.add_argument("--real", required=True, help="real sequence folder (…/01) or dataset folder (+ --real-seq)")
+    realism.add_argument("--real-seq", default="01")
+    realism.add_argument("--synthetic", required=True, nargs="+",
+                         help="synthetic sequence folder(s) or dataset folder(s) (all sequences)")
+    realism.add_argument("--intensity", nargs=2, type=float, metavar=("LO", "HI"),
+                         help="frozen intensity constants (default: P0.5/P99.9 of the real sequence)")
+    realism.add_argument("--max-crops", type=int)
+    realism.add_argument("--max-clips", type=int)
+    realism.add_argument("--n-bootstrap", type=int, default=200)
+    realism.add_argument("--no-fid", action="store_true")
+    realism.add_argument("--no-fvd", action="store_true")
+    realism.add_argument("--cache-dir", help="feature cache (default $SYNTHVID_CACHE or ~/.cache/synthvid)")
+    _common(realism)
+    realism.set_defaults(func=_cmd_realism)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", help="also write the result dict to this file")
+    parser.add_argument("--mlflow", action="store_true", help="log the numbers to MLflow (benchmark.experiment)")
+    parser.add_argument("--run-name", default=None)
+    parser.add_argument("--dataset", default="adhoc", help="dataset name for the MLflow experiment")
+
+
+def _sequences(path: str, default_name: str | None) -> list[CTCSequence]:
+    folder = Path(path)
+    if re.fullmatch(r"\d\d", folder.name) and folder.is_dir():
+        return [CTCSequence(folder.parent, folder.name)]
+    if default_name is not None:
+        return [CTCSequence(folder, default_name)]
+    return [CTCSequence(folder, name) for name in list_sequences(folder)]
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}s}  {v}" for k, v in rows)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.5f}"
+    return str(value)
+
+
+def _finish(args, result: dict, run_name: str, config: dict) -> int:
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    if args.mlflow:
+        from benchmark import experiment
+
+        with experiment.start_run(args.run_name or run_name, args.dataset, config=config):
+            experiment.log_metrics({k: v for k, v in result.items() if isinstance(v, int | float)})
+    return 0
+
+
+def _cmd_seg_tra(args) -> int:
+    from benchmark.metrics.ctc import score_tracking
+
+    result = score_tracking(args.res, args.gt, threads=args.threads)
+    print(f"CTC metrics (py-ctcmetrics) {args.res} vs {args.gt}")
+    print(_table([(k, _fmt(v)) for k, v in result.items()]))
+    return _finish(args, result, "metrics-seg-tra", {"res": args.res, "gt": args.gt})
+
+
+def _cmd_realism(args) -> int:
+    import torch
+
+    from benchmark.metrics.realism import RealismConfig, realism_scores
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    real = _sequences(args.real, args.real_seq)[0]
+    synthetic = [s for path in args.synthetic for s in _sequences(path, None)]
+    config = RealismConfig(intensity_range=tuple(args.intensity) if args.intensity else None,
+                           max_crops=args.max_crops, max_clips=args.max_clips, n_bootstrap=args.n_bootstrap,
+                           fid=not args.no_fid, fvd=not args.no_fvd)
+    result = realism_scores(real, synthetic, config, args.cache_dir)
+    rows = []
+    for metric, n_key, flag in (("fid", "n_fid", "fid_rank_deficient"), ("kid", "n_fid", None),
+                                ("fvd", "n_fvd", "fvd_rank_deficient"), ("kvd", "n_fvd", None)):
+        if metric not in result:
+            continue
+        ci = f"[{_fmt(result.get(metric + '_ci_low'))}, {_fmt(result.get(metric + '_ci_high'))}]"
+        note = "  RANK-DEFICIENT (N below minimum; not comparable)" if flag and result.get(flag) else ""
+        rows.append((f"{metric.upper()} (N={result[n_key]})", f"{_fmt(result[metric])}  95% CI {ci}{note}"))
+    rows.append(("intensity lo/hi", f"{result['intensity_lo']}/{result['intensity_hi']}"))
+    for name in ("fid", "fvd"):
+        if f"{name}_detector" in result:
+            rows.append((f"{name} detector", f"{result[name + '_detector']} ({result[name + '_weight_route']})"))
+    print(f"realism: real {result['real']} vs synthetic {result['synthetic']} (cluster bootstrap over tracks, "
+          f"B={config.n_bootstrap})")
+    print(_table(rows))
+    params = {k: v for k, v in vars(args).items() if k != "func"}
+    return _finish(args, result, "metrics-realism", params)

@@ -1,0 +1,129 @@
+"""SEG / DET / TRA (+ LNK and the AOGM error breakdown) through py-ctcmetrics, and our own SEG for partial GT.
+
+py-ctcmetrics traps handled here (downstream.md 3): ``threads`` is always explicit (its default 0
+spawns one process per CPU); SEG runs in its own call (an invalid track file turns every metric of a
+call into None); its stdout chatter is silenced; numpy scalars become floats; an invalid result is
+reported as invalid with the reasons from ``benchmark.ctc.validate_result``.
+
+``score_segmentation_frames`` implements the CTC SEG rule on any subset of frames (R matched by the S
+with |R n S| > 0.5 |R|, Jaccard, 0 if unmatched, mean over all reference objects), pairing frames by
+their time index, so partial GT (the shared HeLa copy) can be scored; it agrees with py-ctcmetrics on
+GOWT1 (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.ctc import CTCFormatError, ResultSequence, read_tiff, validate_result
+from benchmark.ctc.sequence import _indexed_files
+
+TRACKING_METRICS = ("DET", "TRA", "LNK")
+AOGM_KEYS = ("AOGM", "AOGM_0", "AOGM_NS", "AOGM_FN", "AOGM_FP", "AOGM_ED", "AOGM_EA", "AOGM_EC")
+
+
+def _as_float(value) -> float | None:
+    if value is None:
+        return None
+    return float(value)
+
+
+def _evaluate(res_dir: Path, gt_dir: Path, metrics: list[str], threads: int) -> dict:
+    from ctc_metrics import evaluate_sequence
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return evaluate_sequence(str(res_dir), str(gt_dir), metrics=list(metrics), threads=threads)
+
+
+def _check_gt(gt_dir: Path, need_seg: bool) -> None:
+    if not (gt_dir / "TRA" / "man_track.txt").is_file():
+        raise CTCFormatError(gt_dir / "TRA", "man_track.txt is missing (GT TRA is needed for every CTC metric)")
+    if need_seg and not _indexed_files(gt_dir / "SEG", "man_seg"):
+        raise CTCFormatError(gt_dir / "SEG", "no man_segTTT.tif files")
+
+
+def score_tracking(res_dir: str | Path, gt_dir: str | Path, threads: int = 1,
+                   seg: bool = True) -> dict[str, float | str | None]:
+    """SEG, DET, TRA, LNK and the AOGM breakdown of ``res_dir`` (``NN_RES``) against ``gt_dir`` (``NN_GT``).
+
+    Returns floats (None where a metric could not be computed), ``valid`` (1.0/0.0) and, for an
+    invalid result, ``invalid_reason`` (first problems found by our validator). GT must be complete:
+    as many TRA frames as result masks (py-ctcmetrics' rule).
+    """
+    res_dir, gt_dir = Path(res_dir), Path(gt_dir)
+    res = ResultSequence(res_dir)
+    n_gt = len(_indexed_files(gt_dir / "TRA", "man_track"))
+    _check_gt(gt_dir, need_seg=False)
+    if n_gt != len(res.mask_files):
+        raise CTCFormatError(res_dir, f"{len(res.mask_files)} result masks but {n_gt} GT TRA frames in "
+                                      f"{gt_dir / 'TRA'} (py-ctcmetrics needs equal counts)")
+    out: dict[str, float | str | None] = {}
+    if seg:
+        has_seg = bool(_indexed_files(gt_dir / "SEG", "man_seg"))
+        out["SEG"] = _as_float(_evaluate(res_dir, gt_dir, ["SEG"], threads).get("SEG")) if has_seg else None
+    problems = [p for p in validate_result(res_dir, n_frames=n_gt) if p.severity == "error"]
+    raw = _evaluate(res_dir, gt_dir, ["Valid", *TRACKING_METRICS], threads)
+    valid = bool(raw.get("Valid")) and not problems
+    out["valid"] = 1.0 if valid else 0.0
+    for key in (*TRACKING_METRICS, *AOGM_KEYS):
+        out[key] = _as_float(raw.get(key)) if valid else None
+    if not valid:
+        reasons = [str(p) for p in problems[:3]] or ["py-ctcmetrics reported Valid=0"]
+        out["invalid_reason"] = "; ".join(reasons)
+    return out
+
+
+def _seg_frame(reference: np.ndarray, computed: np.ndarray) -> tuple[float, int]:
+    """(sum of Jaccard over reference objects, number of reference objects) for one frame."""
+    if reference.shape != computed.shape:
+        raise ValueError(f"GT shape {reference.shape} differs from result shape {computed.shape}")
+    ref = reference.astype(np.int64).ravel()
+    comp = computed.astype(np.int64).ravel()
+    ref_ids, ref_inv = np.unique(ref, return_inverse=True)
+    comp_ids, comp_inv = np.unique(comp, return_inverse=True)
+    pairs = ref_inv * len(comp_ids) + comp_inv
+    counts = np.bincount(pairs, minlength=len(ref_ids) * len(comp_ids)).reshape(len(ref_ids), len(comp_ids))
+    ref_area = counts.sum(axis=1)
+    comp_area = counts.sum(axis=0)
+    total, n_objects = 0.0, 0
+    for i, r in enumerate(ref_ids):
+        if r == 0:
+            continue
+        n_objects += 1
+        row = counts[i].copy()
+        row[comp_ids == 0] = 0
+        j = int(np.argmax(row))
+        if row[j] * 2 > ref_area[i]:  # more than half of R covered by one S: the unique match
+            total += row[j] / (ref_area[i] + comp_area[j] - row[j])
+    return total, n_objects
+
+
+def score_segmentation_frames(res_dir: str | Path, seg_gt_dir: str | Path,
+                              frames: Iterable[int] | None = None) -> dict[str, float | int]:
+    """CTC SEG of ``maskTTT.tif`` in ``res_dir`` against ``man_segTTT.tif`` in ``seg_gt_dir`` (``NN_GT/SEG``
+    or ``NN_ST/SEG``), on the GT frames present (or ``frames``); frames are paired by index t.
+
+    A GT frame without a result mask counts its objects as unmatched (J = 0). Returns SEG, the number
+    of reference objects and of frames used.
+    """
+    seg_files = _indexed_files(Path(seg_gt_dir), "man_seg")
+    if not seg_files:
+        raise CTCFormatError(Path(seg_gt_dir), "no man_segTTT.tif files")
+    res = ResultSequence(res_dir)
+    wanted = sorted(seg_files) if frames is None else sorted(frames)
+    total, n_objects, used = 0.0, 0, 0
+    for t in wanted:
+        if t not in seg_files:
+            raise CTCFormatError(Path(seg_gt_dir), f"no man_seg frame for t={t}")
+        reference = read_tiff(seg_files[t])
+        computed = res.mask(t) if t in res.mask_files else np.zeros_like(reference)
+        s, n = _seg_frame(reference, computed)
+        total += s
+        n_objects += n
+        used += 1
+    return {"SEG": total / max(n_objects, 1), "n_objects": n_objects, "n_frames": used}

@@ -1,0 +1,144 @@
+"""Fréchet distance, unbiased KID/KVD, and cluster-bootstrap CIs over cell tracks (features in float64).
+
+The Fréchet distance is pytorch-fid's formula ``|mu1-mu2|^2 + tr(S1 + S2 - 2 sqrtm(S1 S2))`` with
+``np.cov`` (N-1) covariances. Its ``tr sqrtm(S1 S2)`` is computed exactly without ``scipy.linalg.sqrtm``:
+with centred features X1, X2, the non-zero eigenvalues of S1 S2 are the squared singular values of
+``X1 X2^T / sqrt((n1-1)(n2-1))``, so the trace is that matrix's nuclear norm (used when N < d, the FID
+case), or, when N >= d, the sum of sqrt-eigenvalues of the symmetric ``S1^1/2 S2 S1^1/2``. This agrees
+with pytorch-fid's ``calculate_frechet_distance`` (tested) and is 20-50x faster on 2 cores, which makes
+bootstrap CIs affordable; it is also stable for the rank-deficient covariances of small N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) as pytorch-fid computes them (``np.cov``, N-1), float64."""
+    features = np.asarray(features, np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _trace_sqrt_product(x1c: np.ndarray, x2c: np.ndarray) -> float:
+    n1, n2 = len(x1c), len(x2c)
+    scale = np.sqrt((n1 - 1) * (n2 - 1))
+    if min(n1, n2) < x1c.shape[1]:
+        return float(np.linalg.svd(x1c @ x2c.T, compute_uv=False).sum() / scale)
+    s1 = x1c.T @ x1c / (n1 - 1)
+    s2 = x2c.T @ x2c / (n2 - 1)
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root @ s2 @ root
+    eig = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(eig, 0, None)).sum())
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between two feature sets ``(n1, d)`` and ``(n2, d)`` (n >= 2)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"need >= 2 samples of equal dimension per side, got {a.shape} and {b.shape}")
+    mu1, mu2 = a.mean(0), b.mean(0)
+    a_c, b_c = a - mu1, b - mu2
+    trace1 = float((a_c**2).sum() / (len(a) - 1))
+    trace2 = float((b_c**2).sum() / (len(b) - 1))
+    return float(((mu1 - mu2) ** 2).sum() + trace1 + trace2 - 2 * _trace_sqrt_product(a_c, b_c))
+
+
+def frechet_distance_pytorch_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """The same distance through pytorch-fid's ``calculate_frechet_distance`` (scipy sqrtm; slow at 2048-d)."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    mu1, s1 = feature_stats(a)
+    mu2, s2 = feature_stats(b)
+    return float(calculate_frechet_distance(mu1, s1, mu2, s2))
+
+
+def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def mmd2_unbiased(a: np.ndarray, b: np.ndarray) -> float:
+    """Unbiased MMD^2 with the KID kernel k(x, y) = (x.y/d + 1)^3 (Bińkowski et al. 2018)."""
+    m, n = len(a), len(b)
+    kxx, kyy, kxy = _poly_kernel(a, a), _poly_kernel(b, b), _poly_kernel(a, b)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+                 - 2 * kxy.mean())
+
+
+def kernel_distance(a: np.ndarray, b: np.ndarray, subset_size: int = 1000, n_subsets: int = 100,
+                    seed: int = 0) -> tuple[float, float]:
+    """KID / KVD: mean and std of unbiased MMD^2 over random subsets (all samples if fewer than ``subset_size``)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    size = min(subset_size, len(a), len(b))
+    if size < 2:
+        raise ValueError(f"need >= 2 samples per side for KID, got {len(a)} and {len(b)}")
+    if size == len(a) == len(b):
+        return mmd2_unbiased(a, b), 0.0
+    rng = np.random.default_rng(seed)
+    values = [mmd2_unbiased(a[rng.choice(len(a), size, replace=False)], b[rng.choice(len(b), size, replace=False)])
+              for _ in range(n_subsets)]
+    return float(np.mean(values)), float(np.std(values))
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Features ``(N, d)`` with the cell track each row comes from (the bootstrap's cluster id)."""
+
+    features: np.ndarray
+    groups: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.features) != len(self.groups):
+            raise ValueError(f"{len(self.features)} feature rows but {len(self.groups)} group ids")
+
+    def resample(self, rng: np.random.Generator) -> np.ndarray:
+        """Row indices of a cluster-bootstrap replicate: whole tracks drawn with replacement."""
+        ids, inverse = np.unique(self.groups, return_inverse=True)
+        members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
+        picked = rng.integers(0, len(ids), len(ids))
+        return np.concatenate([members[k] for k in picked])
+
+
+Statistic = Callable[[np.ndarray, np.ndarray], float]
+
+
+def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def cluster_bootstrap(real: Samples, fake: Samples, statistic: Statistic, n_boot: int = 200, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of ``statistic(real, fake)`` resampling whole tracks on both sides.
+
+    Report it next to the point estimate on the full sets: duplicated rows lower the effective N and
+    shift Fréchet distances up (realism-metrics.md 1.5).
+    """
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(real.features[real.resample(rng)], fake.features[fake.resample(rng)])
+                       for _ in range(n_boot)])
+    return percentile_ci(values, level)
+
+
+def paired_bootstrap_difference(real: Samples, fake_a: Samples, fake_b: Samples, statistic: Statistic,
+                                n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, float | bool]:
+    """CI of ``statistic(real, A) - statistic(real, B)`` with the SAME real resample in each replicate.
+
+    ``significant`` is true only when the CI excludes 0.
+    """
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        real_rows = real.features[real.resample(rng)]
+        diffs.append(statistic(real_rows, fake_a.features[fake_a.resample(rng)])
+                     - statistic(real_rows, fake_b.features[fake_b.resample(rng)]))
+    low, high = percentile_ci(np.array(diffs), level)
+    point = statistic(real.features, fake_a.features) - statistic(real.features, fake_b.features)
+    return {"difference": point, "ci_low": low, "ci_high": high, "significant": bool(low > 0 or high < 0)}

@@ -1,0 +1,389 @@
+"""The realism protocol (realism-metrics.md section 1): FID/KID on cell crops, FVD/KVD on cell clips.
+
+- Intensity: one frozen map ``v -> clip((v-lo)/(hi-lo), 0, 1) -> round(255 v) -> uint8`` with ``lo, hi``
+  = global (P0.5, P99.9) of the REAL training frames; the same constants for generated data.
+- Crops: 96 x 96 around every annotated cell's full-mask centroid (``full_masks``), reflect-padded,
+  neighbours kept, for every dataset (GOWT1's larger nuclei are cut too; a fixed size keeps FID
+  comparable across datasets).
+- Clips: per track, 16-frame windows at stride 8 where the cell is present in all 16 frames; a fixed
+  96 x 96 box centred on the mean centroid over the window (so migration stays visible); frames
+  squash-resized to 224 for I3D; features = 400-d time-averaged logits.
+- Same N both sides (seeded shuffle of the larger side); CIs resample whole tracks (cluster bootstrap);
+  FVD with N < 400 is flagged rank-deficient (not comparable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from benchmark.assets import ResolvedWeight, cache_root, resolve
+from benchmark.ctc import CTCSequence
+from benchmark.ctc.crops import annotated_frames, full_masks
+from benchmark.metrics.frechet import Samples, frechet_distance, mmd2_unbiased, percentile_ci
+
+PROTOCOL_VERSION = "1"
+
+
+@dataclass
+class RealismConfig:
+    """Protocol constants. ``intensity_range=None`` derives (lo, hi) from the real sequence passed in."""
+
+    crop_size: int = 96
+    clip_length: int = 16
+    clip_stride: int = 8
+    clip_box: int = 96
+    i3d_size: int = 224
+    percentiles: tuple[float, float] = (0.5, 99.9)
+    intensity_range: tuple[float, float] | None = None
+    max_crops: int | None = None  # cap per sequence, drawn by seeded shuffle before feature extraction
+    max_clips: int | None = None  # None = all (the protocol); caps are for tests and quick looks
+    kid_subset_size: int = 1000
+    kid_subsets: int = 100
+    n_bootstrap: int = 200
+    ci_level: float = 0.95
+    seed: int = 0
+    fid: bool = True
+    fvd: bool = True
+    min_fvd_n: int = 400
+    min_fid_n: int = 2048
+    batch_size_crops: int = 50
+    batch_size_clips: int = 4
+    progress: bool = True
+
+    def protocol_key(self) -> dict:
+        """Fields that change features (part of the feature-cache key)."""
+        return {"crop_size": self.crop_size, "clip_length": self.clip_length, "clip_stride": self.clip_stride,
+                "clip_box": self.clip_box, "i3d_size": self.i3d_size, "version": PROTOCOL_VERSION}
+
+
+# ------------------------------------------------------------------------------------------- intensity
+def intensity_range(sequences: list[CTCSequence], percentiles: tuple[float, float] = (0.5, 99.9)) -> tuple[float, float]:
+    """Global (lo, hi) percentiles over all raw frames of ``sequences``, pooled (exact, via histograms for ints)."""
+    hist: np.ndarray | None = None
+    floats: list[np.ndarray] = []
+    for seq in sequences:
+        for t in seq.frames:
+            image = seq.image(t)
+            if np.issubdtype(image.dtype, np.integer) and image.dtype.itemsize <= 2 and image.min() >= 0:
+                counts = np.bincount(image.ravel(), minlength=65536 if image.dtype.itemsize == 2 else 256)
+                hist = counts if hist is None else _add_padded(hist, counts)
+            else:
+                floats.append(image.ravel().astype(np.float64))
+    if floats:
+        values = np.concatenate(floats + ([np.repeat(np.arange(len(hist)), hist)] if hist is not None else []))
+        lo, hi = np.percentile(values, percentiles)
+        return float(lo), float(hi)
+    if hist is None:
+        raise ValueError("no raw frames to derive the intensity range from")
+    cdf = np.cumsum(hist) / hist.sum()
+    lo, hi = (float(np.searchsorted(cdf, p / 100.0)) for p in percentiles)
+    if hi <= lo:
+        raise ValueError(f"degenerate intensity range ({lo}, {hi}) from {sequences}")
+    return lo, hi
+
+
+def _add_padded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    size = max(len(a), len(b))
+    return np.pad(a, (0, size - len(a))) + np.pad(b, (0, size - len(b)))
+
+
+def to_uint8(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Frozen intensity map to 8 bit (no per-image normalisation)."""
+    scaled = np.clip((image.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    return np.round(scaled * 255.0).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------- units
+@dataclass
+class Units:
+    """Crops ``(N, S, S)`` and clips ``(M, T, S, S)`` (uint8) of one sequence with their track ids and rows."""
+
+    crops: np.ndarray
+    crop_groups: np.ndarray
+    crop_rows: np.ndarray  # (N, 2): label, t
+    clips: np.ndarray
+    clip_groups: np.ndarray
+    clip_rows: np.ndarray  # (M, 2): label, t0
+
+
+def _cut(padded: np.ndarray, cy: float, cx: float, size: int, pad: int) -> np.ndarray:
+    y0 = int(round(cy)) - size // 2 + pad
+    x0 = int(round(cx)) - size // 2 + pad
+    return padded[y0 : y0 + size, x0 : x0 + size]
+
+
+def extract_units(seq: CTCSequence, lo: float, hi: float, config: RealismConfig, crops: bool = True,
+                  clips: bool = True) -> Units:
+    """Cut the protocol's crops and clips from one annotated sequence (raw frames + TRA markers)."""
+    frames = annotated_frames(seq)
+    pad = max(config.crop_size, config.clip_box)
+    centres: dict[int, dict[int, tuple[float, float]]] = {}
+    padded: dict[int, np.ndarray] = {}
+    crop_list, crop_rows = [], []
+    for t in tqdm(frames, desc=f"cells {seq.dataset_dir.name}/{seq.name}", disable=not config.progress, leave=False):
+        masks = full_masks(seq, t)
+        labels = [int(v) for v in np.unique(masks) if v]
+        if not labels:
+            centres[t] = {}
+            continue
+        points = ndimage.center_of_mass(np.ones(masks.shape, bool), masks, labels)
+        centres[t] = dict(zip(labels, points, strict=True))
+        padded[t] = np.pad(to_uint8(seq.image(t), lo, hi), pad, mode="reflect")
+        if crops:
+            for label, (cy, cx) in centres[t].items():
+                crop_list.append(_cut(padded[t], cy, cx, config.crop_size, pad))
+                crop_rows.append((label, t))
+    clip_list, clip_rows = [], []
+    if clips and seq.has_tracks:
+        length = config.clip_length
+        for track in seq.tracks.values():
+            for t0 in range(track.begin, track.end - length + 2, config.clip_stride):
+                window = range(t0, t0 + length)
+                if not all(track.label in centres.get(t, {}) for t in window):
+                    continue
+                cy = float(np.mean([centres[t][track.label][0] for t in window]))
+                cx = float(np.mean([centres[t][track.label][1] for t in window]))
+                clip_list.append(np.stack([_cut(padded[t], cy, cx, config.clip_box, pad) for t in window]))
+                clip_rows.append((track.label, t0))
+    size, box = config.crop_size, config.clip_box
+    crop_rows_a = np.array(crop_rows, np.int64).reshape(-1, 2)
+    clip_rows_a = np.array(clip_rows, np.int64).reshape(-1, 2)
+    return Units(
+        crops=np.stack(crop_list) if crop_list else np.zeros((0, size, size), np.uint8),
+        crop_groups=crop_rows_a[:, 0], crop_rows=crop_rows_a,
+        clips=np.stack(clip_list) if clip_list else np.zeros((0, config.clip_length, box, box), np.uint8),
+        clip_groups=clip_rows_a[:, 0], clip_rows=clip_rows_a,
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _units_both(dataset_dir: Path, name: str, lo: float, hi: float, config_json: str) -> Units:
+    """Crops and clips of a sequence in one pass over its frames (full masks are the costly part)."""
+    fields = json.loads(config_json)
+    fields["percentiles"] = tuple(fields["percentiles"])
+    fields["intensity_range"] = tuple(fields["intensity_range"]) if fields["intensity_range"] else None
+    return extract_units(CTCSequence(dataset_dir, name), lo, hi, RealismConfig(**fields))
+
+
+# ------------------------------------------------------------------------------------------- features + cache
+@dataclass
+class FeatureSet:
+    features: np.ndarray  # (N, d) float64
+    groups: np.ndarray  # track id per row, prefixed per sequence so ids never collide
+    rows: list[tuple[str, int, int]]  # (sequence, label, t or t0)
+
+
+class Extractors:
+    """Lazily built FID/FVD networks with their weight records (built once per process)."""
+
+    def __init__(self, fid_weight: ResolvedWeight | None = None, fvd_weight: ResolvedWeight | None = None) -> None:
+        self._fid_weight, self._fvd_weight = fid_weight, fvd_weight
+        self._fid = self._fvd = None
+
+    @property
+    def fid_weight(self) -> ResolvedWeight:
+        self._fid_weight = self._fid_weight or resolve("fid-inception")
+        return self._fid_weight
+
+    @property
+    def fvd_weight(self) -> ResolvedWeight:
+        self._fvd_weight = self._fvd_weight or resolve("i3d-kinetics-400")
+        return self._fvd_weight
+
+    def fid_model(self):
+        if self._fid is None:
+            from benchmark.metrics.inception import fid_inception_v3
+
+            self._fid, _ = fid_inception_v3(self.fid_weight)
+        return self._fid
+
+    def fvd_model(self):
+        if self._fvd is None:
+            from benchmark.metrics.i3d import i3d_kinetics400
+
+            self._fvd, _ = i3d_kinetics400(self.fvd_weight)
+        return self._fvd
+
+    def crop_features(self, crops: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
+        from benchmark.metrics.inception import inception_features
+
+        return _batched(lambda x: inception_features(self.fid_model(), x, batch_size), crops, 10 * batch_size,
+                        "FID features", progress)
+
+    def clip_features(self, clips: np.ndarray, batch_size: int, progress: bool) -> np.ndarray:
+        from benchmark.metrics.i3d import i3d_features
+
+        return _batched(lambda x: i3d_features(self.fvd_model(), x, batch_size), clips, batch_size,
+                        "FVD features", progress)
+
+
+def _batched(fn, data: np.ndarray, chunk: int, desc: str, progress: bool) -> np.ndarray:
+    parts = [fn(data[i : i + chunk]) for i in tqdm(range(0, len(data), chunk), desc=desc,
+                                                    disable=not progress, leave=False)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def _inputs_fingerprint(seq: CTCSequence) -> list:
+    files = list(seq.image_files.values()) + list(seq.tra_files.values())
+    if seq.has_tracks:
+        files.append(seq.track_file)
+    out = []
+    for path in files:
+        stat = path.stat()
+        out.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return out
+
+
+def sequence_features(seq: CTCSequence, kind: str, lo: float, hi: float, config: RealismConfig,
+                      extractors: Extractors, cache_dir: Path | None) -> FeatureSet:
+    """Features of one sequence's crops (``kind='crops'``) or clips (``'clips'``), cached as npz.
+
+    The cache key hashes the input files (path, size, mtime), the weight sha256, the intensity
+    constants and the protocol fields, so real features are computed once.
+    """
+    weight = extractors.fid_weight if kind == "crops" else extractors.fvd_weight
+    cap = config.max_crops if kind == "crops" else config.max_clips
+    key_data = {"kind": kind, "inputs": _inputs_fingerprint(seq), "weight": weight.sha256,
+                "intensity": [lo, hi], "protocol": config.protocol_key(), "torch": torch.__version__,
+                "cap": cap, "seed": config.seed if cap is not None else None}
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / "features" / f"{kind}-{key}.npz" if cache_dir is not None else None
+    tag = f"{seq.dataset_dir.name}/{seq.name}"
+    if path is not None and path.is_file():
+        with np.load(path) as data:
+            rows = [(tag, int(a), int(b)) for a, b in data["rows"]]
+            return FeatureSet(data["features"], np.array([f"{tag}:{g}" for g in data["rows"][:, 0]]), rows)
+    units = _units_both(seq.dataset_dir, seq.name, lo, hi, json.dumps(dataclasses.asdict(config), default=str))
+    if cap is not None:  # seeded subsample BEFORE the expensive network (same rows every run)
+        units = _cap_units(units, kind, cap, np.random.default_rng(config.seed))
+    if kind == "crops":
+        rows_a = units.crop_rows
+        feats = (extractors.crop_features(units.crops, config.batch_size_crops, config.progress)
+                 if len(units.crops) else np.zeros((0, 2048)))
+    else:
+        rows_a = units.clip_rows
+        feats = (extractors.clip_features(units.clips, config.batch_size_clips, config.progress)
+                 if len(units.clips) else np.zeros((0, 400)))
+    if path is not None:
+        _save_npz(path, features=feats, rows=rows_a)
+    return FeatureSet(feats, np.array([f"{tag}:{g}" for g in rows_a[:, 0]]),
+                      [(tag, int(a), int(b)) for a, b in rows_a])
+
+
+def _cap_units(units: Units, kind: str, cap: int, rng: np.random.Generator) -> Units:
+    n = len(units.crops) if kind == "crops" else len(units.clips)
+    if n <= cap:
+        return units
+    pick = np.sort(rng.permutation(n)[:cap])
+    if kind == "crops":
+        return dataclasses.replace(units, crops=units.crops[pick], crop_groups=units.crop_groups[pick],
+                                   crop_rows=units.crop_rows[pick])
+    return dataclasses.replace(units, clips=units.clips[pick], clip_groups=units.clip_groups[pick],
+                               clip_rows=units.clip_rows[pick])
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{np.random.default_rng().integers(1 << 30)}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _concat(sets: list[FeatureSet]) -> FeatureSet:
+    sets = [s for s in sets if len(s.features)]
+    if not sets:
+        return FeatureSet(np.zeros((0, 1)), np.array([], dtype=str), [])
+    return FeatureSet(np.concatenate([s.features for s in sets]), np.concatenate([s.groups for s in sets]),
+                      [r for s in sets for r in s.rows])
+
+
+# ------------------------------------------------------------------------------------------- scores
+def _subsample(fs: FeatureSet, n: int, rng: np.random.Generator) -> Samples:
+    pick = np.sort(rng.permutation(len(fs.features))[:n])
+    return Samples(fs.features[pick], fs.groups[pick])
+
+
+def _score_pair(real: FeatureSet, fake: FeatureSet, name: str, kernel_name: str, min_n: int,
+                config: RealismConfig) -> dict[str, float | int | bool | None]:
+    n = min(len(real.features), len(fake.features))
+    out: dict[str, float | int | bool | None] = {
+        f"n_{name}": n, f"n_{name}_real_total": len(real.features), f"n_{name}_synthetic_total": len(fake.features),
+        f"{name}_rank_deficient": bool(n < min_n),
+    }
+    keys = (name, f"{name}_ci_low", f"{name}_ci_high", kernel_name, f"{kernel_name}_std",
+            f"{kernel_name}_ci_low", f"{kernel_name}_ci_high")
+    if n < 2:
+        out.update(dict.fromkeys(keys))
+        return out
+    rng = np.random.default_rng(config.seed)
+    a, b = _subsample(real, n, rng), _subsample(fake, n, rng)
+    from benchmark.metrics.frechet import kernel_distance
+
+    out[name] = frechet_distance(a.features, b.features)
+    out[kernel_name], out[f"{kernel_name}_std"] = kernel_distance(
+        a.features, b.features, config.kid_subset_size, config.kid_subsets, config.seed)
+    fds, mmds = [], []
+    boot_rng = np.random.default_rng(config.seed + 1)
+    for _ in tqdm(range(config.n_bootstrap), desc=f"bootstrap {name}", disable=not config.progress, leave=False):
+        ia, ib = a.resample(boot_rng), b.resample(boot_rng)
+        fds.append(frechet_distance(a.features[ia], b.features[ib]))
+        mmds.append(mmd2_unbiased(a.features[ia], b.features[ib]))
+    if config.n_bootstrap:
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = percentile_ci(np.array(fds), config.ci_level)
+        out[f"{kernel_name}_ci_low"], out[f"{kernel_name}_ci_high"] = percentile_ci(np.array(mmds), config.ci_level)
+    return out
+
+
+def realism_scores(real: CTCSequence, synthetic: list[CTCSequence], config: RealismConfig | None = None,
+                   cache_dir: str | Path | None = None, extractors: Extractors | None = None) -> dict:
+    """FID/KID on crops and FVD/KVD on clips of ``synthetic`` against ``real``, with N, CIs and provenance.
+
+    Returns a flat dict (MLflow-ready): fid, fid_ci_low/high, kid, kid_std, kid_ci_low/high, fvd, ...,
+    n_fid / n_fvd (N per side), *_rank_deficient flags, intensity_lo/hi and the weights' detector,
+    route and sha256. CIs: cluster bootstrap over tracks, reported next to the full-set point estimate.
+    """
+    config = config or RealismConfig()
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
+    extractors = extractors or Extractors()
+    lo, hi = config.intensity_range or intensity_range([real], config.percentiles)
+    result: dict = {"intensity_lo": lo, "intensity_hi": hi, "crop_size": config.crop_size,
+                    "clip_length": config.clip_length, "n_bootstrap": config.n_bootstrap,
+                    "torch_version": torch.__version__, "real": f"{real.dataset_dir}/{real.name}",
+                    "synthetic": ";".join(f"{s.dataset_dir}/{s.name}" for s in synthetic)}
+    for enabled, kind, name, kernel, min_n, weight_attr in (
+        (config.fid, "crops", "fid", "kid", config.min_fid_n, "fid_weight"),
+        (config.fvd, "clips", "fvd", "kvd", config.min_fvd_n, "fvd_weight"),
+    ):
+        if not enabled:
+            continue
+        real_fs = sequence_features(real, kind, lo, hi, config, extractors, cache_dir)
+        fake_fs = _concat([sequence_features(s, kind, lo, hi, config, extractors, cache_dir) for s in synthetic])
+        result.update(_score_pair(real_fs, fake_fs, name, kernel, min_n, config))
+        weight: ResolvedWeight = getattr(extractors, weight_attr)
+        result.update({f"{name}_detector": weight.detector, f"{name}_weight_sha256": weight.sha256,
+                       f"{name}_weight_route": weight.route})
+    return result
+
+
+def real_floor(dataset_dir: str | Path, config: RealismConfig | None = None, cache_dir: str | Path | None = None,
+               names: tuple[str, str] = ("01", "02")) -> dict:
+    """Real-vs-real floor: sequence ``names[0]`` against ``names[1]`` of one dataset.
+
+    The intensity constants are pooled over both sequences (the protocol's training-data rule) unless
+    the config freezes them.
+    """
+    config = config or RealismConfig()
+    first, second = (CTCSequence(dataset_dir, n) for n in names)
+    if config.intensity_range is None:
+        config = dataclasses.replace(config, intensity_range=intensity_range([first, second], config.percentiles))
+    return realism_scores(first, [second], config, cache_dir)

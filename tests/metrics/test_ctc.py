@@ -1,0 +1,81 @@
+"""SEG/DET/TRA through py-ctcmetrics and our partial-GT SEG, on real GOWT1 and HeLa data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark.ctc import CTCSequence, read_tiff, write_result, write_tiff
+from benchmark.ctc.crops import full_masks
+from benchmark.metrics.ctc import score_segmentation_frames, score_tracking
+
+
+@pytest.fixture(scope="module")
+def gt_as_result(gowt1_window, tmp_path_factory):
+    """The real GOWT1 window's TRA markers written as a tracking result, and the window sequence."""
+    seq = CTCSequence(gowt1_window, "01")
+    res = tmp_path_factory.mktemp("res") / "01_RES"
+    write_result(res, [seq.tra(t) for t in range(seq.n_frames)], {tr.label: tr.parent for tr in seq.tracks.values()})
+    return res, seq
+
+
+def test_gt_to_res_round_trip_is_perfect(gt_as_result):
+    res, seq = gt_as_result
+    scores = score_tracking(res, seq.gt_dir)
+    assert scores["valid"] == 1.0
+    assert scores["DET"] == 1.0 and scores["TRA"] == 1.0 and scores["AOGM"] == 0.0
+    assert isinstance(scores["SEG"], float) and 0.0 < scores["SEG"] < 1.0  # markers are smaller than nuclei
+
+
+def test_invalid_result_keeps_seg_and_gives_a_reason(gt_as_result, tmp_path):
+    res, seq = gt_as_result
+    broken = tmp_path / "01_RES"
+    broken.mkdir()
+    for path in res.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    frame = read_tiff(broken / "mask005.tif")
+    label = int(np.unique(frame)[-1])
+    frame[frame == label] = 0  # a listed track vanishes from one frame
+    write_tiff(broken / "mask005.tif", frame)
+    scores = score_tracking(broken, seq.gt_dir)
+    assert scores["valid"] == 0.0 and scores["TRA"] is None
+    assert str(label) in scores["invalid_reason"]
+    assert scores["SEG"] is not None
+
+
+def test_own_seg_agrees_with_py_ctcmetrics(gowt1_window, tmp_path):
+    seq = CTCSequence(gowt1_window, "01")
+    res = tmp_path / "01_RES"
+    write_result(res, [full_masks(seq, t) for t in range(seq.n_frames)],
+                 {tr.label: tr.parent for tr in seq.tracks.values()})
+    ours = score_segmentation_frames(res, seq.gt_dir / "SEG")
+    reference = score_tracking(res, seq.gt_dir)["SEG"]
+    assert ours["n_objects"] > 0
+    assert ours["SEG"] == pytest.approx(reference, abs=1e-9)
+    assert 0.0 < ours["SEG"] < 1.0  # window borders cut cells, so no tighter bound
+
+
+def test_seg_on_partial_hela_gt(hela):
+    scores = score_segmentation_frames(hela / "01_RES", hela / "01_GT" / "SEG")
+    assert scores["n_frames"] == 12 and scores["n_objects"] > 100
+    assert 0.5 < scores["SEG"] < 1.0
+
+
+@pytest.mark.slow
+def test_hela_tracker_result_agrees_with_traccuracy(hela, tmp_path):
+    """01_RES vs GT on the re-indexed GT-TRA frame subset: DET equal, TRA within 1e-3 (see _hela_subset)."""
+    traccuracy = pytest.importorskip("traccuracy")
+    from _hela_subset import write_hela_subset
+    from traccuracy.loaders import load_ctc_data
+    from traccuracy.matchers import CTCMatcher
+    from traccuracy.metrics import CTCMetrics
+
+    res, gt = write_hela_subset(hela, tmp_path)
+    ours = score_tracking(res, gt, seg=False)
+    results = traccuracy.run_metrics(
+        gt_data=load_ctc_data(str(gt / "TRA"), str(gt / "TRA" / "man_track.txt")),
+        pred_data=load_ctc_data(str(res), str(res / "res_track.txt")),
+        matcher=CTCMatcher(), metrics=[CTCMetrics()])
+    theirs = results[0][0]["results"] if isinstance(results, tuple) else results[0]["results"]
+    assert ours["DET"] == pytest.approx(theirs["DET"], abs=1e-9)
+    assert ours["TRA"] == pytest.approx(theirs["TRA"], abs=1e-3)
