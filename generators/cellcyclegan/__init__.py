@@ -1,0 +1,1 @@
+"""CellCycleGAN-style generator: the shared mask videos, textured per cell and frame by a conditional GAN."""
