@@ -153,7 +153,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
             def realism(out: Path) -> dict[str, Any]:
                 scores = realism_scores(train_seq, synthetic, realism_config, cache_dir() / "features")
                 (out / "realism.json").write_text(json.dumps(scores, indent=2, default=str))
-                return scores
+                return {_metric_name(k): v for k, v in scores.items()}
 
             stages.run("realism", (generated.folder.name, config.realism), realism, params=config.realism)
 
@@ -194,6 +194,14 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
                     "cached_stages": [r.name for r in stages.results.values() if r.cached],
                     "result_dir": str(evaluated.folder / f"{test_name}_RES")})
     return row
+
+
+def _metric_name(key: str) -> str:
+    """``fid``/``fid_ci_low`` -> ``FID``/``FID_ci_low``: the same case as SEG/DET/TRA in MLflow."""
+    for name in ("fid", "fvd", "kid", "kvd"):
+        if key == name or key.startswith(f"{name}_"):
+            return name.upper() + key[len(name):]
+    return key
 
 
 def _log_small_artifacts(folder: Path, name: str, limit: int = 50_000_000) -> None:

@@ -1,0 +1,241 @@
+"""CI regression gate: compare the newest benchmark runs with ``thresholds.toml``.
+
+Thresholds are per profile, dataset and generator: ``min`` bounds (SEG, TRA: higher is better),
+``max`` bounds (FID, FVD: lower is better; ``time_<stage>_s`` stage wall times). They are derived from
+measured runs with a stated margin (``--write-thresholds MARGIN``): ``min = measured * (1 - MARGIN)``,
+``max = measured * (1 + MARGIN)``, stage times ``measured * (1 + TIME_MARGIN) + TIME_SLACK_S``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+DEFAULT_THRESHOLDS = Path(__file__).with_name("thresholds.toml")
+MIN_METRICS = ("SEG", "TRA")
+MAX_METRICS = ("FID", "FVD")
+TIME_SLACK_S = 10.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One bound applied to one run's metric (``value`` None: the run or the metric is missing)."""
+
+    dataset: str
+    generator: str
+    metric: str
+    kind: str  # "min" | "max"
+    bound: float
+    value: float | None
+    run_id: str | None
+
+    @property
+    def passed(self) -> bool:
+        if self.value is None:
+            return False
+        return self.value >= self.bound if self.kind == "min" else self.value <= self.bound
+
+    @property
+    def status(self) -> str:
+        if self.run_id is None:
+            return "NO RUN"
+        if self.value is None:
+            return "MISSING"
+        return "ok" if self.passed else "FAIL"
+
+
+def load_thresholds(path: Path = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: thresholds file is missing (create it with --write-thresholds MARGIN)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: invalid TOML ({exc})") from None
+
+
+def _bounds(entry: Mapping[str, Any], where: str) -> Iterable[tuple[str, str, float]]:
+    for kind in ("min", "max"):
+        for name, bound in entry.get(kind, {}).items():
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+                raise ValueError(f"{where}.{kind}.{name}: bound must be a number, got {bound!r}")
+            yield kind, name, float(bound)
+
+
+def check_runs(thresholds: Mapping[str, Any], profile: str, datasets: Sequence[str] | None = None) -> list[Check]:
+    """Every bound of ``profile`` (restricted to ``datasets``) against the newest parent run per generator."""
+    from reports.runs import latest_per_generator, metric, parent_runs
+
+    section = thresholds.get(profile)
+    if not section:
+        raise ValueError(f"thresholds: no section for profile {profile!r} (have: {', '.join(thresholds) or 'none'})")
+    checks = []
+    for dataset in datasets or sorted(section):
+        generators = section.get(dataset)
+        if generators is None:
+            raise ValueError(f"thresholds: no [{profile}.\"{dataset}\"] section")
+        latest = latest_per_generator(parent_runs(dataset, profile))
+        by_generator = {row["tags.generator"]: row for _, row in latest.iterrows()} if not latest.empty else {}
+        for generator in sorted(generators):
+            run = by_generator.get(generator)
+            for kind, name, bound in _bounds(generators[generator], f"{profile}.{dataset}.{generator}"):
+                value = metric(run, name) if run is not None else None
+                checks.append(Check(dataset, generator, name, kind, bound, value,
+                                    str(run["run_id"]) if run is not None else None))
+    return checks
+
+
+def format_checks(checks: Sequence[Check], failures_only: bool = False) -> str:
+    """A fixed-width diff table: measured vs bound and the relative difference."""
+    header = ("dataset", "generator", "metric", "bound", "measured", "diff", "status", "run")
+    rows = []
+    for c in checks:
+        if failures_only and c.passed:
+            continue
+        op = ">=" if c.kind == "min" else "<="
+        measured = f"{c.value:.4g}" if c.value is not None else "-"
+        diff = f"{(c.value - c.bound) / abs(c.bound) * 100:+.1f}%" if c.value is not None and c.bound else "-"
+        rows.append((c.dataset, c.generator, c.metric, f"{op} {c.bound:.4g}", measured, diff, c.status,
+                     (c.run_id or "-")[:8]))
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- deriving
+def derive_thresholds(profile: str, datasets: Sequence[str], margin: float,
+                      time_margin: float) -> dict[str, dict[str, dict[str, Any]]]:
+    """Bounds from the newest run per generator: {dataset: {generator: {min, max, measured, source_run}}}."""
+    from reports.runs import latest_per_generator, metric, parent_runs, stage_times
+
+    if not 0 <= margin < 1:
+        raise ValueError(f"margin must be in [0, 1), got {margin}")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for dataset in datasets:
+        latest = latest_per_generator(parent_runs(dataset, profile))
+        for _, run in latest.iterrows():
+            entry: dict[str, Any] = {"source_run": str(run["run_id"]), "min": {}, "max": {}, "measured": {}}
+            for name in MIN_METRICS + MAX_METRICS:
+                value = metric(run, name)
+                if value is None:
+                    continue
+                entry["measured"][name] = value
+                if name in MIN_METRICS:
+                    entry["min"][name] = _round(value * (1 - margin))
+                else:
+                    entry["max"][name] = _round(value * (1 + margin))
+            for stage, seconds in stage_times(run).items():
+                entry["measured"][f"time_{stage}_s"] = seconds
+                entry["max"][f"time_{stage}_s"] = _round(seconds * (1 + time_margin) + TIME_SLACK_S)
+            out.setdefault(dataset, {})[str(run["tags.generator"])] = entry
+    return out
+
+
+def _round(value: float) -> float:
+    """Four significant digits (readable TOML, no false precision)."""
+    return float(f"{value:.4g}") if value and math.isfinite(value) else value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
+def render_thresholds(tree: Mapping[str, Any], header: str) -> str:
+    """TOML text for {profile: {dataset: {generator: {min, max, measured, source_run}}}} (quoted keys)."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    for profile in sorted(tree):
+        for dataset in sorted(tree[profile]):
+            for generator in sorted(tree[profile][dataset]):
+                entry = tree[profile][dataset][generator]
+                path = f"{_toml_key(profile)}.{_toml_value(dataset)}.{_toml_key(generator)}"
+                lines += ["", f"[{path}]"]
+                lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items() if not isinstance(v, Mapping)]
+                for kind in ("min", "max", "measured"):
+                    if entry.get(kind):
+                        lines.append(f"[{path}.{kind}]")
+                        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry[kind].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_thresholds(path: Path, profile: str, derived: Mapping[str, Any], margin: float, time_margin: float) -> Path:
+    """Merge derived bounds into ``path`` (other profiles/datasets kept) and write it atomically."""
+    from reports.tables import write_text_atomic
+
+    tree: dict[str, Any] = load_thresholds(path) if Path(path).is_file() else {}
+    for dataset, generators in derived.items():
+        tree.setdefault(profile, {})[dataset] = dict(generators)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"CI regression gate thresholds (python -m benchmark check). Written {stamp} by\n"
+              f"`python -m benchmark check --profile {profile} --write-thresholds {margin} --time-margin {time_margin}`\n"
+              f"from the newest measured run per generator ([...measured] and source_run):\n"
+              f"min = measured * (1 - {margin}) for SEG/TRA; max = measured * (1 + {margin}) for FID/FVD;\n"
+              f"stage times max = measured * (1 + {time_margin}) + {TIME_SLACK_S:g} s.\n"
+              "Sections of other profiles/datasets were kept as they were.")
+    return write_text_atomic(Path(path), render_thresholds(tree, header))
+
+
+def known_datasets() -> list[str]:
+    """Datasets with a ``synthvid/<dataset>`` experiment in the store."""
+    import mlflow
+
+    from benchmark import experiment
+
+    experiment.configure()
+    prefix = f"{experiment.EXPERIMENT_PREFIX}/"
+    return sorted(e.name[len(prefix):] for e in mlflow.search_experiments() if e.name.startswith(prefix))
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _check_command(args: argparse.Namespace) -> int:
+    path = Path(args.thresholds)
+    if args.write_thresholds is not None:
+        datasets = args.dataset or known_datasets()
+        derived = derive_thresholds(args.profile, datasets, args.write_thresholds, args.time_margin)
+        if not derived:
+            raise ValueError(f"no finished runs of profile {args.profile!r} for {', '.join(datasets) or 'any dataset'}")
+        write_thresholds(path, args.profile, derived, args.write_thresholds, args.time_margin)
+        print(f"wrote {path}: {sum(len(g) for g in derived.values())} generator(s) in {', '.join(derived)}")
+        return 0
+    checks = check_runs(load_thresholds(path), args.profile, args.dataset)
+    failed = [c for c in checks if not c.passed]
+    print(format_checks(checks, failures_only=args.failures_only))
+    if failed:
+        print(f"\ngate FAILED: {len(failed)} of {len(checks)} bounds violated or missing ({path})", file=sys.stderr)
+        return 1
+    print(f"\ngate passed: {len(checks)} bounds ({path})")
+    return 0
+
+
+def add_check_command(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser("check", help="CI regression gate: newest runs vs thresholds.toml (exit 1 on regression)",
+                           description=__doc__.splitlines()[0])
+    check.add_argument("--profile", default="ci")
+    check.add_argument("--dataset", action="append", help="restrict to this dataset (repeatable; default: all "
+                       "in the thresholds file, or all in the store with --write-thresholds)")
+    check.add_argument("--thresholds", default=str(DEFAULT_THRESHOLDS), help="TOML file (default: %(default)s)")
+    check.add_argument("--write-thresholds", type=float, metavar="MARGIN",
+                       help="instead of checking, derive bounds from the newest runs with this relative margin "
+                       "(e.g. 0.2) and write them into --thresholds")
+    check.add_argument("--time-margin", type=float, default=1.0,
+                       help="relative margin for stage times with --write-thresholds (default 1.0 = 2x, plus "
+                       f"{TIME_SLACK_S:g} s)")
+    check.add_argument("--failures-only", action="store_true", help="print only violated bounds")
+    check.set_defaults(func=_check_command)

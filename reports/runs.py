@@ -1,0 +1,153 @@
+"""Reading benchmark runs back from MLflow: parent runs per generator, their stage runs, the real floor.
+
+Conventions (set by ``benchmark.pipeline``): one parent run per (generator, seed, profile) tagged
+``stage=run``, ``generator``, ``profile``; nested stage runs tagged ``stage=<name>`` that log
+``stage.json`` (``{"folder": ..., "metrics": ...}``). Sweep runs carry ``sweep=<name>`` and are left
+out of Table 1. The real-vs-real floor is a run tagged ``stage=floor`` (see ``log_floor``).
+Metric names are matched case-insensitively (the realism layer logs ``fid``, tables say ``FID``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from benchmark import experiment
+
+#: Table 1 columns, in the paper's order
+TABLE_METRICS = ("SEG", "DET", "TRA", "FVD", "FID", "KVD", "KID")
+#: realism metrics and the N (per side) that each is computed on
+REALISM_N = {"FID": "n_fid", "KID": "n_fid", "FVD": "n_fvd", "KVD": "n_fvd"}
+#: row order of the comparison table; other generators follow alphabetically
+GENERATOR_ORDER = ("real", "mitogen", "cellcyclegan", "bvdm")
+STAGES = ("window", "fit", "generate", "realism", "train-segmenter", "train-tracker", "eval-real")
+FLOOR_STAGE = "floor"
+
+
+def search(dataset: str, filter_string: str = "", order_by: list[str] | None = None) -> pd.DataFrame:
+    """``mlflow.search_runs`` on the dataset's experiment (empty frame when it does not exist)."""
+    experiment.configure()
+    if mlflow.get_experiment_by_name(experiment.experiment_name(dataset)) is None:
+        return pd.DataFrame()
+    return mlflow.search_runs(experiment_names=[experiment.experiment_name(dataset)], filter_string=filter_string,
+                              order_by=order_by or ["attributes.start_time DESC"], output_format="pandas")
+
+
+def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+    return runs[name] if name in runs.columns else pd.Series([None] * len(runs), index=runs.index, dtype=object)
+
+
+def parent_runs(dataset: str, profile: str | None = None, sweep: str | None = None,
+                finished_only: bool = True) -> pd.DataFrame:
+    """Parent runs (``tags.stage='run'``), newest first. ``sweep=None`` excludes sweep runs, a name keeps
+    only that sweep's runs."""
+    clauses = ["tags.stage = 'run'"]
+    if profile:
+        clauses.append(f"tags.profile = '{profile}'")
+    if finished_only:
+        clauses.append("attributes.status = 'FINISHED'")
+    runs = search(dataset, " and ".join(clauses))
+    if runs.empty:
+        return runs
+    sweep_tag = _column(runs, "tags.sweep")
+    keep = sweep_tag.isna() if sweep is None else sweep_tag == sweep
+    return runs[keep.to_numpy()].reset_index(drop=True)
+
+
+def generator_sort_key(name: str) -> tuple[int, str]:
+    return (GENERATOR_ORDER.index(name), name) if name in GENERATOR_ORDER else (len(GENERATOR_ORDER), name)
+
+
+def latest_per_generator(runs: pd.DataFrame) -> pd.DataFrame:
+    """The newest run of every generator, in table order (real, mitogen, cellcyclegan, bvdm, others)."""
+    if runs.empty:
+        return runs
+    ordered = runs.sort_values("start_time", ascending=False)
+    latest = ordered.drop_duplicates(subset=["tags.generator"], keep="first")
+    keys = [generator_sort_key(g) for g in latest["tags.generator"]]
+    return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
+
+
+def metric(row: Mapping[str, Any], name: str) -> float | None:
+    """``metrics.<name>`` of a run row, trying the name as given, upper- and lower-case; None if absent/NaN."""
+    for key in (name, name.upper(), name.lower()):
+        for variant in {key, _ci_case(key)}:
+            value = row.get(f"metrics.{variant}")
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                return float(value)
+    return None
+
+
+def _ci_case(key: str) -> str:
+    """``FID_CI_LOW`` -> ``FID_ci_low`` (metric upper, suffix lower)."""
+    for suffix in ("_ci_low", "_ci_high", "_std"):
+        if key.lower().endswith(suffix):
+            return key[: -len(suffix)] + suffix
+    return key
+
+
+def stage_runs(dataset: str, parent_run_id: str) -> dict[str, pd.Series]:
+    """Newest nested run of each stage under ``parent_run_id``, keyed by stage name."""
+    runs = search(dataset, f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    out: dict[str, pd.Series] = {}
+    for _, row in runs.iterrows():
+        out.setdefault(str(row.get("tags.stage")), row)
+    return out
+
+
+def stage_record(run: pd.Series) -> dict[str, Any] | None:
+    """The ``stage.json`` a stage run logged (``folder`` and ``metrics``), or None."""
+    try:
+        return mlflow.artifacts.load_dict(f"{run['artifact_uri']}/stage.json")
+    except Exception:  # noqa: BLE001 - a missing artifact is an ordinary condition here
+        return None
+
+
+def synthetic_folder(dataset: str, parent_run_id: str) -> Path | None:
+    """The generate stage's synthetic CTC dataset folder for a parent run, if it still exists on disk."""
+    generate = stage_runs(dataset, parent_run_id).get("generate")
+    record = stage_record(generate) if generate is not None else None
+    if not record or "folder" not in record:
+        return None
+    folder = Path(record["folder"]) / "synthetic"
+    return folder if folder.is_dir() else None
+
+
+def stage_times(row: Mapping[str, Any]) -> dict[str, float]:
+    """``time_<stage>_s`` metrics of a parent run, in pipeline order."""
+    times = {key[len("metrics.time_"):-2]: float(v) for key, v in row.items()
+             if isinstance(key, str) and key.startswith("metrics.time_") and key.endswith("_s")
+             and v is not None and not (isinstance(v, float) and math.isnan(v))}
+    order = {name: i for i, name in enumerate(STAGES)}
+    return dict(sorted(times.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def latest_floor(dataset: str, profile: str | None = None) -> pd.Series | None:
+    """Newest real-vs-real floor run (profile-specific first, then any)."""
+    runs = search(dataset, f"tags.stage = '{FLOOR_STAGE}'")
+    if runs.empty:
+        return None
+    if profile and "tags.profile" in runs.columns:
+        same = runs[runs["tags.profile"] == profile]
+        if not same.empty:
+            return same.iloc[0]
+    return runs.iloc[0]
+
+
+def log_floor(dataset: str, scores: Mapping[str, Any], profile: str | None = None,
+              source: str | None = None) -> str:
+    """Log a ``benchmark.metrics.realism.real_floor`` result as the dataset's floor run; returns its id."""
+    tags = {"stage": FLOOR_STAGE, "generator": "real-vs-real"}
+    if profile:
+        tags["profile"] = profile
+    if source:
+        tags["source"] = source
+    with experiment.start_run(f"real-floor-{profile or 'any'}", dataset, tags=tags) as run:
+        experiment.log_metrics(scores)
+        mlflow.log_dict({k: v for k, v in scores.items()}, "floor.json")
+    return run.info.run_id

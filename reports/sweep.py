@@ -1,0 +1,131 @@
+"""The paper's Table 2 ablation: BVDM's SDEdit depths T_f0 (first frame) and T_fnon0 (later frames).
+
+Grid: T_f0 in {100, 200, 400, 600} at T_fnon0 = 10, and T_fnon0 in {0, 10, 30, 50, 200} at T_f0 = 200
+(T_fnon0 = 200 >= T_f0: every frame independent). Both are sampling-only fields, so every point
+reuses the fitted model (the pipeline's stage cache keys ``fit`` on the non-sampling params only).
+Each point's parent run is tagged ``sweep=table2`` and ``sweep_t_first``/``sweep_t_next`` afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from reports import figures
+from reports.runs import TABLE_METRICS, metric, parent_runs
+from reports.tables import format_value, n_summary, write_csv, write_text_atomic
+
+SWEEP_NAME = "table2"
+T_FIRST_SERIES = (100, 200, 400, 600)
+T_NEXT_AT = 10
+T_NEXT_SERIES = (0, 10, 30, 50, 200)
+T_FIRST_AT = 200
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    t_first: int
+    t_next: int
+    series: tuple[str, ...]  # "t_first" and/or "t_next": the grid lines this point lies on
+
+    @property
+    def overrides(self) -> dict[str, int]:
+        return {"t_first": self.t_first, "t_next": self.t_next}
+
+
+def sweep_points() -> list[SweepPoint]:
+    """The unique grid points in run order; (200, 10) lies on both lines and runs once."""
+    series: dict[tuple[int, int], list[str]] = {}
+    for t_first in T_FIRST_SERIES:
+        series.setdefault((t_first, T_NEXT_AT), []).append("t_first")
+    for t_next in T_NEXT_SERIES:
+        series.setdefault((T_FIRST_AT, t_next), []).append("t_next")
+    return [SweepPoint(tf, tn, tuple(s)) for (tf, tn), s in series.items()]
+
+
+def run_sweep(dataset: str, profile: str, out_dir: Path, generator: str = "bvdm", seed: int = 0,
+              data_root: str | None = None, points: Sequence[SweepPoint] | None = None,
+              runner: Callable[..., dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run every grid point through ``run_benchmark``; returns (rows, failures). A failing point does not
+    stop the others (its message is collected)."""
+    from benchmark.config import build_run_config
+    from benchmark.pipeline import run_benchmark
+
+    runner = runner or run_benchmark
+    client = MlflowClient()
+    rows, failures = [], []
+    for point in points or sweep_points():
+        config = build_run_config(profile, dataset, generator, seed, point.overrides)
+        try:
+            row = runner(config, Path(out_dir), data_root)
+        except Exception as exc:  # noqa: BLE001 - report and continue with the next point
+            failures.append(f"T_f0={point.t_first} T_fnon0={point.t_next}: {type(exc).__name__}: {exc}")
+            continue
+        client.set_tag(row["run_id"], "sweep", SWEEP_NAME)
+        client.set_tag(row["run_id"], "sweep_t_first", str(point.t_first))
+        client.set_tag(row["run_id"], "sweep_t_next", str(point.t_next))
+        rows.append(row)
+    return rows, failures
+
+
+def sweep_table(dataset: str, profile: str | None, generator: str = "bvdm",
+                metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
+    """One row per (series, grid point) from the newest tagged run of each point; missing points are absent."""
+    runs = parent_runs(dataset, profile, sweep=SWEEP_NAME)
+    if runs.empty:
+        return pd.DataFrame()
+    runs = runs[runs["tags.generator"] == generator].sort_values("start_time", ascending=False)
+    latest = runs.drop_duplicates(subset=["tags.sweep_t_first", "tags.sweep_t_next"], keep="first")
+    by_point = {(int(r["tags.sweep_t_first"]), int(r["tags.sweep_t_next"])): r for _, r in latest.iterrows()}
+    rows = []
+    for point in sweep_points():
+        run = by_point.get((point.t_first, point.t_next))
+        if run is None:
+            continue
+        for series in point.series:
+            row: dict[str, Any] = {"series": series, "t_first": point.t_first, "t_next": point.t_next,
+                                   "independent": point.t_next >= point.t_first, "run_id": run["run_id"]}
+            for name in metrics:
+                row[name] = metric(run, name)
+                row[f"{name}_ci_low"] = metric(run, f"{name}_ci_low")
+                row[f"{name}_ci_high"] = metric(run, f"{name}_ci_high")
+            for n_key in ("n_fid", "n_fvd"):
+                row[n_key] = metric(run, n_key)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS) -> str:
+    lines = [f"## {title}", "", f"N: {n_summary(table)}. T_fnon0 >= T_f0 means independent frames.", ""]
+    if table.empty:
+        return "\n".join([*lines, "_no sweep runs found_", ""])
+    shown = [m for m in metrics if m in table.columns and table[m].notna().any()]
+    lines.append("| series | T_f0 | T_fnon0 | " + " | ".join(shown) + " |")
+    lines.append("|---|---:|---:|" + "---:|" * len(shown))
+    for _, row in table.iterrows():
+        label = "T_f0 sweep" if row["series"] == "t_first" else "T_fnon0 sweep"
+        cells = [format_value(row[m], row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high")) for m in shown]
+        t_next = f"{row['t_next']} (indep.)" if row["independent"] else str(row["t_next"])
+        lines.append(f"| {label} | {row['t_first']} | {t_next} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep_report(dataset: str, profile: str | None, out_dir: Path, generator: str = "bvdm") -> list[Path]:
+    """``table2.md``, ``table2.csv`` and ``table2.png`` under ``<out>/reports/<dataset>-<profile>/``."""
+    from reports.report import report_folder
+
+    table = sweep_table(dataset, profile, generator)
+    folder = report_folder(out_dir, dataset, profile)
+    title = f"Table 2 — {generator} SDEdit depths, {dataset}, profile {profile or 'any'}"
+    paths = [write_text_atomic(folder / "table2.md", sweep_markdown(table, title))]
+    if not table.empty:
+        paths.append(write_csv(table, folder / "table2.csv"))
+        fig = figures.sweep_lines(table)
+        if fig is not None:
+            paths.append(write_text_atomic(folder / "table2.png", figures.figure_png(fig)))
+    return paths

@@ -1,0 +1,135 @@
+"""Table 1 (generators x SEG/DET/TRA/FVD/FID/KVD/KID) as a tidy frame, Markdown and CSV.
+
+Realism scores carry 95 % cluster-bootstrap CIs where the metrics layer logged them
+(``<metric>_ci_low/_ci_high``) and the N per side they were computed on (``n_fid``, ``n_fvd``); FVD
+with N < 400 is rank-deficient (400-d features) and marked with a dagger.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports.runs import REALISM_N, TABLE_METRICS, metric, stage_times
+
+MIN_FVD_N = 400
+LOWER_IS_BETTER = frozenset({"FVD", "FID", "KVD", "KID"})
+FLOOR_ROW = "real-vs-real floor"
+
+
+def table_rows(runs: pd.DataFrame, floor: pd.Series | None = None,
+               metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
+    """One row per run (``generator``, ``run_id``, ``seed``, each metric with ``_ci_low/_ci_high``, N columns,
+    ``time_<stage>_s``), plus the floor row when given."""
+    rows: list[dict[str, Any]] = []
+    for _, run in runs.iterrows():
+        row: dict[str, Any] = {"generator": run.get("tags.generator"), "run_id": run.get("run_id"),
+                               "seed": run.get("params.seed")}
+        row.update(_metric_cells(run, metrics))
+        row.update({f"time_{k}_s": v for k, v in stage_times(run).items()})
+        rows.append(row)
+    if floor is not None:
+        row = {"generator": FLOOR_ROW, "run_id": floor.get("run_id"), "seed": None}
+        row.update(_metric_cells(floor, [m for m in metrics if m in REALISM_N]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _metric_cells(run: pd.Series, metrics: Sequence[str]) -> dict[str, Any]:
+    cells: dict[str, Any] = {}
+    for name in metrics:
+        cells[name] = metric(run, name)
+        if name in REALISM_N:
+            cells[f"{name}_ci_low"] = metric(run, f"{name}_ci_low")
+            cells[f"{name}_ci_high"] = metric(run, f"{name}_ci_high")
+    for n_key in sorted(set(REALISM_N.values())):
+        if any(m in REALISM_N and REALISM_N[m] == n_key for m in metrics):
+            value = metric(run, n_key)
+            cells[n_key] = int(value) if value is not None else None
+    return cells
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def format_value(value: Any, low: Any = None, high: Any = None, digits: int = 4) -> str:
+    """``0.8123`` / ``31.2 [28.9, 34.0]``; an en dash for a missing value."""
+    if not _present(value):
+        return "–"
+    text = f"{float(value):.{digits}g}"
+    if _present(low) and _present(high):
+        text += f" [{float(low):.{digits}g}, {float(high):.{digits}g}]"
+    return text
+
+
+def n_summary(table: pd.DataFrame) -> str:
+    """Header note: the N per side of each realism metric family, e.g. ``FID/KID N=2052 crops``."""
+    parts = []
+    for n_key, label, unit in (("n_fid", "FID/KID", "crops"), ("n_fvd", "FVD/KVD", "clips")):
+        if n_key not in table.columns:
+            continue
+        values = sorted({int(v) for v in table[n_key] if _present(v)})
+        if not values:
+            continue
+        span = str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+        note = " (†: N < 400, rank-deficient, not comparable)" if n_key == "n_fvd" and values[0] < MIN_FVD_N else ""
+        parts.append(f"{label} N={span} {unit} per side{note}")
+    return "; ".join(parts) if parts else "no realism metrics logged"
+
+
+def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
+    """Strings for Markdown/HTML: one column per metric (value [CI]), N per row, run id."""
+    out = []
+    for _, row in table.iterrows():
+        cells = {"generator": row["generator"]}
+        for name in metrics:
+            if name not in table.columns:
+                continue
+            text = format_value(row[name], row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high"))
+            n_value = row.get(REALISM_N.get(name, ""))
+            if name in ("FVD", "KVD") and _present(n_value) and int(n_value) < MIN_FVD_N and text != "–":
+                text += " †"
+            cells[name] = text
+        for n_key, label in (("n_fid", "N crops"), ("n_fvd", "N clips")):
+            if n_key in table.columns:
+                cells[label] = str(int(row[n_key])) if _present(row[n_key]) else "–"
+        cells["run"] = str(row["run_id"])[:8] if _present(row.get("run_id")) else "–"
+        out.append(cells)
+    return pd.DataFrame(out)
+
+
+def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS) -> str:
+    """A GitHub-flavoured Markdown table with a title line and the N note (no tabulate dependency)."""
+    shown = display_table(table, metrics)
+    lines = [f"## {title}", "", f"N: {n_summary(table)}. Values with CIs: point estimate on the full sets "
+             "[95 % cluster-bootstrap CI over tracks]. Lower is better for FVD/FID/KVD/KID.", ""]
+    if shown.empty:
+        return "\n".join([*lines, "_no runs found_", ""])
+    header = list(shown.columns)
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" if c in ("generator", "run") else "---:" for c in header) + "|")
+    for _, row in shown.iterrows():
+        lines.append("| " + " | ".join(str(row[c]) for c in header) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path: Path, text: str | bytes) -> Path:
+    """Write via a temporary file in the same folder, then rename (no half-written reports)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(text.encode() if isinstance(text, str) else text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> Path:
+    return write_text_atomic(path, table.to_csv(index=False))

@@ -1,0 +1,244 @@
+"""`python -m benchmark report` / `sweep`: Table 1, the HTML page and Table 2 from MLflow runs whose
+metrics come from real scoring of real GOWT1 data (see test_reports_data.py)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from PIL import Image
+from test_reports_data import (
+    DATASET,
+    WINDOW_FRAMES,
+    ScoredData,
+    fresh_store,
+    log_scored_run,
+    prepare_scored_data,
+    realism_config,
+)
+
+from benchmark import experiment
+from benchmark.cli import main
+from benchmark.ctc import CTCSequence
+from reports.runs import latest_per_generator, parent_runs
+from reports.sweep import SWEEP_NAME, run_sweep, sweep_points, sweep_table, write_sweep_report
+from reports.tables import FLOOR_ROW
+
+ROOT = Path(__file__).resolve().parents[1]
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+@pytest.fixture(scope="module")
+def data(gowt1: Path, tmp_path_factory: pytest.TempPathFactory) -> ScoredData:
+    return prepare_scored_data(gowt1, tmp_path_factory.getbasetemp() / "reports-data")
+
+
+@pytest.fixture(scope="module")
+def logged(data: ScoredData, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Runs: an older broken 'mitogen', then real (no realism), mitogen (good), bvdm (broken), the floor."""
+    from benchmark.metrics.realism import realism_scores
+    from reports.runs import log_floor
+
+    root = tmp_path_factory.mktemp("report")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", fresh_store(data, root))
+    stages = root / "stages"
+    rows = {"mitogen-old": log_scored_run("mitogen", "ci", data.window, data.noise_synthetic, data.broken_res,
+                                          stages, data.cache)}
+    rows["real"] = log_scored_run("real", "ci", data.window, data.good_synthetic, data.good_res, stages, data.cache,
+                                  realism=False)
+    rows["mitogen"] = log_scored_run("mitogen", "ci", data.window, data.good_synthetic, data.good_res, stages,
+                                     data.cache)
+    rows["bvdm"] = log_scored_run("bvdm", "ci", data.window, data.noise_synthetic, data.broken_res, stages, data.cache)
+    floor = realism_scores(CTCSequence(data.window, "01"), [CTCSequence(data.window, "02")], realism_config(),
+                           data.cache)
+    rows["floor"] = {**floor, "run_id": log_floor(DATASET, floor, "ci")}
+    yield {"root": root, "rows": rows}
+    mp.undo()
+
+
+def test_latest_run_per_generator_in_table_order(logged: dict) -> None:
+    latest = latest_per_generator(parent_runs(DATASET, "ci"))
+    assert list(latest["tags.generator"]) == ["real", "mitogen", "bvdm"]
+    assert latest.iloc[1]["run_id"] == logged["rows"]["mitogen"]["run_id"]  # the newer of the two mitogen runs
+    assert parent_runs(DATASET, "paper").empty
+
+
+def test_report_tables_match_mlflow(logged: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    out = logged["root"] / "out"
+    assert main(["report", "--dataset", DATASET, "--profile", "ci", "--out", str(out)]) == 0
+    folder = out / "reports" / f"{DATASET}-ci"
+    table = pd.read_csv(folder / "table1.csv")
+    assert list(table["generator"]) == ["real", "mitogen", "bvdm", FLOOR_ROW]
+    rows = logged["rows"]
+    for name in ("real", "mitogen", "bvdm"):
+        got = table[table["generator"] == name].iloc[0]
+        for key in ("SEG", "DET", "TRA"):
+            assert got[key] == pytest.approx(rows[name][key])
+        if name != "real":
+            assert got["FID"] == pytest.approx(rows[name]["fid"])
+            assert (got["FID_ci_low"], got["FID_ci_high"]) == pytest.approx((rows[name]["fid_ci_low"],
+                                                                              rows[name]["fid_ci_high"]))
+            assert got["n_fid"] == rows[name]["n_fid"]
+    assert pd.isna(table[table["generator"] == "real"].iloc[0]["FID"])
+    floor = table[table["generator"] == FLOOR_ROW].iloc[0]
+    assert floor["FID"] == pytest.approx(rows["floor"]["fid"]) and pd.isna(floor["SEG"])
+
+    markdown = (folder / "table1.md").read_text()
+    n_values = sorted(int(rows[name]["n_fid"]) for name in ("mitogen", "bvdm", "floor"))
+    assert f"FID/KID N={n_values[0]}–{n_values[-1]} crops per side" in markdown
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert lines[0].split("|")[1].strip() == "generator"
+    assert [line.split("|")[1].strip() for line in lines[1:]] == ["real", "mitogen", "bvdm", FLOOR_ROW]
+    assert f"{rows['bvdm']['fid']:.4g} [{rows['bvdm']['fid_ci_low']:.4g}, {rows['bvdm']['fid_ci_high']:.4g}]" in markdown
+    assert "wrote" in capsys.readouterr().out
+
+    reports = mlflow.search_runs(experiment_names=[experiment.experiment_name(DATASET)],
+                                 filter_string="tags.stage = 'report'")
+    assert len(reports) == 1
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(reports.iloc[0]["run_id"], "report")}
+    assert {"report/table1.md", "report/table1.csv", "report/report.html", "report/figures"} <= names
+
+
+class _Structure(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.images: list[str] = []
+        self.external: list[str] = []
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        values = dict(attrs)
+        if tag == "img":
+            self.images.append(values.get("src") or "")
+        for key in ("src", "href"):
+            if values.get(key) and not values[key].startswith("data:"):
+                self.external.append(values[key])
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(f"unbalanced </{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_html_report_is_self_contained(logged: dict) -> None:
+    from reports.report import build_report
+
+    report = build_report(DATASET, "ci", logged["root"] / "out-html", log=False)
+    parser = _Structure()
+    parser.feed(report.html.read_text())
+    parser.close()
+    assert parser.errors == [] and parser.stack == []
+    assert parser.external == [] and "script" not in parser.tags and "link" not in parser.tags
+    kinds = [src.split(";")[0] for src in parser.images]
+    assert kinds.count("data:image/gif") == 3  # one animated preview per generator (all folders exist)
+    gifs = [Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) for src in parser.images
+            if src.startswith("data:image/gif")]
+    assert [g.n_frames for g in gifs] == [min(16, len(WINDOW_FRAMES))] * 3  # 16-frame previews of a 10-frame window
+    text = " ".join(parser.text)
+    for name in ("real", "mitogen", "bvdm", FLOOR_ROW):
+        assert name in text
+    assert {p.name for p in report.figures} >= {"metrics.png", "timings.png", "preview-bvdm.gif", "samples-real.png"}
+
+
+def test_report_falls_back_to_logged_samples(logged: dict, tmp_path: Path) -> None:
+    """A run whose stage folder is gone still shows the PNGs its generate stage logged."""
+    from reports.report import build_report
+    from reports.runs import stage_record, stage_runs
+
+    bvdm = logged["rows"]["bvdm"]["run_id"]
+    generate = stage_runs(DATASET, bvdm)["generate"]
+    link = Path(stage_record(generate)["folder"]) / "synthetic"
+    moved = tmp_path / "moved"
+    link.rename(moved)
+    try:
+        report = build_report(DATASET, "ci", tmp_path / "out", log=False)
+    finally:
+        moved.rename(link)
+    parser = _Structure()
+    parser.feed(report.html.read_text())
+    kinds = [src.split(";")[0] for src in parser.images]
+    assert kinds.count("data:image/gif") == 2
+    assert "bvdm logged sample" in report.html.read_text()
+
+
+def test_report_without_runs_is_one_clear_error(logged: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--dataset", "Fluo-N2DL-HeLa", "--out", str(logged["root"] / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no finished benchmark runs for Fluo-N2DL-HeLa") and "\n" not in err
+
+
+def test_sweep_grid_is_the_papers_table2() -> None:
+    points = sweep_points()
+    assert [(p.t_first, p.t_next) for p in points if "t_first" in p.series] == [(100, 10), (200, 10), (400, 10),
+                                                                                (600, 10)]
+    assert sorted((p.t_first, p.t_next) for p in points if "t_next" in p.series) == [(200, 0), (200, 10), (200, 30),
+                                                                               (200, 50), (200, 200)]
+    assert len(points) == 8  # (200, 10) lies on both lines and runs once
+
+
+def test_sweep_runs_are_tagged_and_tabulated(logged: dict, data: ScoredData) -> None:
+    """run_sweep with a runner that logs a scored run per point (the real pipeline is exercised by
+    test_pipeline; here the BVDM fit would take far too long)."""
+    from downstream.scoring import ctc_scores
+
+    scores = ctc_scores(data.good_res, CTCSequence(data.window, "02").gt_dir, ("SEG", "DET", "TRA"))
+    seen: list[dict] = []
+
+    def runner(config, out_dir, data_root):
+        seen.append(dict(config.generator_params))
+        name = f"{config.generator}-s{config.seed}-{config.profile}"
+        tags = {"generator": config.generator, "profile": config.profile, "stage": "run"}
+        with experiment.start_run(name, config.dataset, config=config.to_dict(), tags=tags) as run:
+            if config.generator_params["t_first"] == 600:
+                raise RuntimeError("t_first beyond the scheduler's steps")
+            experiment.log_metrics({**scores, "TRA": scores["TRA"] - config.generator_params["t_next"] / 1000})
+        return {"run_id": run.info.run_id}
+
+    points = sweep_points()
+    rows, failures = run_sweep(DATASET, "ci", logged["root"] / "sweep", "bvdm", points=points, runner=runner)
+    assert [(s["t_first"], s["t_next"]) for s in seen] == [(p.t_first, p.t_next) for p in points]
+    assert len(rows) == 7 and len(failures) == 1 and "T_f0=600" in failures[0]
+    table = sweep_table(DATASET, "ci", "bvdm")
+    assert len(table) == 8  # 9 grid cells minus the failed (600, 10); (200, 10) appears on both lines
+    indep = table[(table["t_first"] == 200) & (table["t_next"] == 200)].iloc[0]
+    assert bool(indep["independent"]) and indep["TRA"] == pytest.approx(scores["TRA"] - 0.2)
+    # sweep runs stay out of Table 1
+    assert logged["rows"]["bvdm"]["run_id"] in set(latest_per_generator(parent_runs(DATASET, "ci"))["run_id"])
+    assert set(parent_runs(DATASET, "ci", sweep=SWEEP_NAME)["tags.sweep_t_next"]) == {"0", "10", "30", "50", "200"}
+    paths = write_sweep_report(DATASET, "ci", logged["root"] / "sweep", "bvdm")
+    assert {p.name for p in paths} == {"table2.md", "table2.csv", "table2.png"}
+    md = paths[0].read_text()
+    assert "| T_fnon0 sweep | 200 | 200 (indep.) |" in md
+
+
+@pytest.mark.slow
+def test_report_screenshot_with_headless_chromium(logged: dict, tmp_path: Path) -> None:
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    from reports.report import build_report
+
+    report = build_report(DATASET, "ci", tmp_path / "out", log=False)
+    png = tmp_path / "report.png"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "screenshot_report.py"), str(report.html), str(png)],
+                   check=True, timeout=120)
+    image = Image.open(png).convert("L")
+    assert image.width >= 1000 and image.height >= 1000
+    extrema = image.getextrema()
+    assert extrema[1] - extrema[0] > 100  # rendered content, not a blank page
