@@ -1,0 +1,106 @@
+"""The mask-to-mask flow model: voxelmorph's ``VxmPairwise`` (PyTorch, voxelmorph 0.3.4).
+
+A 2D plain displacement field (``integration_steps=0``, no diffeomorphic integration, as BVDM) from
+the cell's previous mask (moving) to its current one (fixed), trained with
+``MSE(warp(prev), cur) + 0.01 * Grad-L2(flow)`` (neurite's ``MSE`` and ``SpatialGradient``; the
+voxelmorph loss classes are deprecated in 0.3.4) on consecutive real mask pairs linked via TRA.
+Encoder 4 x 32, decoder 32-32-32-16 (neurite's ``BasicUNet`` needs as many decoder as encoder levels,
+so the original's two extra full-resolution decoder convolutions are dropped).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import neurite as ne
+import numpy as np
+import torch
+import voxelmorph as vxm
+from tqdm.auto import tqdm
+
+from generators.bvdm.ddpm import random_dihedral
+
+ENCODER = (32, 32, 32, 32)
+DECODER = (32, 32, 32, 16)
+
+
+@dataclass
+class FlowConfig:
+    """Paper settings: Adam lr 1e-4, batch 32, 2000 iterations, gradient weight 0.01."""
+
+    batch_size: int = 32
+    lr: float = 1e-4
+    iterations: int = 2000
+    grad_weight: float = 0.01
+    augment: bool = True
+    seed: int = 0
+
+
+class MaskFlow(torch.nn.Module):
+    """``flow(prev, cur)`` -> displacement (B, 2, S, S); ``warp(image, flow)`` moves any image with it."""
+
+    def __init__(self, crop_size: int) -> None:
+        super().__init__()
+        self.crop_size = crop_size
+        self.net = vxm.nn.models.VxmPairwise(ndim=2, source_channels=1, target_channels=1,
+                                             nb_features=[list(ENCODER), list(DECODER)], integration_steps=0)
+        self.linear = vxm.nn.modules.SpatialTransformer(interpolation_mode="linear")
+        self.nearest = vxm.nn.modules.SpatialTransformer(interpolation_mode="nearest")
+
+    def flow(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        return self.net(prev, cur)
+
+    def warp(self, image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear", fill: float = 0.0) -> torch.Tensor:
+        """Warp ``image`` (B, C, S, S); pixels pulled from outside the crop take ``fill``."""
+        transformer = {"bilinear": self.linear, "nearest": self.nearest}.get(mode)
+        if transformer is None:
+            raise ValueError(f"warp mode {mode!r}: use 'bilinear' or 'nearest'")
+        return transformer(image - fill, flow) + fill
+
+    def save_pretrained(self, directory: str | Path, loss: list[float] | None = None) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.net.state_dict(), directory / "flow.pt")
+        (directory / "flow.json").write_text(json.dumps({"crop_size": self.crop_size, "encoder": ENCODER,
+                                                         "decoder": DECODER}))
+        if loss is not None:
+            (directory / "loss.json").write_text(json.dumps(loss))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> MaskFlow:
+        directory = Path(directory)
+        if not (directory / "flow.pt").exists():
+            raise FileNotFoundError(f"{directory / 'flow.pt'}: missing BVDM flow weights")
+        meta = json.loads((directory / "flow.json").read_text())
+        model = cls(int(meta["crop_size"]))
+        model.net.load_state_dict(torch.load(directory / "flow.pt", map_location="cpu", weights_only=True))
+        return model.eval()
+
+
+def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu",
+               progress: bool = False) -> tuple[MaskFlow, list[float]]:
+    """Train on ``pairs`` (P, 2, S, S) bool (moving = t, fixed = t+1); returns the model and its loss curve."""
+    if len(pairs) == 0:
+        raise ValueError("no consecutive mask pairs to train the flow model on (no TRA-linked consecutive frames)")
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    data = torch.from_numpy(np.ascontiguousarray(pairs, np.float32))
+    model = MaskFlow(data.shape[-1]).to(device).train()
+    mse, smooth = ne.nn.modules.MSE(), ne.nn.modules.SpatialGradient(penalty="l2")
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    losses: list[float] = []
+    for _ in tqdm(range(config.iterations), desc="BVDM flow", disable=not progress, leave=False):
+        batch = data[torch.randint(0, len(data), (config.batch_size,), generator=generator)]
+        if config.augment:
+            batch = random_dihedral(batch, generator)
+        batch = batch.to(device)
+        moving, fixed = batch[:, :1], batch[:, 1:]
+        flow = model.flow(moving, fixed)
+        loss = mse(model.warp(moving, flow), fixed) + config.grad_weight * smooth(flow)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.item()))
+    return model.eval(), losses

@@ -1,0 +1,116 @@
+"""Speed of the BVDM sampler: continuous batching vs the original per-cell, batch-1 loop.
+
+Both drivers texture the SAME mask video (sampled from a ``MaskVideoModel`` fitted on the real
+sequence, GOWT1-sized by default) with the same UNet, flow model, steps and device. Timing does not
+depend on the weights, so without ``--generator-dir`` untrained models of the configured size are
+used. The loop is slow: by default it runs for ``--loop-jobs`` cell-frames (whole tracks first, so
+both 200-step starts and 10-step continuations are included) and its full time is extrapolated
+from its measured cell-steps per second; ``--loop-jobs 0`` runs it to the end.
+
+    .venv/bin/python scripts/bench_bvdm_sampler.py --frames 5 --loop-jobs 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.ctc import CTCSequence
+from generators.bvdm.data import IntensityStats
+from generators.bvdm.ddpm import DDPMConfig, TextureDDPM, build_unet, make_scheduler
+from generators.bvdm.flow import MaskFlow
+from generators.bvdm.generator import BVDMGenerator
+from generators.bvdm.sampler import (
+    SamplerConfig,
+    cell_steps,
+    per_cell_order,
+    plan_jobs,
+    sample_textures,
+    sample_textures_per_cell,
+)
+from generators.masks.synth import MaskVideoConfig, MaskVideoModel
+
+
+def _models(args: argparse.Namespace, crop: int) -> tuple[TextureDDPM, MaskFlow]:
+    if args.generator_dir:
+        generator = BVDMGenerator.load(args.generator_dir)
+        return generator.ddpm, generator.flow
+    torch.manual_seed(0)
+    config = DDPMConfig(block_out_channels=tuple(args.channels), norm_num_groups=args.groups)
+    stats = IntensityStats(0.0, 255.0, -0.5, [0.0, 1.0], "uint8", 255.0)
+    return TextureDDPM(build_unet(config, crop), make_scheduler(), stats), MaskFlow(crop).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="../shared/assets/ctc/Fluo-N2DH-GOWT1")
+    parser.add_argument("--sequence", default="01")
+    parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--generator-dir", default=None, help="a saved BVDMGenerator (else untrained models)")
+    parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 64])
+    parser.add_argument("--groups", type=int, default=8)
+    parser.add_argument("--t-first", type=int, default=200)
+    parser.add_argument("--t-next", type=int, default=10)
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--loop-jobs", type=int, default=12, help="cell-frames of the loop to time (0 = all)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    seq = CTCSequence(args.dataset, args.sequence)
+    if args.generator_dir:
+        mask_model = BVDMGenerator.load(args.generator_dir).mask_model
+    else:
+        mask_model = MaskVideoModel.fit(seq, config=MaskVideoConfig(max_fit_frames=10))
+    video = mask_model.sample(args.frames, None, np.random.default_rng(args.seed))
+    ddpm, flow = _models(args, mask_model.crop_size)
+    config = SamplerConfig(t_first=args.t_first, t_next=args.t_next, max_batch=args.max_batch, device=args.device)
+    jobs = plan_jobs([video], config, args.seed, mask_model.crop_size)
+    total_steps = cell_steps(jobs)
+    cells = [len(f) for f in video.frames]
+    print(f"video {video.shape} x {len(video)} frames, {mask_model.crop_size}-px crops, cells/frame "
+          f"{min(cells)}-{max(cells)} (mean {np.mean(cells):.1f}), {len(jobs)} cell-frames, {total_steps} cell-steps, "
+          f"UNet {sum(p.numel() for p in ddpm.unet.parameters()) / 1e6:.2f} M params, device {args.device}")
+
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    sync()
+    start = time.perf_counter()
+    sample_textures([video], ddpm, flow, config, args.seed)
+    sync()
+    batched_s = time.perf_counter() - start
+    batched_rate = total_steps / batched_s
+    print(f"batched: {batched_s:.1f} s, {batched_rate:.1f} cell-steps/s")
+
+    limit = args.loop_jobs or None
+    timed_steps = sum(j.t_start for j in per_cell_order(jobs)[: limit or len(jobs)])
+    sync()
+    start = time.perf_counter()
+    sample_textures_per_cell([video], ddpm, flow, config, args.seed, max_jobs=limit)
+    sync()
+    loop_s = time.perf_counter() - start
+    loop_rate = timed_steps / loop_s
+    loop_full = total_steps / loop_rate
+    kind = "measured" if limit is None or limit >= len(jobs) else f"extrapolated from {limit} cell-frames / {timed_steps} cell-steps"
+    print(f"per-cell loop: {loop_s:.1f} s for {timed_steps} cell-steps, {loop_rate:.1f} cell-steps/s; "
+          f"full video {loop_full:.1f} s ({kind})")
+    print(f"speed-up batched / per-cell loop: {loop_full / batched_s:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "device": args.device, "frames": len(video), "cell_frames": len(jobs), "cell_steps": total_steps,
+            "batched_s": batched_s, "batched_cell_steps_per_s": batched_rate, "loop_cell_steps_per_s": loop_rate,
+            "loop_full_s": loop_full, "loop_timing": kind, "speedup": loop_full / batched_s}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
