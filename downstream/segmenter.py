@@ -1,0 +1,295 @@
+"""StarDist 2D instance segmenter trained from scratch on one CTC dataset folder.
+
+Training data: every sequence ``NN`` of the dataset, every frame that has ``NN_GT/SEG`` (synthetic
+datasets annotate every frame; the real-data export writes full nucleus masks as SEG). Images are
+normalised per frame by percentiles (1, 99.8). Validation data (for the Keras validation loss and
+for StarDist's probability/NMS threshold optimisation) is held out from the TRAINING dataset only:
+whole sequences when there are several, otherwise the last frames of each sequence. The real test
+sequence is never used for any choice.
+
+No pretrained model is used or available offline (``StarDist2D.from_pretrained`` downloads from
+GitHub): the network starts from random weights, so its quality reflects the training dataset.
+
+TensorFlow is imported lazily (inside the functions) so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from benchmark.ctc import CTCFormatError, CTCSequence, list_sequences
+
+PERCENTILES = (1.0, 99.8)
+HISTORY_FILE = "history.json"
+TRAINING_FILE = "training.json"
+MAX_LABEL = 65_000
+
+
+@dataclass
+class SegmenterConfig:
+    """StarDist training settings. ``patch_size`` is clipped to the frame size (multiple of 16*grid)."""
+
+    n_rays: int = 32
+    grid: tuple[int, int] = (2, 2)
+    patch_size: int = 256
+    batch_size: int = 4
+    epochs: int = 50
+    steps_per_epoch: int = 100
+    learning_rate: float = 3e-4
+    n_val: float = 0.15  # fraction of sequences (if >= 2 annotated) or of each sequence's last frames
+    seed: int = 0
+    max_train_frames: int | None = 400  # evenly spaced subset bounds RAM (float32 frames are held in memory)
+    max_threshold_frames: int = 4  # validation frames used for the threshold search (prediction is slow on CPU)
+    unet_n_filter_base: int = 32
+    threads: int = 2  # TF intra-op threads (the CPU is shared)
+    augment: bool = True
+    #: rescale frames so the median nucleus diameter of the training masks becomes this many pixels
+    #: (None: native resolution). GOWT1's ~60-90 px nuclei at 128-px patches learn far slower than
+    #: HeLa-sized ones; predictions are resized back to the frame with nearest-neighbour labels.
+    object_diameter: float | None = None
+
+
+@dataclass
+class _Frames:
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    names: list[str]  # "NN:t" for the log
+
+
+def normalize_image(image: np.ndarray) -> np.ndarray:
+    """Per-frame percentile normalisation (1, 99.8) to float32, as StarDist's examples do."""
+    from csbdeep.utils import normalize
+
+    return normalize(image.astype(np.float32), *PERCENTILES, axis=None).astype(np.float32)
+
+
+def _annotated_sequences(dataset_dir: Path) -> list[CTCSequence]:
+    seqs = [CTCSequence(dataset_dir, name) for name in list_sequences(dataset_dir)]
+    seqs = [s for s in seqs if any(t in s.image_files for t in s.seg_files)]
+    if not seqs:
+        raise CTCFormatError(dataset_dir, "no sequence has NN_GT/SEG masks with matching images to train StarDist on")
+    return seqs
+
+
+def split_frames(dataset_dir: Path, n_val: float) -> tuple[list[tuple[CTCSequence, int]], list[tuple[CTCSequence, int]]]:
+    """(train, validation) lists of (sequence, t); whole sequences held out when there are >= 2."""
+    seqs = _annotated_sequences(dataset_dir)
+    per_seq = [(s, [t for t in s.seg_files if t in s.image_files]) for s in seqs]
+    if len(seqs) >= 2:
+        n_hold = min(len(seqs) - 1, max(1, round(n_val * len(seqs))))
+        train = [(s, t) for s, ts in per_seq[:-n_hold] for t in ts]
+        val = [(s, t) for s, ts in per_seq[-n_hold:] for t in ts]
+        return train, val
+    seq, ts = per_seq[0]
+    if len(ts) < 2:
+        raise CTCFormatError(seq.gt_dir / "SEG", "need at least 2 annotated frames to hold one out for validation")
+    n_hold = min(len(ts) - 1, max(1, math.ceil(n_val * len(ts))))
+    return [(seq, t) for t in ts[:-n_hold]], [(seq, t) for t in ts[-n_hold:]]
+
+
+def _evenly(items: list, limit: int | None) -> list:
+    if limit is None or len(items) <= limit:
+        return items
+    picks = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in picks]
+
+
+def median_diameter(pairs: list[tuple[CTCSequence, int]], n_frames: int = 4) -> float:
+    """Median equivalent diameter (px) of the annotated objects in a few evenly spaced frames."""
+    areas: list[np.ndarray] = []
+    for seq, t in _evenly(pairs, n_frames):
+        counts = np.bincount(seq.seg(t).ravel().astype(np.int64))[1:]
+        areas.append(counts[counts > 0])
+    return float(2 * np.sqrt(np.median(np.concatenate(areas)) / np.pi))
+
+
+def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    from skimage.transform import rescale
+
+    return image if scale == 1.0 else rescale(image, scale, order=1, anti_aliasing=scale < 1,
+                                               preserve_range=True).astype(np.float32)
+
+
+def rescale_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from skimage.transform import resize
+
+    if labels.shape == tuple(shape):
+        return labels
+    return resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
+
+
+def _load(pairs: list[tuple[CTCSequence, int]], desc: str, progress: bool, scale: float = 1.0) -> _Frames:
+    from stardist import fill_label_holes
+
+    out = _Frames([], [], [])
+    for seq, t in tqdm(pairs, desc=desc, disable=not progress, leave=False):
+        image, mask = seq.image(t), seq.seg(t)
+        if image.shape != mask.shape:
+            raise CTCFormatError(seq.seg_files[t], f"mask shape {mask.shape} != image shape {image.shape}")
+        out.images.append(rescale_image(normalize_image(image), scale))
+        small = (round(image.shape[0] * scale), round(image.shape[1] * scale))
+        out.masks.append(fill_label_holes(rescale_labels(mask.astype(np.int32), small)))
+        out.names.append(f"{seq.name}:{t}")
+    return out
+
+
+def effective_patch_size(config: SegmenterConfig, shapes: list[tuple[int, int]]) -> tuple[int, int]:
+    """Largest patch <= config.patch_size and <= the smallest frame, divisible by 2**3 * grid (U-Net depth 3)."""
+    patch = []
+    for axis in range(2):
+        div = 8 * config.grid[axis]
+        side = min([config.patch_size] + [s[axis] for s in shapes])
+        side = (side // div) * div
+        if side < div:
+            raise ValueError(f"frames of shape {min(shapes)} are smaller than the minimum StarDist patch ({div} px)")
+        patch.append(side)
+    return patch[0], patch[1]
+
+
+def _augmenter(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips / 90-degree rotations (square patches) and a mild intensity scale and shift."""
+    if x.shape[0] == x.shape[1]:
+        k = np.random.randint(4)
+        x, y = np.rot90(x, k), np.rot90(y, k)
+    for axis in (0, 1):
+        if np.random.rand() < 0.5:
+            x, y = np.flip(x, axis), np.flip(y, axis)
+    x = x * np.random.uniform(0.8, 1.2) + np.random.uniform(-0.1, 0.1)
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+
+
+def _configure_tensorflow(seed: int, threads: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TF already initialised in this process; thread counts can no longer change
+    keras.utils.set_random_seed(seed)  # python, numpy and TF seeds
+    tf.config.experimental.enable_op_determinism()
+
+
+def _epoch_timer() -> Any:
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        """Wall seconds per epoch (the first includes graph building and validation set-up)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+            self._start = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path, *, overwrite: bool = False,
+                    progress: bool = True) -> Path:
+    """Train StarDist 2D from random weights on ``dataset_dir`` and write the model folder ``model_dir``.
+
+    The folder (``config.json``, ``weights_best.h5``, ``weights_last.h5``, ``thresholds.json``,
+    ``history.json`` = per-epoch Keras losses + epoch seconds, ``training.json`` = data split, patch,
+    timings) appears atomically: training runs in a temporary sibling folder that is renamed at the end.
+    """
+    from stardist.models import Config2D, StarDist2D
+
+    dataset_dir, model_dir = Path(dataset_dir), Path(model_dir)
+    if model_dir.exists() and not overwrite:
+        raise FileExistsError(f"{model_dir}: already exists (pass overwrite=True to replace it)")
+    started = time.perf_counter()
+    train_pairs, val_pairs = split_frames(dataset_dir, config.n_val)
+    train_pairs = _evenly(train_pairs, config.max_train_frames)
+    scale = 1.0 if config.object_diameter is None else config.object_diameter / median_diameter(train_pairs)
+    train = _load(train_pairs, "load train frames", progress, scale)
+    val = _load(val_pairs, "load val frames", progress, scale)
+    patch = effective_patch_size(config, [im.shape for im in train.images + val.images])
+
+    _configure_tensorflow(config.seed, config.threads)
+    conf = Config2D(
+        n_rays=config.n_rays, grid=tuple(config.grid), n_channel_in=1, use_gpu=False,
+        unet_n_filter_base=config.unet_n_filter_base,
+        train_patch_size=patch, train_batch_size=config.batch_size, train_learning_rate=config.learning_rate,
+        train_epochs=config.epochs, train_steps_per_epoch=config.steps_per_epoch,
+        train_tensorboard=False, train_sample_cache=False,
+    )
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", suffix=".partial", dir=model_dir.parent))
+    try:
+        model = StarDist2D(conf, name=model_dir.name, basedir=str(tmp))
+        model.prepare_for_training()
+        timer = _epoch_timer()
+        model.callbacks.append(timer)
+        fit_started = time.perf_counter()
+        history = model.train(train.images, train.masks, validation_data=(val.images, val.masks),
+                              augmenter=_augmenter if config.augment else None, seed=config.seed,
+                              epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, workers=1)
+        fit_seconds = time.perf_counter() - fit_started
+        thr_pairs = _evenly(list(zip(val.images, val.masks, strict=True)), config.max_threshold_frames)
+        thresholds = model.optimize_thresholds([x for x, _ in thr_pairs], [y for _, y in thr_pairs])
+        folder = tmp / model_dir.name
+        logs = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        logs["epoch_seconds"] = timer.seconds
+        (folder / HISTORY_FILE).write_text(json.dumps(logs, indent=1))
+        steady = timer.seconds[1:] or timer.seconds
+        summary = {
+            "config": asdict(config), "patch_size": list(patch), "scale": scale,
+            "train_frames": train.names, "val_frames": val.names,
+            "threshold_frames": len(thr_pairs), "thresholds": {k: float(v) for k, v in thresholds.items()},
+            "fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started,
+            "seconds_per_step": float(np.median(steady)) / config.steps_per_epoch,
+            "pretrained": False,
+        }
+        (folder / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.replace(folder, model_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model_dir
+
+
+def load_segmenter(model_dir: Path) -> Any:
+    """Load a trained StarDist2D (best weights and optimised thresholds) from its folder."""
+    from stardist.models import StarDist2D
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: not a StarDist model folder (config.json missing)")
+    return StarDist2D(None, name=model_dir.name, basedir=str(model_dir.parent))
+
+
+def segment_sequence(model_dir: Path, seq: CTCSequence, progress: bool = True) -> list[np.ndarray]:
+    """Instance masks ``(H, W) uint16`` (per-frame labels, not tracked) for frames 0..n_frames-1 of ``seq``."""
+    if seq.missing_frames:
+        raise CTCFormatError(seq.image_dir, f"sequence is incomplete (missing frames {seq.missing_frames[:5]}...)")
+    model = load_segmenter(model_dir)
+    scale = float(json.loads((Path(model_dir) / TRAINING_FILE).read_text()).get("scale", 1.0))
+    out: list[np.ndarray] = []
+    for t in tqdm(range(seq.n_frames), desc=f"segment {seq.name}", disable=not progress):
+        image = seq.image(t)
+        labels, _ = model.predict_instances(rescale_image(normalize_image(image), scale), show_tile_progress=False,
+                                            verbose=False)
+        labels = rescale_labels(labels, image.shape)
+        if labels.max() > MAX_LABEL:
+            raise ValueError(f"{seq.image_files[t]}: {labels.max()} objects exceed the uint16-safe maximum")
+        out.append(labels.astype(np.uint16))
+    return out

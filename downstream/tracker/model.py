@@ -1,0 +1,292 @@
+"""Training the link and division classifiers on a dataset's GT lineage, and tracking with them.
+
+Training data: every sequence ``NN`` with ``NN_GT/TRA`` + ``man_track.txt``. Detections are the TRA
+labels (synthetic datasets write full masks there) or, with ``detections="full"``, full nucleus masks
+grown from the TRA markers (``benchmark.ctc.crops.full_masks``; for real GT whose markers are small).
+Positive link = same track at t and t+1, or mother -> daughter (association); positive division
+triple = a mother and both of its daughters. The link threshold tau and the division threshold are
+chosen on held-out data of the same (synthetic) dataset -- whole sequences when there are several,
+otherwise the last frame pairs -- by the AOGM edge cost (1.5 EA + 1 ED + 1 EC) on GT detections,
+then both classifiers are refitted on all the data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from itertools import combinations, product
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from benchmark.ctc import CTCFormatError, CTCSequence, Track, list_sequences, write_result
+from benchmark.ctc.crops import full_masks
+from downstream.tracker.features import (
+    DIVISION_FEATURES,
+    PAIR_FEATURES,
+    Detections,
+    FramePair,
+    candidates_of,
+    detect,
+    division_features,
+    frame_pair,
+)
+from downstream.tracker.linking import PairDecision, build_tracks, decide
+
+MODEL_FILE = "tracker.joblib"
+SUMMARY_FILE = "tracker.json"
+
+
+@dataclass
+class TrackerConfig:
+    """Candidate search, classifier and threshold-search settings (distances in median nucleus diameters)."""
+
+    k_candidates: int = 6
+    radius: float = 3.0  # wide enough to give the link classifier negatives
+    k_division: int = 4  # nearest candidates of a mother considered as daughters
+    max_iter: int = 200
+    learning_rate: float = 0.1
+    max_leaf_nodes: int = 31
+    link_thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+    division_thresholds: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65, 0.8)
+    n_val: float = 0.2  # fraction of sequences (if >= 2) or of the last frame pairs held out for the thresholds
+    detections: str = "tra"  # "tra": TRA labels are the masks; "full": grow full masks from TRA markers
+    min_division_examples: int = 2  # fewer positive division triples: no division model
+    refit_on_all: bool = True
+    seed: int = 0
+    threads: int = 1  # OpenMP threads of the classifiers; more is ~10x SLOWER on a shared, oversubscribed CPU
+
+
+@dataclass
+class _PairData:
+    """One GT frame pair: candidates, features and the truth as row-index edges."""
+
+    fp: FramePair
+    link_y: np.ndarray
+    triples: list[tuple[int, int, int]]
+    triple_x: np.ndarray
+    triple_y: np.ndarray
+    truth: PairDecision
+
+
+def _gt_masks(seq: CTCSequence, t: int, mode: str) -> np.ndarray:
+    if mode == "tra":
+        return seq.tra(t)
+    if mode == "full":
+        return full_masks(seq, t)
+    raise ValueError(f"TrackerConfig.detections must be 'tra' or 'full', got {mode!r}")
+
+
+def gt_decision(fp: FramePair, tracks: dict[int, Track], t: int) -> PairDecision:
+    """The GT links and divisions between t and t+1 as row indices (detections labelled by track id)."""
+    la, lb = fp.a.labels, fp.b.labels
+    row_b = {int(lab): j for j, lab in enumerate(lb)}
+    truth = PairDecision()
+    for i, lab in enumerate(la):
+        lab = int(lab)
+        if lab in row_b:
+            truth.links[i] = row_b[lab]
+        daughters = [row_b[c.label] for c in tracks.values()
+                     if c.parent == lab and c.begin == t + 1 and c.label in row_b]
+        if len(daughters) == 2 and lab not in row_b:
+            truth.links[i] = daughters[0]
+            truth.divisions[i] = (daughters[0], daughters[1])
+    return truth
+
+
+def _pair_data(seq: CTCSequence, t: int, masks: tuple[np.ndarray, np.ndarray],
+               dets: tuple[Detections, Detections], config: TrackerConfig) -> _PairData:
+    fp = frame_pair(dets[0], dets[1], masks[0], masks[1], config.k_candidates, config.radius)
+    tracks = seq.tracks
+    la, lb = fp.a.labels[fp.pairs[:, 0]], fp.b.labels[fp.pairs[:, 1]]
+    mother_of = {lab: tr.parent for lab, tr in tracks.items() if tr.begin == t + 1}
+    ends_here = {lab for lab, tr in tracks.items() if tr.end == t}
+    link_y = np.array([int(a == b or (mother_of.get(int(b)) == a and int(a) in ends_here))
+                       for a, b in zip(la, lb, strict=True)], dtype=int)
+    triples: list[tuple[int, int, int]] = []
+    for i in range(len(fp.a)):
+        triples += [(i, j1, j2) for j1, j2 in combinations(candidates_of(fp, i, config.k_division), 2)]
+    x = np.stack([division_features(fp, *h) for h in triples]) if triples else np.zeros((0, len(DIVISION_FEATURES)))
+    y = np.array([int(mother_of.get(int(fp.b.labels[j1])) == fp.a.labels[i] == mother_of.get(int(fp.b.labels[j2])))
+                  for i, j1, j2 in triples], dtype=int)
+    return _PairData(fp, link_y, triples, x, y, gt_decision(fp, tracks, t))
+
+
+def _sequence_pairs(seq: CTCSequence, config: TrackerConfig, progress: bool) -> list[_PairData]:
+    frames = [t for t in seq.frames if t in seq.tra_files]
+    out: list[_PairData] = []
+    previous: tuple[int, np.ndarray, Detections] | None = None
+    for t in tqdm(frames, desc=f"tracker features {seq.name}", disable=not progress, leave=False):
+        mask = _gt_masks(seq, t, config.detections)
+        current = (t, mask, detect(mask, seq.image(t)))
+        if previous is not None and previous[0] == t - 1:
+            out.append(_pair_data(seq, t - 1, (previous[1], mask), (previous[2], current[2]), config))
+        previous = current
+    return out
+
+
+def _classifier(config: TrackerConfig) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=config.max_iter, learning_rate=config.learning_rate,
+                                          max_leaf_nodes=config.max_leaf_nodes, early_stopping=False,
+                                          random_state=config.seed)
+
+
+def _fit(data: list[_PairData], config: TrackerConfig, where: Path) -> tuple[Any, Any, dict[str, int]]:
+    x = np.concatenate([d.fp.features for d in data])
+    y = np.concatenate([d.link_y for d in data])
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"{where}: link training data has a single class ({len(y)} pairs, {int(y.sum())} positive);"
+                         " widen TrackerConfig.radius / k_candidates")
+    link = _classifier(config).fit(x, y)
+    dx = np.concatenate([d.triple_x for d in data])
+    dy = np.concatenate([d.triple_y for d in data])
+    division = None
+    if dy.sum() >= config.min_division_examples and len(np.unique(dy)) == 2:
+        division = _classifier(config).fit(dx, dy)
+    counts = {"pairs": len(y), "positive_pairs": int(y.sum()), "triples": len(dy), "positive_triples": int(dy.sum())}
+    return link, division, counts
+
+
+def _proba(model: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    return None if model is None else (lambda x: model.predict_proba(x)[:, 1])
+
+
+def _edge_cost(pred: PairDecision, truth: PairDecision) -> tuple[float, int]:
+    """AOGM edge part 1.5 EA + 1 ED + 1 EC for one frame pair on GT detections, and |E_ref|."""
+    p = {(i, j): parent for i, j, parent in pred.edges()}
+    g = {(i, j): parent for i, j, parent in truth.edges()}
+    missing = sum(1 for e in g if e not in p)
+    redundant = sum(1 for e in p if e not in g)
+    wrong = sum(1 for e in g if e in p and p[e] != g[e])
+    return 1.5 * missing + redundant + wrong, len(g)
+
+
+def link_probabilities(model: Any, fps: list[FramePair]) -> list[np.ndarray]:
+    """Link probabilities of every candidate pair of every frame pair, predicted in one batched call."""
+    rows = [fp.features for fp in fps]
+    probs = model.predict_proba(np.concatenate(rows))[:, 1] if sum(len(r) for r in rows) else np.zeros(0)
+    bounds = np.cumsum([0] + [len(r) for r in rows])
+    return [probs[bounds[n]:bounds[n + 1]] for n in range(len(fps))]
+
+
+def _tune(val: list[_PairData], link: Any, division: Any, config: TrackerConfig) -> dict[str, Any]:
+    """Grid search of (tau_link, tau_division) by the summed AOGM edge cost on held-out frame pairs."""
+    fps = [d.fp for d in val]
+    probs = link_probabilities(link, fps)
+    div_grid = config.division_thresholds if division is not None else (1.0,)
+    best: dict[str, Any] = {}
+    for tau_link, tau_div in product(config.link_thresholds, div_grid):
+        decisions = decide(fps, probs, tau_link, tau_div, config.k_division, _proba(division))
+        costs = [_edge_cost(pred, d.truth) for pred, d in zip(decisions, val, strict=True)]
+        cost, n_edges = sum(c for c, _ in costs), sum(n for _, n in costs)
+        if not best or cost < best["edge_cost"]:
+            best = {"tau_link": tau_link, "tau_division": tau_div, "edge_cost": cost,
+                    "edge_score": 1.0 - cost / max(1.5 * n_edges, 1e-9), "val_edges": n_edges}
+    return best
+
+
+def _split(per_seq: list[list[_PairData]], n_val: float) -> tuple[list[_PairData], list[_PairData]]:
+    if len(per_seq) >= 2:
+        n_hold = min(len(per_seq) - 1, max(1, round(n_val * len(per_seq))))
+        return [d for s in per_seq[:-n_hold] for d in s], [d for s in per_seq[-n_hold:] for d in s]
+    data = per_seq[0]
+    n_hold = min(len(data) - 1, max(1, math.ceil(n_val * len(data))))
+    return data[:-n_hold], data[-n_hold:]
+
+
+def train_tracker(dataset_dir: Path, config: TrackerConfig, model_dir: Path, *, overwrite: bool = False,
+                  progress: bool = True) -> Path:
+    """Fit the link and division classifiers on ``dataset_dir``'s GT lineage; write ``model_dir`` atomically.
+
+    ``model_dir`` holds ``tracker.joblib`` (classifiers, thresholds, config) and ``tracker.json``
+    (sample counts, chosen thresholds, validation edge score, timings).
+    """
+    dataset_dir, model_dir = Path(dataset_dir), Path(model_dir)
+    if model_dir.exists() and not overwrite:
+        raise FileExistsError(f"{model_dir}: already exists (pass overwrite=True to replace it)")
+    started = time.perf_counter()
+    seqs = [CTCSequence(dataset_dir, n) for n in list_sequences(dataset_dir)]
+    seqs = [s for s in seqs if s.has_tracks and s.tra_files]
+    if not seqs:
+        raise CTCFormatError(dataset_dir, "no sequence with NN_GT/TRA and man_track.txt to train the tracker on")
+    per_seq = [_sequence_pairs(s, config, progress) for s in seqs]
+    per_seq = [p for p in per_seq if p]
+    if not per_seq or sum(len(p) for p in per_seq) < 2:
+        raise CTCFormatError(dataset_dir, "fewer than 2 consecutive annotated frame pairs to train the tracker on")
+    features_seconds = time.perf_counter() - started
+    train, val = _split(per_seq, config.n_val)
+    with threadpool_limits(limits=config.threads):
+        link, division, counts = _fit(train, config, dataset_dir)
+        chosen = _tune(val, link, division, config)
+        if config.refit_on_all:
+            link, division, counts = _fit(train + val, config, dataset_dir)
+    fit_seconds = time.perf_counter() - started - features_seconds
+    payload = {"link": link, "division": division, "tau_link": chosen["tau_link"],
+               "tau_division": chosen["tau_division"], "config": asdict(config),
+               "pair_features": PAIR_FEATURES, "division_features": DIVISION_FEATURES,
+               "sklearn": sklearn.__version__}
+    summary = {"config": asdict(config), "sequences": [s.name for s in seqs], "counts": counts,
+               "validation": chosen, "division_model": division is not None,
+               "features_seconds": features_seconds, "fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started}
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", suffix=".partial", dir=model_dir.parent))
+    try:
+        joblib.dump(payload, tmp / MODEL_FILE)
+        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.replace(tmp, model_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model_dir
+
+
+def load_tracker(model_dir: Path) -> dict[str, Any]:
+    path = Path(model_dir) / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: tracker model file is missing")
+    payload = joblib.load(path)
+    if tuple(payload.get("pair_features", ())) != PAIR_FEATURES:
+        raise ValueError(f"{path}: trained with other pair features; retrain the tracker")
+    return payload
+
+
+def _check_masks(seq: CTCSequence, masks: list[np.ndarray]) -> None:
+    if len(masks) != seq.n_frames:
+        raise ValueError(f"{seq.image_dir}: {len(masks)} mask frames for a sequence of {seq.n_frames} frames")
+    if seq.missing_frames:
+        raise CTCFormatError(seq.image_dir, f"sequence is incomplete (missing frames {seq.missing_frames[:5]}...)")
+
+
+def sequence_detections(seq: CTCSequence, masks: list[np.ndarray], progress: bool = False) -> list[Detections]:
+    _check_masks(seq, masks)
+    return [detect(m, seq.image(t)) for t, m in tqdm(enumerate(masks), total=len(masks), desc="detections",
+                                                      disable=not progress, leave=False)]
+
+
+def track_sequence(model_dir: Path, seq: CTCSequence, masks: list[np.ndarray], res_dir: Path, *,
+                   overwrite: bool = False, progress: bool = False) -> Path:
+    """Link per-frame instance masks of ``seq`` (frames 0..n-1) into a validated CTC result ``res_dir``."""
+    payload = load_tracker(model_dir)
+    config = TrackerConfig(**payload["config"])
+    dets = sequence_detections(seq, masks, progress)
+    fps = [frame_pair(dets[t], dets[t + 1], masks[t], masks[t + 1], config.k_candidates, config.radius)
+           for t in range(len(masks) - 1)]
+    with threadpool_limits(limits=config.threads):
+        decisions = decide(fps, link_probabilities(payload["link"], fps), payload["tau_link"],
+                           payload["tau_division"], config.k_division, _proba(payload["division"]))
+    frames, parents = build_tracks(masks, [d.labels for d in dets], decisions)
+    write_result(res_dir, frames, parents, overwrite=overwrite)
+    return Path(res_dir)

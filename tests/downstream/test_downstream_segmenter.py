@@ -1,0 +1,115 @@
+"""StarDist trained from scratch on a real GOWT1 window (full nucleus masks exported as SEG, the way
+the 'real' generator writes them), then applied to a held-out real sequence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.ctc import CTCFormatError, CTCSequence, window_sequence, write_sequence
+from benchmark.ctc.crops import full_masks
+from downstream.segmenter import (
+    SegmenterConfig,
+    effective_patch_size,
+    load_segmenter,
+    normalize_image,
+    segment_sequence,
+    split_frames,
+    train_segmenter,
+)
+
+TINY = SegmenterConfig(patch_size=128, batch_size=2, epochs=2, steps_per_epoch=5, max_threshold_frames=2,
+                       unet_n_filter_base=16)
+
+
+def _export(seq: CTCSequence, out: Path, frames: range) -> None:
+    write_sequence(out, seq.name, [seq.image(t) for t in frames], [full_masks(seq, t) for t in frames],
+                   {k: v.parent for k, v in seq.tracks.items()})
+
+
+@pytest.fixture(scope="module")
+def full_window(gowt1_window: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sequences 01 and 02 of the real window, 8 frames each, full masks as TRA and SEG of every frame."""
+    out = tmp_path_factory.mktemp("full") / "Fluo-N2DH-GOWT1"
+    for name in ("01", "02"):
+        _export(CTCSequence(gowt1_window, name), out, range(8))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(full_window: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_segmenter(full_window, TINY, tmp_path_factory.mktemp("models") / "stardist_tiny", progress=False)
+
+
+@pytest.fixture(scope="module")
+def test_sequence(gowt1: Path, tmp_path_factory: pytest.TempPathFactory) -> CTCSequence:
+    """A 4-frame real cut of the held-out GOWT1 02 (prediction costs ~1 s per frame on 2 cores)."""
+    out = tmp_path_factory.mktemp("test02") / "Fluo-N2DH-GOWT1"
+    window_sequence(CTCSequence(gowt1, "02"), out, frames=range(40, 44), box=(256, 256, 256, 256))
+    return CTCSequence(out, "02")
+
+
+def test_split_holds_out_whole_sequences_or_last_frames(full_window: Path, tmp_path: Path) -> None:
+    train, val = split_frames(full_window, 0.15)
+    assert {s.name for s, _ in train} == {"01"} and {s.name for s, _ in val} == {"02"}
+    single = tmp_path / "single"
+    shutil.copytree(full_window / "01", single / "01")
+    shutil.copytree(full_window / "01_GT", single / "01_GT")
+    train, val = split_frames(single, 0.25)
+    assert [t for _, t in val] == [6, 7] and [t for _, t in train] == list(range(6))
+
+
+def test_patch_never_exceeds_the_frame() -> None:
+    config = SegmenterConfig(patch_size=256, grid=(2, 2))
+    assert effective_patch_size(config, [(200, 300), (1024, 1024)]) == (192, 256)
+    with pytest.raises(ValueError, match="smaller than the minimum"):
+        effective_patch_size(config, [(10, 300)])
+
+
+def test_trains_writes_folder_and_predicts_label_frames(trained: Path, test_sequence: CTCSequence) -> None:
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "weights_best.h5", "thresholds.json", "history.json", "training.json"} <= names
+    assert not [p for p in trained.parent.iterdir() if p.name.endswith(".partial")]
+    history = json.loads((trained / "history.json").read_text())
+    assert len(history["loss"]) == 2 and len(history["val_loss"]) == 2 and len(history["epoch_seconds"]) == 2
+    assert all(np.isfinite(history["loss"]))
+    summary = json.loads((trained / "training.json").read_text())
+    assert summary["patch_size"] == [128, 128] and summary["pretrained"] is False
+    assert all(name.startswith("01:") for name in summary["train_frames"])
+
+    labels = segment_sequence(trained, test_sequence, progress=False)
+    assert len(labels) == test_sequence.n_frames == 4
+    for frame in labels:
+        assert frame.dtype == np.uint16 and frame.shape == test_sequence.frame_shape
+
+    model = load_segmenter(trained)  # reload gives the optimised thresholds and the same prediction
+    thresholds = json.loads((trained / "thresholds.json").read_text())
+    assert model.thresholds.prob == pytest.approx(thresholds["prob"])
+    again, _ = model.predict_instances(normalize_image(test_sequence.image(0)), show_tile_progress=False)
+    assert np.array_equal(again.astype(np.uint16), labels[0])
+
+
+def test_existing_model_folder_is_not_overwritten(trained: Path, full_window: Path) -> None:
+    with pytest.raises(FileExistsError, match="already exists"):
+        train_segmenter(full_window, TINY, trained, progress=False)
+
+
+def test_dataset_without_masks_is_rejected(gowt1_window: Path, tmp_path: Path) -> None:
+    shutil.copytree(gowt1_window / "01", tmp_path / "raw" / "01")
+    with pytest.raises(CTCFormatError, match="no sequence has NN_GT/SEG"):
+        train_segmenter(tmp_path / "raw", TINY, tmp_path / "model", progress=False)
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights(full_window: Path, trained: Path, tmp_path: Path) -> None:
+    """Keras auto-names layers per process, so compare weights in layer order, not by name."""
+    again = train_segmenter(full_window, TINY, tmp_path / "stardist_tiny", progress=False)
+    first, second = load_segmenter(trained).keras_model.get_weights(), load_segmenter(again).keras_model.get_weights()
+    assert len(first) == len(second) > 0
+    for a, b in zip(first, second, strict=True):
+        assert np.array_equal(a, b)
+    assert (trained / "thresholds.json").read_text() == (again / "thresholds.json").read_text()
