@@ -24,6 +24,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from benchmark.ctc.io import atomic_write_bytes
+
 DOWNLOAD_TIMEOUT_S = 20.0
 
 
@@ -144,7 +146,7 @@ def _variants(name: str) -> tuple[WeightVariant, ...]:
 
 
 def _record(path: Path, route: str, source: str) -> None:
-    _atomic_bytes(path.with_name(path.name + ".json"), json.dumps({"route": route, "source": source}).encode())
+    atomic_write_bytes(path.with_name(path.name + ".json"), json.dumps({"route": route, "source": source}).encode())
 
 
 def _recorded_source(path: Path) -> str:
@@ -153,18 +155,6 @@ def _recorded_source(path: Path) -> str:
         return f"{data['route']}: {data['source']}"
     except (OSError, ValueError, KeyError):
         return "unknown origin"
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _install_verified(stream, variant: WeightVariant, target: Path, progress: bool, total: int | None) -> None:
