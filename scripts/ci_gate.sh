@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# CI regression gate: the `ci` profile of every generator on the real GOWT1 window, logged to a fresh
+# MLflow store, then `python -m benchmark check` against benchmark/thresholds.toml (non-zero on a breach).
+# Re-derive the thresholds from these runs: add `--write-thresholds 0.2` to the check line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA_ROOT=${SYNTHVID_DATA_ROOT:-../shared/assets/ctc}
+WORK=${CI_GATE_DIR:-.ci-gate}
+GENERATORS=${CI_GATE_GENERATORS:-"real mitogen cellcyclegan bvdm"}
+rm -rf "$WORK" && mkdir -p "$WORK"
+export MLFLOW_TRACKING_URI="sqlite:///$PWD/$WORK/mlflow.db"
+for generator in $GENERATORS; do
+  .venv/bin/python -m benchmark run --generator "$generator" --dataset Fluo-N2DH-GOWT1 --profile ci \
+    --data-root "$DATA_ROOT" --out "$WORK/runs"
+done
+.venv/bin/python -m benchmark check --profile ci --dataset Fluo-N2DH-GOWT1 "$@"
