@@ -1,7 +1,7 @@
 """Real vs synthetic statistics for a generator fitted on GOWT1 01 and HeLa 01 (a table with tolerances).
 
 Usage: .venv/bin/python scripts/compare_synthetic.py [--generator mitogen] [--data-root ../shared/assets/ctc]
-       [--frames 92] [--out /tmp/compare] [--datasets Fluo-N2DH-GOWT1 Fluo-N2DL-HeLa]
+       [--frames 92] [--out /tmp/compare] [--seed 0] [--datasets Fluo-N2DH-GOWT1 Fluo-N2DL-HeLa]
 
 Fits (cached like the CLI), generates one sequence at the real frame size, and compares: cells per frame
 (t = 0, middle, last, mean relative error), nucleus area and eccentricity (KS statistic, cells not
@@ -55,11 +55,11 @@ def counts_per_frame(seq: CTCSequence, n: int) -> np.ndarray:
     return np.array([sum(1 for tr in seq.tracks.values() if tr.begin <= t <= tr.end) for t in range(n)], float)
 
 
-def compare(name: str, data_root: str | None, generator: str, frames: int, out: Path) -> list[tuple]:
+def compare(name: str, data_root: str | None, generator: str, frames: int, out: Path, seed: int = 0) -> list[tuple]:
     real = CTCSequence(resolve_dataset(name, data_root), "01")
     gen = fitted_generator(generator, {"progress": False}, real)
     start = time.perf_counter()
-    syn_dir = gen.generate(GenerateSpec(1, frames, None, seed=0), out / name)
+    syn_dir = gen.generate(GenerateSpec(1, frames, None, seed=seed), out / f"{name}-seed{seed}")
     seconds = time.perf_counter() - start
     syn = CTCSequence(syn_dir, "01")
     picks_r = annotated_frames(real)
@@ -110,10 +110,11 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["Fluo-N2DH-GOWT1", "Fluo-N2DL-HeLa"])
     p.add_argument("--frames", type=int, default=92)
     p.add_argument("--out", default="/tmp/compare_synthetic")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic video")
     args = p.parse_args()
     rows = []
     for name in args.datasets:
-        rows += compare(name, args.data_root, args.generator, args.frames, Path(args.out))
+        rows += compare(name, args.data_root, args.generator, args.frames, Path(args.out), args.seed)
     print("| dataset | statistic | real | synthetic | difference | within tolerance |\n|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(str(x) for x in row[:5]) + f" | {'yes' if row[5] else 'NO'} |")
