@@ -2,7 +2,8 @@
 
 Realism scores carry 95 % cluster-bootstrap CIs where the metrics layer logged them
 (``<metric>_ci_low/_ci_high``) and the N per side they were computed on (``n_fid``, ``n_fvd``); FVD
-with N < 400 is rank-deficient (400-d features) and marked with a dagger.
+with N < 400 (400-d features) and FID with N < 2048 (2048-d) are rank-deficient and marked with a dagger;
+KVD/KID are unbiased MMD estimates and need no such mark.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pandas as pd
 from reports.runs import REALISM_N, TABLE_METRICS, metric, stage_times
 
 MIN_FVD_N = 400
+MIN_FID_N = 2048
+MIN_FRECHET_N = {"FID": MIN_FID_N, "FVD": MIN_FVD_N}  # full-rank covariance needs N >= dim
 LOWER_IS_BETTER = frozenset({"FVD", "FID", "KVD", "KID"})
 FLOOR_ROW = "real-vs-real floor"
 
@@ -79,7 +82,9 @@ def n_summary(table: pd.DataFrame) -> str:
         if not values:
             continue
         span = str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
-        note = " (†: N < 400, rank-deficient, not comparable)" if n_key == "n_fvd" and values[0] < MIN_FVD_N else ""
+        frechet = "FID" if n_key == "n_fid" else "FVD"
+        minimum = MIN_FRECHET_N[frechet]
+        note = f" (†: {frechet} N < {minimum}, rank-deficient, not comparable)" if values[0] < minimum else ""
         parts.append(f"{label} N={span} {unit} per side{note}")
     return "; ".join(parts) if parts else "no realism metrics logged"
 
@@ -94,7 +99,7 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
                 continue
             text = format_value(row[name], row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high"))
             n_value = row.get(REALISM_N.get(name, ""))
-            if name in ("FVD", "KVD") and _present(n_value) and int(n_value) < MIN_FVD_N and text != "–":
+            if name in MIN_FRECHET_N and _present(n_value) and int(n_value) < MIN_FRECHET_N[name] and text != "–":
                 text += " †"
             cells[name] = text
         for n_key, label in (("n_fid", "N crops"), ("n_fvd", "N clips")):

@@ -30,7 +30,7 @@ from benchmark.cli import main
 from benchmark.ctc import CTCSequence
 from reports.runs import latest_per_generator, parent_runs
 from reports.sweep import SWEEP_NAME, run_sweep, sweep_points, sweep_table, write_sweep_report
-from reports.tables import FLOOR_ROW
+from reports.tables import FLOOR_ROW, display_table, n_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -182,6 +182,20 @@ def test_report_without_runs_is_one_clear_error(logged: dict, capsys: pytest.Cap
     assert main(["report", "--dataset", "Fluo-N2DL-HeLa", "--out", str(logged["root"] / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no finished benchmark runs for Fluo-N2DL-HeLa") and "\n" not in err
+
+
+def test_dagger_marks_rank_deficient_frechet_distances_only() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame([
+        {"generator": "small", "run_id": "a", "FID": 80.0, "KID": 0.05, "FVD": 300.0, "KVD": 30.0, "n_fid": 1024, "n_fvd": 120},
+        {"generator": "full", "run_id": "b", "FID": 20.0, "KID": 0.01, "FVD": 90.0, "KVD": 9.0, "n_fid": 2048, "n_fvd": 400},
+    ])
+    shown = display_table(table).set_index("generator")
+    assert shown.loc["small", "FID"].endswith("†") and shown.loc["small", "FVD"].endswith("†")
+    assert not any(shown.loc[g, m].endswith("†") for g in ("small", "full") for m in ("KID", "KVD"))
+    assert not shown.loc["full", "FID"].endswith("†") and not shown.loc["full", "FVD"].endswith("†")
+    assert "FID N < 2048" in n_summary(table) and "FVD N < 400" in n_summary(table)
 
 
 def test_sweep_grid_is_the_papers_table2() -> None:
