@@ -17,11 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N
 from reports.runs import REALISM_N, TABLE_METRICS, metric, stage_times
 
-MIN_FVD_N = 400
-MIN_FID_N = 2048
-MIN_FRECHET_N = {"FID": MIN_FID_N, "FVD": MIN_FVD_N}  # full-rank covariance needs N >= dim
+MIN_FRECHET_N = {"FID": MIN_FID_N, "FVD": MIN_FVD_N}
 LOWER_IS_BETTER = frozenset({"FVD", "FID", "KVD", "KID"})
 FLOOR_ROW = "real-vs-real floor"
 
@@ -75,14 +74,13 @@ def format_value(value: Any, low: Any = None, high: Any = None, digits: int = 4)
 def n_summary(table: pd.DataFrame) -> str:
     """Header note: the N per side of each realism metric family, e.g. ``FID/KID N=2052 crops``."""
     parts = []
-    for n_key, label, unit in (("n_fid", "FID/KID", "crops"), ("n_fvd", "FVD/KVD", "clips")):
+    for n_key, label, unit, frechet in (("n_fid", "FID/KID", "crops", "FID"), ("n_fvd", "FVD/KVD", "clips", "FVD")):
         if n_key not in table.columns:
             continue
         values = sorted({int(v) for v in table[n_key] if _present(v)})
         if not values:
             continue
         span = str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
-        frechet = "FID" if n_key == "n_fid" else "FVD"
         minimum = MIN_FRECHET_N[frechet]
         note = f" (†: {frechet} N < {minimum}, rank-deficient, not comparable)" if values[0] < minimum else ""
         parts.append(f"{label} N={span} {unit} per side{note}")

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Fewest samples per side for a full-rank covariance of the protocol's features: Inception pool3 is
+# 2048-d (FID), I3D logits are 400-d (FVD). Below them a Fréchet distance is rank-deficient.
+MIN_FID_N = 2048
+MIN_FVD_N = 400
+
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) as pytorch-fid computes them (``np.cov``, N-1), float64."""

@@ -29,7 +29,14 @@ from tqdm.auto import tqdm
 from benchmark.assets import ResolvedWeight, cache_root, resolve
 from benchmark.ctc import CTCSequence
 from benchmark.ctc.crops import annotated_frames, full_masks
-from benchmark.metrics.frechet import Samples, frechet_distance, mmd2_unbiased, percentile_ci
+from benchmark.metrics.frechet import (
+    MIN_FID_N,
+    MIN_FVD_N,
+    Samples,
+    frechet_distance,
+    mmd2_unbiased,
+    percentile_ci,
+)
 
 PROTOCOL_VERSION = "1"
 
@@ -54,8 +61,8 @@ class RealismConfig:
     seed: int = 0
     fid: bool = True
     fvd: bool = True
-    min_fvd_n: int = 400
-    min_fid_n: int = 2048
+    min_fvd_n: int = MIN_FVD_N
+    min_fid_n: int = MIN_FID_N
     batch_size_crops: int = 50
     batch_size_clips: int = 4
     progress: bool = True
