@@ -176,19 +176,19 @@ def render_thresholds(tree: Mapping[str, Any], header: str) -> str:
 
 
 def write_thresholds(path: Path, profile: str, derived: Mapping[str, Any], margin: float, time_margin: float) -> Path:
-    """Merge derived bounds into ``path`` (other profiles/datasets kept) and write it atomically."""
+    """Merge derived bounds into ``path`` (other profiles, datasets and generators kept); atomic write."""
     from reports.tables import write_text_atomic
 
     tree: dict[str, Any] = load_thresholds(path) if Path(path).is_file() else {}
-    for dataset, generators in derived.items():
-        tree.setdefault(profile, {})[dataset] = dict(generators)
+    for dataset, generators in derived.items():  # a gate run of some generators keeps the others' bounds
+        tree.setdefault(profile, {}).setdefault(dataset, {}).update(generators)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"CI regression gate thresholds (python -m benchmark check). Written {stamp} by\n"
               f"`python -m benchmark check --profile {profile} --write-thresholds {margin} --time-margin {time_margin}`\n"
               f"from the newest measured run per generator ([...measured] and source_run):\n"
               f"min = measured * (1 - {margin}) for SEG/TRA; max = measured * (1 + {margin}) for FID/FVD;\n"
               f"stage times max = measured * (1 + {time_margin}) + {TIME_SLACK_S:g} s.\n"
-              "Sections of other profiles/datasets were kept as they were.")
+              "Sections of other profiles, datasets and generators were kept as they were.")
     return write_text_atomic(Path(path), render_thresholds(tree, header))
 
 

@@ -120,8 +120,10 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
         data_key = (str(real_dir.resolve()), train_name, experiment.folder_checksum(train_seq.gt_dir)[:16])
 
         generator_cls = get_generator(config.generator)
-        sampling = {k: v for k, v in config.generator_params.items() if k in generator_cls.sampling_fields}
-        fit_params = {k: v for k, v in config.generator_params.items() if k not in sampling}
+        fit_params = {k: v for k, v in config.generator_params.items() if k not in generator_cls.sampling_fields}
+        # every sampling field, defaults included, so that a changed default re-generates
+        resolved = config_from_dict(generator_cls.config_class, config.generator_params)
+        sampling = {k: getattr(resolved, k) for k in sorted(generator_cls.sampling_fields)}
         gen_key = (data_key, config.generator, fit_params, config.seed)
 
         def fit(out: Path) -> dict[str, Any]:

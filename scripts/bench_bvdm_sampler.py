@@ -7,6 +7,10 @@ used. The loop is slow: by default it runs for ``--loop-jobs`` cell-frames (whol
 both 200-step starts and 10-step continuations are included) and its full time is extrapolated
 from its measured cell-steps per second; ``--loop-jobs 0`` runs it to the end.
 
+Also printed: the UNet's FLOPs per cell-step (``torch.utils.flop_counter``), the GFLOP/s each driver
+reaches, and with ``--batch-sweep 1 8 32`` the UNet's own throughput per batch size: the ceiling any
+batching can reach on this device is the best of those over batch 1.
+
     .venv/bin/python scripts/bench_bvdm_sampler.py --frames 5 --loop-jobs 12
 """
 
@@ -46,6 +50,31 @@ def _models(args: argparse.Namespace, crop: int) -> tuple[TextureDDPM, MaskFlow]
     return TextureDDPM(build_unet(config, crop), make_scheduler(), stats), MaskFlow(crop).eval()
 
 
+def unet_flops_per_sample(ddpm: TextureDDPM, crop: int) -> float:
+    """FLOPs of one UNet evaluation of one crop (multiply-add = 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        ddpm.unet(torch.zeros(1, 1, crop, crop), torch.tensor([1]))
+    return float(counter.get_total_flops())
+
+
+def unet_throughput(ddpm: TextureDDPM, crop: int, batch: int, device: str, seconds: float = 5.0) -> float:
+    """Cell-steps per second of bare UNet calls at one batch size (after one warm-up call)."""
+    x = torch.randn(batch, 1, crop, crop, device=device)
+    t = torch.full((batch,), 5, device=device)
+    with torch.inference_mode():
+        ddpm.unet(x, t)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            ddpm.unet(x, t)
+            calls += 1
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return calls * batch / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="../shared/assets/ctc/Fluo-N2DH-GOWT1")
@@ -61,6 +90,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-sweep", type=int, nargs="*", default=[], help="UNet-only throughput at these batch sizes")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,6 +110,17 @@ def main() -> None:
           f"{min(cells)}-{max(cells)} (mean {np.mean(cells):.1f}), {len(jobs)} cell-frames, {total_steps} cell-steps, "
           f"UNet {sum(p.numel() for p in ddpm.unet.parameters()) / 1e6:.2f} M params, device {args.device}")
 
+    flops = unet_flops_per_sample(ddpm.to(args.device), mask_model.crop_size)
+    print(f"UNet: {flops / 1e9:.3f} GFLOP per cell-step")
+    sweep = {}
+    for batch in args.batch_sweep:
+        sweep[batch] = unet_throughput(ddpm, mask_model.crop_size, batch, args.device)
+        print(f"UNet alone, batch {batch:3d}: {sweep[batch]:7.1f} cell-steps/s = {sweep[batch] * flops / 1e9:6.1f} GFLOP/s")
+    if sweep:
+        base = sweep.get(1)
+        if base:
+            print(f"batching ceiling on this device (best / batch 1): {max(sweep.values()) / base:.2f}x")
+
     def sync() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -90,7 +131,7 @@ def main() -> None:
     sync()
     batched_s = time.perf_counter() - start
     batched_rate = total_steps / batched_s
-    print(f"batched: {batched_s:.1f} s, {batched_rate:.1f} cell-steps/s")
+    print(f"batched: {batched_s:.1f} s, {batched_rate:.1f} cell-steps/s = {batched_rate * flops / 1e9:.1f} GFLOP/s")
 
     limit = args.loop_jobs or None
     timed_steps = sum(j.t_start for j in per_cell_order(jobs)[: limit or len(jobs)])
@@ -102,14 +143,16 @@ def main() -> None:
     loop_rate = timed_steps / loop_s
     loop_full = total_steps / loop_rate
     kind = "measured" if limit is None or limit >= len(jobs) else f"extrapolated from {limit} cell-frames / {timed_steps} cell-steps"
-    print(f"per-cell loop: {loop_s:.1f} s for {timed_steps} cell-steps, {loop_rate:.1f} cell-steps/s; "
+    print(f"per-cell loop: {loop_s:.1f} s for {timed_steps} cell-steps, {loop_rate:.1f} cell-steps/s "
+          f"= {loop_rate * flops / 1e9:.1f} GFLOP/s; "
           f"full video {loop_full:.1f} s ({kind})")
     print(f"speed-up batched / per-cell loop: {loop_full / batched_s:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "device": args.device, "frames": len(video), "cell_frames": len(jobs), "cell_steps": total_steps,
             "batched_s": batched_s, "batched_cell_steps_per_s": batched_rate, "loop_cell_steps_per_s": loop_rate,
-            "loop_full_s": loop_full, "loop_timing": kind, "speedup": loop_full / batched_s}, indent=1))
+            "loop_full_s": loop_full, "loop_timing": kind, "speedup": loop_full / batched_s,
+            "unet_gflop_per_cell_step": flops / 1e9, "unet_cell_steps_per_s_by_batch": sweep}, indent=1))
 
 
 if __name__ == "__main__":

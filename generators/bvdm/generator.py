@@ -62,6 +62,8 @@ class BVDMConfig(GeneratorConfig):
     warp_mode: str = "bilinear"
     fill_holes: bool = True
     bf16: bool = True
+    anchor_stats: bool = True
+    anchor_spread: bool = True
     edge_sigma: float = 1.0
     checkpoint_dir: str | None = None
     seed: int = 0
@@ -77,7 +79,8 @@ class BVDMConfig(GeneratorConfig):
 
     def sampler(self) -> SamplerConfig:
         return SamplerConfig(self.t_first, self.t_next, self.daughters_inherit, self.max_batch, self.warp_mode,
-                             self.fill_holes, self.bf16, self.device)
+                             self.fill_holes, self.bf16, self.device, anchor_stats=self.anchor_stats,
+                             anchor_spread=self.anchor_spread)
 
 
 @register_generator("bvdm")
@@ -85,7 +88,8 @@ class BVDMGenerator(Generator):
     config_class = BVDMConfig
     # the ablation (paper's Table 2) sweeps these without refitting the DDPM and flow model
     sampling_fields = frozenset({"t_first", "t_next", "daughters_inherit", "max_batch", "warp_mode", "fill_holes",
-                                 "bf16", "edge_sigma"})
+                                 "bf16", "anchor_stats", "anchor_spread",
+                                 "edge_sigma"})
     config: BVDMConfig
 
     def __init__(self, config: BVDMConfig | None = None) -> None:

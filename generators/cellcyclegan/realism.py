@@ -1,7 +1,8 @@
 """A fixed, cheap texture feature set and a Frechet distance on it, for masked cell crops.
 
-Used to check that training moves the GAN towards the real crops (the anti-collapse test and the
-report) where the Inception-based FID is unavailable (its weights are not shipped offline).
+A cheap check that training moves the raw GAN crops towards the real ones (a unit test and
+``training_report``), complementary to the benchmark's Inception FID, which is dominated by
+pixel-scale noise on raw crops and is therefore scored on generated frames instead.
 Features are z-scored with the *reference* (real) set's statistics, then compared with the
 Frechet distance of pytorch-fid (same formula as FID, different features).
 """

@@ -9,9 +9,10 @@ import pytest
 import torch
 from scipy import ndimage
 
-from benchmark.ctc import CTCSequence, validate_sequence
+from benchmark.ctc import CTCSequence, validate_sequence, window_sequence
 from benchmark.ctc.crops import crop_size_for, full_masks
 from benchmark.ctc.validate import errors
+from benchmark.metrics.realism import RealismConfig, realism_scores
 from generators.base import GenerateSpec
 from generators.cellcyclegan.data import collect_crops, fit_intensity_scale, sample_frames
 from generators.cellcyclegan.generator import CellCycleGANConfig, CellCycleGANGenerator
@@ -58,13 +59,45 @@ def test_noise_input_changes_texture(trained, crops) -> None:
 
 
 def test_training_moves_crops_towards_real(trained, crops, ci_config: GANTrainConfig) -> None:
-    """Frechet distance on a fixed texture feature set (Inception weights are not available offline)."""
+    """Frechet distance on a fixed texture feature set of the raw GAN crops (cheap; the benchmark's own
+    Inception FID is the next test)."""
     torch.manual_seed(ci_config.seed)
     untrained = UNetGenerator(ci_config.widths).eval()
     real = crop_features(crops.images, crops.masks)
     before = feature_frechet_distance(real, crop_features(_generate_like(untrained, crops, 1), crops.masks))
     after = feature_frechet_distance(real, crop_features(_generate_like(trained[0].generator, crops, 1), crops.masks))
     assert after < 0.8 * before, f"training did not move crops towards real: {before:.2f} -> {after:.2f}"
+
+
+def test_trained_generator_is_closer_to_real_by_benchmark_fid_than_its_untrained_state(
+        gowt1: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Metric: the benchmark's FID and KID (``realism_scores``: InceptionV3 pool3 on 96-px crops around
+    every annotated cell) of two generated 384 x 384 x 24 videos against the real GOWT1 01 cut they were
+    fitted on; trained = ci settings with 200 iterations, untrained = the same generator with its
+    network reset to its initial weights, so masks, compositing and post-processing are identical.
+
+    Measured when written: FID 118.9 trained vs 182.9 untrained (KID 0.059 vs 0.150) at N = 291
+    crops; with 60 iterations FID 167.0. Raw GAN crops before compositing and post-processing are NOT
+    closer in Inception space (their pixel-scale speckle differs from camera noise; see
+    ``generators.cellcyclegan.training_report --inception``), so the test scores generated frames.
+    """
+    out = tmp_path_factory.mktemp("ccg_fid")
+    window_sequence(CTCSequence(gowt1, "01"), out / "real", frames=range(0, 24), box=(320, 320, 384, 384))
+    real = CTCSequence(out / "real", "01")
+    config = CellCycleGANConfig.profile("ci", iterations=200, progress=False, mask_fit_frames=None)
+    generator = CellCycleGANGenerator(config).fit(real)
+    spec = GenerateSpec(n_sequences=2, n_frames=24, shape=(384, 384), seed=0)
+    generator.generate(spec, out / "trained")
+    torch.manual_seed(config.seed)  # train_gan's seed: the network as it was before training
+    generator.network = UNetGenerator(config.widths).eval()
+    generator.generate(spec, out / "untrained")
+    protocol = RealismConfig(fvd=False, n_bootstrap=0, kid_subset_size=100, kid_subsets=50, progress=False)
+    scores = {name: realism_scores(real, [CTCSequence(out / name, s) for s in ("01", "02")], protocol, out / "cache")
+              for name in ("trained", "untrained")}
+    print({name: (s["n_fid"], round(s["fid"], 1), round(s["kid"], 4)) for name, s in scores.items()})
+    assert scores["trained"]["n_fid"] >= 200
+    assert scores["trained"]["fid"] < 0.8 * scores["untrained"]["fid"], scores
+    assert scores["trained"]["kid"] < scores["untrained"]["kid"], scores
 
 
 def test_training_writes_curves_and_grid(trained, ci_config: GANTrainConfig) -> None:
