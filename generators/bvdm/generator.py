@@ -11,7 +11,7 @@ borders (Gaussian sigma ``edge_sigma``, as the original's contour smoothing) and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +78,8 @@ class BVDMConfig(GeneratorConfig):
                           self.augment, self.seed)
 
     def sampler(self) -> SamplerConfig:
-        return SamplerConfig(self.t_first, self.t_next, self.daughters_inherit, self.max_batch, self.warp_mode,
-                             self.fill_holes, self.bf16, self.device, anchor_stats=self.anchor_stats,
-                             anchor_spread=self.anchor_spread)
+        """The sampler settings of the same names (``cpu_chunk`` keeps its default)."""
+        return SamplerConfig(**{f.name: getattr(self, f.name) for f in fields(SamplerConfig) if hasattr(self, f.name)})
 
 
 @register_generator("bvdm")
