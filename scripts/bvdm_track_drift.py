@@ -1,6 +1,7 @@
 """Does a BVDM cell keep its brightness along its track? Fitted model vs the real training sequence.
 
-For one generated video per sampling variant and for the real sequence, prints the mean grey value
+For one generated video per sampling variant (``generate`` into a temporary folder, read back as
+CTC) and for the real sequence, prints the mean grey value
 inside the cells per frame (in frame buckets) and the median ratio of a cell's mean grey value at
 track age a to its value at age 0 (same track; daughters start a new track). Real nuclei change a
 little over the cell cycle; a sampler that drifts shows ratios far from the real ones.
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,8 +26,7 @@ from scipy import ndimage
 from benchmark.ctc import CTCSequence
 from benchmark.datasets import resolve_dataset
 from generators.base import GenerateSpec
-from generators.bvdm.generator import BVDMGenerator, render_frame
-from generators.bvdm.sampler import sample_textures
+from generators.bvdm.generator import BVDMGenerator
 
 AGES = (0, 5, 10, 20, 39)
 
@@ -72,21 +74,14 @@ def main() -> None:
     n_real = min(args.frames, real.n_frames)
     real_frames = [cell_means(real.image(t), real.tra(t)) for t in range(n_real)]
     rows = {"real": summarise(real_frames)}
-    variants = args.variant or [""]
-    for variant in variants:
-        overrides = dict(item.split("=", 1) for item in variant.split(",") if item)
-        generator = BVDMGenerator.load(args.model).with_sampling({k: parse_value(v) for k, v in overrides.items()})
-        spec = GenerateSpec(1, args.frames, (args.size, args.size), args.seed)
-        video = generator.sample_masks(spec)[0]
-        textures = sample_textures([video], generator.ddpm, generator.flow, generator.config.sampler(), args.seed,
-                                   progress=True)[0]
-        rng = np.random.default_rng([args.seed, 0, 1])
-        frames = []
-        for cells, frame_textures in zip(video.frames, textures, strict=True):
-            image, labels = render_frame(cells, frame_textures, video.shape, generator.ddpm.stats, rng,
-                                         generator.config.edge_sigma)
-            frames.append(cell_means(image, labels))
-        rows[variant or "default"] = summarise(frames)
+    with tempfile.TemporaryDirectory(prefix="bvdm_drift_") as tmp:
+        for n, variant in enumerate(args.variant or [""]):
+            overrides = dict(item.split("=", 1) for item in variant.split(",") if item)
+            generator = BVDMGenerator.load(args.model).with_sampling({k: parse_value(v) for k, v in overrides.items()})
+            out = generator.generate(GenerateSpec(1, args.frames, (args.size, args.size), args.seed), Path(tmp) / str(n))
+            synthetic = CTCSequence(out, "01")
+            rows[variant or "default"] = summarise([cell_means(synthetic.image(t), synthetic.tra(t))
+                                                    for t in range(synthetic.n_frames)])
 
     print(f"mean grey inside cells, {args.frames} frames in 4 buckets; median brightness ratio at track age {AGES}")
     for name, row in rows.items():

@@ -41,7 +41,7 @@ def test_gate_passes_good_and_fails_broken_generator(data: ScoredData, store: Pa
     assert main(["check", "--profile", "ci", "--dataset", DATASET, "--thresholds", str(thresholds),
                  "--write-thresholds", str(MARGIN), "--time-margin", "1.0"]) == 0
     assert load_thresholds(thresholds)["ci"][DATASET]["other"] == {"min": {"SEG": 0.5}}  # kept, not dropped
-    thresholds.write_text(thresholds.read_text().replace('[ci."Fluo-N2DH-GOWT1".other.min]\nSEG = 0.5\n', ""))
+    thresholds.write_text(thresholds.read_text().replace(f'[ci."{DATASET}".other.min]\nSEG = 0.5\n', ""))
     written = load_thresholds(thresholds)["ci"][DATASET]["mitogen"]
     assert written["source_run"] == good["run_id"]
     assert written["min"]["SEG"] == pytest.approx(good["SEG"] * (1 - MARGIN), rel=1e-3)

@@ -203,12 +203,11 @@ def prepare_jobs(jobs: Sequence[Job], outputs: dict[JobKey, torch.Tensor], all_j
             mean = (tex * known).sum(dim=(1, 2, 3), keepdim=True) / count.clamp(min=1)
             mean = torch.where(count > 0, mean, torch.full_like(mean, fill))
             tex = torch.where(inside & ~covered, mean.expand_as(tex), tex)
+        for i in warped_idx:  # a continuing track (or a daughter) keeps its source's anchor
+            jobs[i].anchor = all_jobs[jobs[i].source].anchor
         if config.anchor_stats:
-            anchors = [all_jobs[jobs[i].source].anchor for i in warped_idx]
-            tex = anchor_to(tex, inside, anchors, rescale=config.anchor_spread)
+            tex = anchor_to(tex, inside, [jobs[i].anchor for i in warped_idx], rescale=config.anchor_spread)
         x0[warped_idx] = tex
-    for i in warped_idx:
-        jobs[i].anchor = all_jobs[jobs[i].source].anchor
     scheduler = ddpm.scheduler
     for i, job in enumerate(jobs):
         noise = torch.randn((1, 1) + job.mask.shape, generator=job.generator).to(device)

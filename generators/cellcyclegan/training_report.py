@@ -24,6 +24,7 @@ import torch
 from benchmark.ctc import CTCSequence
 from benchmark.ctc.crops import crop_size_for
 from benchmark.metrics.frechet import frechet_distance, kernel_distance
+from benchmark.metrics.realism import Extractors
 from generators.cellcyclegan.data import TrainingCrops, collect_crops, fit_intensity_scale, sample_frames
 from generators.cellcyclegan.networks import UNetGenerator
 from generators.cellcyclegan.realism import crop_features, feature_frechet_distance
@@ -38,12 +39,10 @@ def textures_like(network: UNetGenerator, crops: TrainingCrops, seed: int, batch
     return np.concatenate(out) * crops.masks
 
 
-def inception_crop_features(images: np.ndarray, progress: bool = False) -> np.ndarray:
+def inception_crop_features(images: np.ndarray, extractors: Extractors, progress: bool = False) -> np.ndarray:
     """Benchmark FID features of masked crops in GAN units ([0, 1] -> 8 bit)."""
-    from benchmark.metrics.realism import Extractors
-
     u8 = np.clip(np.rint(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
-    return Extractors().crop_features(u8, batch_size=50, progress=progress)
+    return extractors.crop_features(u8, batch_size=50, progress=progress)
 
 
 def compare(real: np.ndarray, fake: np.ndarray, kid_subset: int = 100) -> dict[str, float]:
@@ -94,9 +93,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                "fd_real_split_floor": feature_frechet_distance(real[half], real[~half]),
                "noise_sensitivity": history[-1]["noise_sensitivity"] if history else float("nan")}
     if args.inception:
-        real_inc = inception_crop_features(crops.images)
+        extractors = Extractors()  # one Inception network for the three feature sets
+        real_inc = inception_crop_features(crops.images, extractors)
         for name, fake in (("untrained", fake_before), ("trained", fake_after)):
-            for key, value in compare(real_inc, inception_crop_features(fake)).items():
+            for key, value in compare(real_inc, inception_crop_features(fake, extractors)).items():
                 figures[f"{key}_{name}"] = value
         for key, value in compare(real_inc[half], real_inc[~half]).items():
             figures[f"{key}_real_split_floor"] = value

@@ -149,7 +149,6 @@ def test_consecutive_frames_more_alike_than_independent_samples(real_mask_video:
     assert np.mean(same) < 0.5 * np.mean(other), (np.mean(same), np.mean(other))
 
 
-
 def _track_stats(video: MaskVideo, textures) -> dict[int, list[tuple[float, float]]]:
     """In-mask (mean, std) of each track's normalised texture, frame by frame."""
     stats: dict[int, list[tuple[float, float]]] = {}

@@ -18,7 +18,8 @@ from generators.cellcyclegan.data import collect_crops, fit_intensity_scale, sam
 from generators.cellcyclegan.generator import CellCycleGANConfig, CellCycleGANGenerator
 from generators.cellcyclegan.networks import UNetGenerator
 from generators.cellcyclegan.realism import crop_features, feature_frechet_distance
-from generators.cellcyclegan.train import GANTrainConfig, TrainResult, make_batch, train_gan
+from generators.cellcyclegan.train import GANTrainConfig, TrainResult, train_gan
+from generators.cellcyclegan.training_report import textures_like
 from generators.registry import get_generator
 
 
@@ -41,17 +42,9 @@ def trained(crops, ci_config: GANTrainConfig, tmp_path_factory: pytest.TempPathF
     return train_gan(crops, ci_config, out), out
 
 
-@torch.no_grad()
-def _generate_like(network: UNetGenerator, crops, seed: int) -> np.ndarray:
-    """Textures for the real crops' own masks, stages and intensities with fresh noise."""
-    _, cond = make_batch(crops, np.arange(len(crops)), np.random.default_rng(seed), 1.0, augment=False)
-    out = network(torch.from_numpy(cond)).numpy()[:, 0]
-    return out * crops.masks
-
-
 def test_noise_input_changes_texture(trained, crops) -> None:
     network = trained[0].generator
-    a, b = _generate_like(network, crops, 1), _generate_like(network, crops, 2)
+    a, b = textures_like(network, crops, 1), textures_like(network, crops, 2)
     inside = crops.masks
     relative = np.abs(a - b)[inside].mean() / (0.5 * (a + b))[inside].mean()
     assert relative > 0.01, f"textures ignore the noise input (relative change {relative:.4f})"
@@ -64,8 +57,8 @@ def test_training_moves_crops_towards_real(trained, crops, ci_config: GANTrainCo
     torch.manual_seed(ci_config.seed)
     untrained = UNetGenerator(ci_config.widths).eval()
     real = crop_features(crops.images, crops.masks)
-    before = feature_frechet_distance(real, crop_features(_generate_like(untrained, crops, 1), crops.masks))
-    after = feature_frechet_distance(real, crop_features(_generate_like(trained[0].generator, crops, 1), crops.masks))
+    before = feature_frechet_distance(real, crop_features(textures_like(untrained, crops, 1), crops.masks))
+    after = feature_frechet_distance(real, crop_features(textures_like(trained[0].generator, crops, 1), crops.masks))
     assert after < 0.8 * before, f"training did not move crops towards real: {before:.2f} -> {after:.2f}"
 
 
