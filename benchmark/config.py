@@ -19,7 +19,7 @@ from typing import Any
 import tomllib
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-PROFILES = ("ci", "cpu", "paper")
+PROFILES = ("ci", "cpu", "cpu-paper", "paper")
 
 
 @dataclass
@@ -35,6 +35,7 @@ class RunConfig:
     n_sequences: int = 2
     n_frames: int = 0  # 0: as long as the real training sequence (or its window)
     window: dict[str, Any] | None = None  # {"frames": [start, stop], "box": [y0, x0, h, w]}
+    oracle: bool = False  # also render the real training textures through the generator's frame path
     generator_params: dict[str, Any] = field(default_factory=dict)
     segmenter: dict[str, Any] = field(default_factory=dict)
     tracker: dict[str, Any] = field(default_factory=dict)
@@ -44,8 +45,30 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def load_profile(profile: str | Path) -> dict[str, Any]:
-    """Raw TOML of a named profile or a path to a TOML file; a clear error for unknown names."""
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of TOML tables: the override's keys win, sub-tables merge."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_profile(profile: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Raw TOML of a named profile or a path to a TOML file; a clear error for unknown names.
+
+    A profile may start from another one: top-level ``extends = "cpu"`` deep-merges its tables over
+    that profile's (the child's keys win).
+    """
+    raw = _read_profile(profile)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if str(base) in _seen:
+        raise ValueError(f"profile {profile!r}: circular 'extends' chain {' -> '.join((*_seen, str(base)))}")
+    return _merge(load_profile(str(base), (*_seen, str(profile))), raw)
+
+
+def _read_profile(profile: str | Path) -> dict[str, Any]:
     path = Path(profile)
     if not path.suffix:
         path = PROFILE_DIR / f"{profile}.toml"
@@ -63,7 +86,11 @@ def load_profile(profile: str | Path) -> dict[str, Any]:
 def build_run_config(profile: str | Path, dataset: str, generator: str, seed: int = 0,
                      generator_overrides: dict[str, Any] | None = None) -> RunConfig:
     raw = copy.deepcopy(load_profile(profile))
-    run = raw.get("run", {})
+    run = dict(raw.get("run", {}))
+    per_dataset = run.pop(dataset, {})  # [run."<dataset>"]: overrides of [run] for one dataset
+    for key in [k for k, v in run.items() if isinstance(v, dict)]:
+        run.pop(key)
+    run.update(per_dataset)
     window = raw.get("window", {}).get(dataset) or raw.get("window", {}).get("default")
     params = dict(raw.get("generators", {}).get(generator, {}))
     params.update(generator_overrides or {})
@@ -74,6 +101,7 @@ def build_run_config(profile: str | Path, dataset: str, generator: str, seed: in
         seed=seed,
         n_sequences=int(run.get("n_sequences", 2)),
         n_frames=int(run.get("n_frames", 0)),
+        oracle=bool(run.get("oracle", False)),
         window=window,
         generator_params=params,
         segmenter=dict(raw.get("segmenter", {})),

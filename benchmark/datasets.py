@@ -24,10 +24,19 @@ CTC_URL = "https://data.celltrackingchallenge.net/training-datasets/{name}.zip"
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A named CTC dataset.
+
+    ``intensity_map``: the realism protocol's ONE frozen 8-bit map ``(lo, hi)`` for this dataset: the
+    global P0.5 / P99.9 of all raw frames of both training-set sequences, pooled, computed once and
+    written here so that every generator, the real-vs-real floor and every later run are scored under
+    the same constants (realism-metrics.md 1.1). ``None``: derived the same way at run time (logged).
+    """
+
     name: str
     description: str
     train_sequence: str = "01"
     test_sequence: str = "02"
+    intensity_map: tuple[float, float] | None = None
 
     @property
     def url(self) -> str:
@@ -37,8 +46,11 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
-        DatasetInfo("Fluo-N2DL-HeLa", "HeLa cells stably expressing H2b-GFP, 700x1100 uint16, 92 frames"),
-        DatasetInfo("Fluo-N2DH-GOWT1", "GFP-GOWT1 mouse stem cells, 1024x1024 uint8, 92 frames"),
+        # HeLa's map comes from the frames of the shared partial copy (49 + 45 of 92 frames per sequence)
+        DatasetInfo("Fluo-N2DL-HeLa", "HeLa cells stably expressing H2b-GFP, 700x1100 uint16, 92 frames",
+                    intensity_map=(33032.0, 35009.0)),
+        DatasetInfo("Fluo-N2DH-GOWT1", "GFP-GOWT1 mouse stem cells, 1024x1024 uint8, 92 frames",
+                    intensity_map=(0.0, 123.0)),
         DatasetInfo("Fluo-N2DH-SIM+", "simulated HL60 nuclei (MitoGen output), 2 sequences of 65 and 150 frames"),
         DatasetInfo("Fluo-C2DL-MSC", "rat mesenchymal stem cells, 832x992 / 782x1200 uint16"),
         DatasetInfo("Fluo-N2DH-CE", "C. elegans developing embryo (2D slices are not provided: 3D only)"),

@@ -9,6 +9,7 @@ One MLflow parent run per (generator, seed, profile) with a nested run per stage
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -22,11 +23,9 @@ import mlflow
 
 from benchmark import experiment
 from benchmark.config import PROFILES, RunConfig, build_run_config, stable_hash
-from benchmark.ctc import CTCSequence, window_sequence
+from benchmark.ctc import CTCSequence, list_sequences, window_sequence
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
 from benchmark.paths import cache_dir
-
-SUMMARY_COLUMNS = ("SEG", "DET", "TRA", "FID", "FVD", "KID", "KVD")
 
 
 @dataclass
@@ -47,9 +46,16 @@ class Stages:
         self.log = log
         self.results: dict[str, StageResult] = {}
 
+    def folder(self, name: str, key: Any) -> Path:
+        return self.root / f"{name}-{stable_hash(name, key)}"
+
+    def resume_folder(self, name: str, key: Any) -> Path:
+        """A folder that survives a killed stage (checkpoints to resume from); removed once the stage finishes."""
+        return self.folder(name, key).with_name(self.folder(name, key).name + ".resume")
+
     def run(self, name: str, key: Any, body: Callable[[Path], dict[str, Any]], params: dict[str, Any] | None = None,
-            artifacts: Callable[[Path], None] | None = None) -> StageResult:
-        folder = self.root / f"{name}-{stable_hash(name, key)}"
+            artifacts: Callable[[Path], None] | None = None, tags: dict[str, str] | None = None) -> StageResult:
+        folder = self.folder(name, key)
         record = folder / "stage.json"
         if record.is_file():
             saved = json.loads(record.read_text())
@@ -67,10 +73,11 @@ class Stages:
                                                            indent=2, default=str))
             shutil.rmtree(folder, ignore_errors=True)
             partial.rename(folder)
+            shutil.rmtree(self.resume_folder(name, key), ignore_errors=True)
             result = StageResult(name, folder, metrics, seconds, cached=False)
             self.log(f"[{name}] done in {seconds:.1f} s")
-        with experiment.start_run(name, self.dataset, config=params, tags={"stage": name,
-                                                                            "cached": str(result.cached).lower()},
+        with experiment.start_run(name, self.dataset, config=params,
+                                  tags={"stage": name, "cached": str(result.cached).lower(), **(tags or {})},
                                   nested=True):
             experiment.log_metrics({**result.metrics, f"time_{name}_s": result.seconds})
             mlflow.log_dict({"folder": str(folder), "metrics": result.metrics}, "stage.json")
@@ -98,10 +105,158 @@ def _prepare_real(config: RunConfig, data_root: str | None, stages: Stages) -> t
     return result.folder / config.dataset, config.train_sequence, config.test_sequence
 
 
+@dataclass
+class RunContext:
+    """What every stage of one run shares: the config, the stage cache, the real data and the realism protocol.
+
+    ``reference`` is the real HELD-OUT sequence: downstream models are tested on it, and every generator,
+    the oracle and the real-vs-real floor are scored for realism against it, under ONE intensity map.
+    """
+
+    config: RunConfig
+    stages: Stages
+    train: CTCSequence
+    reference: CTCSequence
+    data_key: tuple
+    intensity_map: tuple[float, float]
+    map_source: str
+
+    @property
+    def realism_config(self):
+        from benchmark.metrics.realism import RealismConfig
+        from generators.base import config_from_dict
+
+        return config_from_dict(RealismConfig, {**self.config.realism, "intensity_range": self.intensity_map})
+
+    def realism_key(self) -> tuple:
+        """What a realism score depends on besides the synthetic data: reference, map and protocol."""
+        return (str(self.reference.dataset_dir.resolve()), self.reference.name,
+                experiment.folder_checksum(self.reference.gt_dir)[:16], self.intensity_map, self.config.realism)
+
+    def protocol_tags(self) -> dict[str, str]:
+        from benchmark.metrics.realism import protocol_tags
+
+        return protocol_tags(self.config.dataset, self.reference.name, self.intensity_map,
+                             self.realism_config.clip_mode, self.map_source)
+
+
+def prepare_context(config: RunConfig, stages: Stages, data_root: str | None) -> RunContext:
+    from benchmark.metrics.realism import reference_intensity_map
+
+    real_dir, train_name, test_name = _prepare_real(config, data_root, stages)
+    train, reference = CTCSequence(real_dir, train_name), CTCSequence(real_dir, test_name)
+    data_key = (str(real_dir.resolve()), train_name, experiment.folder_checksum(train.gt_dir)[:16])
+    intensity_map, source = reference_intensity_map(config.dataset, [train, reference])
+    return RunContext(config, stages, train, reference, data_key, intensity_map, source)
+
+
+WEIGHT_FIELDS = ("fid_weight_sha256", "fvd_weight_sha256", "fid_weight_route", "fvd_weight_route")
+
+
+def _realism_artifacts(json_name: str) -> Callable[[Path], None]:
+    """Log a realism-type stage's scores and equal-N feature sets (the report's paired comparisons read
+    them back), and tag the stage run with the metric weights it used (a report never mixes them)."""
+
+    def log(folder: Path) -> None:
+        for name in ("features.npz", json_name):
+            if (folder / name).is_file():
+                mlflow.log_artifact(str(folder / name))
+        if (folder / json_name).is_file():
+            scores = json.loads((folder / json_name).read_text())
+            mlflow.set_tags({k: str(scores[k]) for k in WEIGHT_FIELDS if scores.get(k)})
+
+    return log
+
+
+def _upper_realism(scores: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Realism scores as stage metrics: upper-case names (``FID_ci_low``), flags as 0/1 so they are logged."""
+    return {f"{prefix}{_metric_name(k)}": int(v) if isinstance(v, bool) else v for k, v in scores.items()}
+
+
+def floor_stage(ctx: RunContext) -> StageResult:
+    """The real-vs-real floor: the real training sequence scored exactly like a generator (cached, shared)."""
+    from benchmark.metrics.realism import real_floor
+
+    def body(out: Path) -> dict[str, Any]:
+        scores = real_floor(ctx.train, ctx.reference, ctx.realism_config, cache_dir(), out / "features.npz")
+        (out / "floor.json").write_text(json.dumps(scores, indent=2, default=str))
+        return _upper_realism(scores)
+
+    return ctx.stages.run("floor", (ctx.data_key, ctx.realism_key()), body, params=ctx.config.realism,
+                          artifacts=_realism_artifacts("floor.json"),
+                          tags={"generator": "real-vs-real", "profile": ctx.config.profile, **ctx.protocol_tags()})
+
+
+def realism_stage(ctx: RunContext, generated: StageResult, synthetic: list[CTCSequence]) -> StageResult:
+    from benchmark.metrics.realism import realism_scores
+
+    def body(out: Path) -> dict[str, Any]:
+        scores = realism_scores(ctx.reference, synthetic, ctx.realism_config, cache_dir(), features_out=out / "features.npz")
+        (out / "realism.json").write_text(json.dumps(scores, indent=2, default=str))
+        return _upper_realism(scores)
+
+    return ctx.stages.run("realism", (generated.folder.name, ctx.realism_key()), body, params=ctx.config.realism,
+                          artifacts=_realism_artifacts("realism.json"), tags=ctx.protocol_tags())
+
+
+def oracle_stage(ctx: RunContext, generator_cls: type, fitted: StageResult) -> StageResult:
+    """The frame ceiling: the REAL training textures rendered through the generator's own frame path, scored
+    like its synthetic videos (``ORACLE_FID`` ...): what a perfect texture model would reach in this frame model."""
+    from benchmark.metrics.realism import realism_scores
+
+    def body(out: Path) -> dict[str, Any]:
+        generator = generator_cls.load(fitted.folder / "model")
+        generator.render_oracle(ctx.train, out / "oracle")
+        rendered = [CTCSequence(out / "oracle", name) for name in list_sequences(out / "oracle")]
+        scores = realism_scores(ctx.reference, rendered, ctx.realism_config, cache_dir(),
+                                features_out=out / "features.npz")
+        (out / "oracle.json").write_text(json.dumps(scores, indent=2, default=str))
+        return _upper_realism(scores, "ORACLE_")
+
+    return ctx.stages.run("oracle", (fitted.folder.name, ctx.realism_key(), ctx.train.name), body,
+                          params=ctx.config.realism, artifacts=_realism_artifacts("oracle.json"),
+                          tags=ctx.protocol_tags())
+
+
+def partial_eval_stage(ctx: RunContext, segmenter: StageResult) -> StageResult:
+    """Evaluation on a partial copy of the held-out sequence (frames missing): the segmenter on every raw frame
+    that exists, SEG on those with GT (and silver-truth) SEG, DET on those with GT TRA; no tracking."""
+    from benchmark.metrics.ctc import score_partial
+    from downstream.segmenter import segment_frames
+
+    reference = ctx.reference
+
+    def body(out: Path) -> dict[str, Any]:
+        frames = sorted(reference.image_files)
+        masks = segment_frames(segmenter.folder / "stardist", reference, frames)
+        return score_partial(masks, reference, out)
+
+    return ctx.stages.run("eval-real", (segmenter.folder.name, str(reference.gt_dir), "partial"), body,
+                          params={"test_sequence": reference.name, "partial": True})
+
+
+def fit_stage(ctx: RunContext, generator_cls: type) -> StageResult:
+    config = ctx.config
+    fit_params = {k: v for k, v in config.generator_params.items() if k not in generator_cls.sampling_fields}
+    key = (ctx.data_key, config.generator, fit_params, config.seed)
+    resumable = "checkpoint_dir" in {f.name for f in dataclasses.fields(generator_cls.config_class)}
+
+    def fit(out: Path) -> dict[str, Any]:
+        params = dict(fit_params)
+        if resumable and not params.get("checkpoint_dir"):  # checkpoints outside the stage's .partial folder
+            params["checkpoint_dir"] = str(ctx.stages.resume_folder("fit", key))
+        generator = generator_cls.from_params(params)
+        generator.fit(ctx.train)
+        generator.save(out / "model")
+        return {}
+
+    return ctx.stages.run("fit", key, fit, params={"generator": fit_params},
+                          artifacts=lambda f: _log_small_artifacts(f / "model", "model"))
+
+
 def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None) -> dict[str, Any]:
     """Run every stage for one generator; returns the summary row (metrics + stage times)."""
-    from benchmark.metrics.ctc import score_tracking
-    from benchmark.metrics.realism import RealismConfig, realism_scores
+    from benchmark.metrics.ctc import score_tracking, tracking_unavailable
     from downstream.segmenter import SegmenterConfig, segment_sequence, train_segmenter
     from downstream.tracker.model import TrackerConfig, track_sequence, train_tracker
     from generators.base import GenerateSpec, config_from_dict
@@ -114,26 +269,18 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
     with experiment.start_run(run_name, config.dataset, config=config.to_dict(),
                               tags={"generator": config.generator, "profile": config.profile, "stage": "run"}) as parent:
         stages = Stages(stages_root, config.dataset)
-        real_dir, train_name, test_name = _prepare_real(config, data_root, stages)
-        train_seq, test_seq = CTCSequence(real_dir, train_name), CTCSequence(real_dir, test_name)
+        ctx = prepare_context(config, stages, data_root)
+        train_seq, test_seq, test_name = ctx.train, ctx.reference, ctx.reference.name
         mlflow.set_tag("dataset_checksum", experiment.folder_checksum(train_seq.image_dir)[:16])
-        data_key = (str(real_dir.resolve()), train_name, experiment.folder_checksum(train_seq.gt_dir)[:16])
+        mlflow.set_tags(ctx.protocol_tags())
 
         generator_cls = get_generator(config.generator)
         fit_params = {k: v for k, v in config.generator_params.items() if k not in generator_cls.sampling_fields}
         # every sampling field, defaults included, so that a changed default re-generates
         resolved = config_from_dict(generator_cls.config_class, config.generator_params)
         sampling = {k: getattr(resolved, k) for k in sorted(generator_cls.sampling_fields)}
-        gen_key = (data_key, config.generator, fit_params, config.seed)
-
-        def fit(out: Path) -> dict[str, Any]:
-            generator = generator_cls.from_params(fit_params)
-            generator.fit(train_seq)
-            generator.save(out / "model")
-            return {}
-
-        fitted = stages.run("fit", gen_key, fit, params={"generator": fit_params},
-                            artifacts=lambda f: _log_small_artifacts(f / "model", "model"))
+        gen_key = (ctx.data_key, config.generator, fit_params, config.seed)
+        fitted = fit_stage(ctx, generator_cls)
         n_frames = config.n_frames or train_seq.n_frames
         spec = GenerateSpec(n_sequences=config.n_sequences, n_frames=n_frames, shape=None, seed=config.seed)
 
@@ -149,15 +296,15 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
         synthetic = [CTCSequence(synthetic_dir, p.name) for p in sorted(synthetic_dir.iterdir())
                      if p.is_dir() and p.name.isdigit()]
 
-        if config.generator != "real":
-            realism_config = config_from_dict(RealismConfig, config.realism)
-
-            def realism(out: Path) -> dict[str, Any]:
-                scores = realism_scores(train_seq, synthetic, realism_config, cache_dir() / "features")
-                (out / "realism.json").write_text(json.dumps(scores, indent=2, default=str))
-                return {_metric_name(k): v for k, v in scores.items()}
-
-            stages.run("realism", (generated.folder.name, config.realism), realism, params=config.realism)
+        floor = floor_stage(ctx)
+        if ctx.realism_config.fvd and not floor.metrics.get("n_fvd_real_total"):
+            length = ctx.realism_config.clip_length
+            mlflow.set_tags({f"unavailable_{m}": f"{config.dataset}/{test_seq.name} has no {length} consecutive "
+                             "annotated frames of one cell (no reference clip)" for m in ("FVD", "KVD")})
+        if generator_cls.needs_fit:  # `real` IS the floor's training side; `folder` has no frame model
+            realism_stage(ctx, generated, synthetic)
+            if config.oracle:
+                oracle_stage(ctx, generator_cls, fitted)
 
         seg_config = config_from_dict(SegmenterConfig, {"seed": config.seed, **config.segmenter})
 
@@ -169,32 +316,45 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
 
         segmenter = stages.run("train-segmenter", (generated.folder.name, config.segmenter), train_seg,
                                params=config.segmenter, artifacts=lambda f: _log_history(f / "stardist"))
-        tracker_config = config_from_dict(TrackerConfig, {"seed": config.seed, **config.tracker})
+        no_tracking = tracking_unavailable(test_seq)
+        if no_tracking is not None:  # a partial copy: SEG and DET on the frames that exist, TRA marked unavailable
+            mlflow.set_tags({"unavailable_TRA": no_tracking, "unavailable_LNK": no_tracking})
+            evaluated = partial_eval_stage(ctx, segmenter)
+            res_name = "frames_RES"
+        else:
+            tracker_config = config_from_dict(TrackerConfig, {"seed": config.seed, **config.tracker})
 
-        def train_trk(out: Path) -> dict[str, Any]:
-            train_tracker(synthetic_dir, tracker_config, out / "tracker")
-            return {}
+            def train_trk(out: Path) -> dict[str, Any]:
+                train_tracker(synthetic_dir, tracker_config, out / "tracker")
+                return {}
 
-        tracker = stages.run("train-tracker", (generated.folder.name, config.tracker), train_trk,
-                             params=config.tracker, artifacts=lambda f: _log_small_artifacts(f / "tracker", "tracker"))
+            tracker = stages.run("train-tracker", (generated.folder.name, config.tracker), train_trk,
+                                 params=config.tracker,
+                                 artifacts=lambda f: _log_small_artifacts(f / "tracker", "tracker"))
 
-        def evaluate(out: Path) -> dict[str, Any]:
-            masks = segment_sequence(segmenter.folder / "stardist", test_seq)
-            res_dir = out / f"{test_name}_RES"
-            track_sequence(tracker.folder / "tracker", test_seq, masks, res_dir)
-            return score_tracking(res_dir, test_seq.gt_dir)
+            def evaluate(out: Path) -> dict[str, Any]:
+                masks = segment_sequence(segmenter.folder / "stardist", test_seq)
+                res_dir = out / f"{test_name}_RES"
+                track_sequence(tracker.folder / "tracker", test_seq, masks, res_dir)
+                return score_tracking(res_dir, test_seq.gt_dir)
 
-        evaluated = stages.run("eval-real", (segmenter.folder.name, tracker.folder.name, str(test_seq.gt_dir)),
-                               evaluate, params={"test_sequence": test_name},
-                               artifacts=lambda f: mlflow.log_artifacts(str(f / f"{test_name}_RES"), "result"))
+            evaluated = stages.run("eval-real", (segmenter.folder.name, tracker.folder.name, str(test_seq.gt_dir)),
+                                   evaluate, params={"test_sequence": test_name},
+                                   artifacts=lambda f: mlflow.log_artifacts(str(f / f"{test_name}_RES"), "result"))
+            res_name = f"{test_name}_RES"
         row: dict[str, Any] = {}
         for result in stages.results.values():
-            row.update(result.metrics)
+            if result.name == "floor":
+                row.update({f"FLOOR_{k}": v for k, v in result.metrics.items()})
+            else:
+                row.update(result.metrics)
             row[f"time_{result.name}_s"] = result.seconds
         experiment.log_metrics(row)
         row.update({"generator": config.generator, "run_id": parent.info.run_id,
                     "cached_stages": [r.name for r in stages.results.values() if r.cached],
-                    "result_dir": str(evaluated.folder / f"{test_name}_RES")})
+                    "result_dir": str(evaluated.folder / res_name)})
+        if no_tracking is not None:
+            row["unavailable_TRA"] = no_tracking
     return row
 
 
@@ -242,13 +402,37 @@ def _log_sample_frames(dataset_dir: Path, n: int = 3) -> None:
         plt.close(fig)
 
 
+def _score_text(row: dict[str, Any], name: str, prefix: str = "") -> str:
+    value = row.get(f"{prefix}{name}")
+    if value is None:
+        return f"{name} -"
+    text = f"{name} {value:.4g}"
+    low, high = row.get(f"{prefix}{name}_ci_low"), row.get(f"{prefix}{name}_ci_high")
+    if low is not None and high is not None:
+        text += f" [{low:.4g}, {high:.4g}]"
+    if row.get(f"{prefix}{name}_rank_deficient"):
+        text += " (rank-deficient N)"
+    return text
+
+
 def format_summary(row: dict[str, Any]) -> str:
+    """The end-of-run summary: scores with their intervals and flags, the floor, the frame ceiling, timings."""
     lines = [f"generator {row['generator']}  (MLflow run {row['run_id']})"]
-    metrics = "  ".join(f"{k} {row[k]:.4g}" if k in row else f"{k} -" for k in SUMMARY_COLUMNS)
-    lines.append(metrics)
+    lines.append("  ".join(f"{k} {row[k]:.4g}" if k in row else f"{k} -" for k in ("SEG", "DET", "TRA")))
+    if row.get("unavailable_TRA"):
+        lines.append(f"TRA not available: {row['unavailable_TRA']}")
+    for label, prefix in (("realism", ""), ("floor (real training vs held-out)", "FLOOR_"),
+                          ("frame ceiling (oracle)", "ORACLE_")):
+        if any(f"{prefix}{k}" in row for k in ("FID", "FVD")):
+            parts = [_score_text(row, k, prefix) for k in ("FID", "KID", "FVD", "KVD")]
+            if row.get(f"{prefix}FID_inf") is not None:
+                parts.append(f"FID_inf {row[f'{prefix}FID_inf']:.4g}")
+            lines.append(f"{label}: " + "  ".join(parts))
     times = "  ".join(f"{k[5:-2]} {v:.0f}s" for k, v in row.items() if k.startswith("time_"))
     lines.append(f"stage times: {times}")
     lines.append(f"result: {row['result_dir']}")
+    lines.append(f"MLflow: {experiment.tracking_uri()} (open: mlflow ui --backend-store-uri {experiment.tracking_uri()}); "
+                 "Table 1: python -m benchmark report --dataset DATASET --profile PROFILE")
     return "\n".join(lines)
 
 
@@ -260,17 +444,74 @@ def _run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_run_command(sub: argparse._SubParsersAction) -> None:
+def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -> dict[str, Any]:
+    """Fit (or reuse the run's cached fit), render the real training textures through the generator's frame
+    path and score them like its synthetic videos, beside the floor; logged as an ``oracle-run`` parent."""
+    from generators.registry import get_generator
+
+    generator_cls = get_generator(config.generator)
+    if not generator_cls.needs_fit:
+        raise ValueError(f"generator {config.generator!r} has no frame model of its own: nothing to render")
+    experiment.configure()
+    with experiment.start_run(f"{config.generator}-oracle-s{config.seed}-{config.profile}", config.dataset,
+                              config=config.to_dict(), tags={"generator": config.generator, "profile": config.profile,
+                                                             "stage": "oracle-run"}) as parent:
+        stages = Stages(Path(out_dir) / config.dataset / "stages", config.dataset)
+        ctx = prepare_context(config, stages, data_root)
+        mlflow.set_tags(ctx.protocol_tags())
+        fitted = fit_stage(ctx, generator_cls)
+        floor = floor_stage(ctx)
+        oracle = oracle_stage(ctx, generator_cls, fitted)
+        row = {**oracle.metrics, **{f"FLOOR_{k}": v for k, v in floor.metrics.items()}}
+        experiment.log_metrics(row)
+        for result in stages.results.values():
+            row[f"time_{result.name}_s"] = result.seconds
+        row.update({"generator": config.generator, "run_id": parent.info.run_id,
+                    "result_dir": str(oracle.folder / "oracle")})
+    return row
+
+
+def _oracle_command(args: argparse.Namespace) -> int:
+    overrides = dict(json.loads(args.param)) if args.param else {}
+    config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
+    row = run_oracle(config, Path(args.out), args.data_root)
+    lines = [f"oracle of {row['generator']} (MLflow run {row['run_id']}): real training textures through its frame path"]
+    for label, prefix in (("frame ceiling", "ORACLE_"), ("floor", "FLOOR_")):
+        lines.append(f"{label}: " + "  ".join(_score_text(row, k, prefix) for k in ("FID", "KID", "FVD", "KVD")))
+    fid, floor = row.get("ORACLE_FID"), row.get("FLOOR_FID")
+    if fid is not None and floor:
+        lines.append(f"ceiling / floor FID ratio: {fid / floor:.3f}")
+    lines.append(f"rendered: {row['result_dir']}")
+    print("\n".join(lines))
+    return 0
+
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``run`` and ``oracle`` (same values -> same cached fit stage)."""
     from generators.registry import available_generators
+
+    parser.add_argument("--generator", required=True, choices=available_generators())
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS))
+    parser.add_argument("--data-root", help="folder holding <dataset>/ (default: $SYNTHVID_DATA_ROOT, then the cache)")
+    parser.add_argument("--profile", default="cpu", help=f"{', '.join(PROFILES)} or a TOML file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs", help="stage outputs (default: ./runs)")
+    parser.add_argument("--param", help='generator parameter overrides as JSON, e.g. \'{"t_first": 400}\'')
+
+
+def add_run_command(sub: argparse._SubParsersAction) -> None:
 
     run = sub.add_parser("run", help="fit, generate, train StarDist + tracker, score on real data, log to MLflow",
                          description="Run the whole benchmark for one generator. Finished stages are cached "
                          "under --out and skipped on a re-run.")
-    run.add_argument("--generator", required=True, choices=available_generators())
-    run.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS))
-    run.add_argument("--data-root", help="folder holding <dataset>/ (default: $SYNTHVID_DATA_ROOT, then the cache)")
-    run.add_argument("--profile", default="cpu", help=f"{', '.join(PROFILES)} or a TOML file")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--out", default="runs", help="stage outputs (default: ./runs)")
-    run.add_argument("--param", help='generator parameter overrides as JSON, e.g. \'{"t_first": 400}\'')
+    _add_run_arguments(run)
     run.set_defaults(func=_run_command)
+
+    oracle = sub.add_parser("oracle", help="frame ceiling: real training textures through a generator's frame path",
+                            description="Render the real training sequence's own textures at the real masks through "
+                            "the generator's frame model (compositing, background, blur, noise) and score FID/KID/FVD/"
+                            "KVD against the held-out sequence, beside the real-vs-real floor. Shares the fit cache "
+                            "with `run` (same --out, profile and seed).")
+    _add_run_arguments(oracle)
+    oracle.set_defaults(func=_oracle_command)

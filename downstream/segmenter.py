@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -281,15 +282,23 @@ def segment_sequence(model_dir: Path, seq: CTCSequence, progress: bool = True) -
     """Instance masks ``(H, W) uint16`` (per-frame labels, not tracked) for frames 0..n_frames-1 of ``seq``."""
     if seq.missing_frames:
         raise CTCFormatError(seq.image_dir, f"sequence is incomplete (missing frames {seq.missing_frames[:5]}...)")
+    masks = segment_frames(model_dir, seq, range(seq.n_frames), progress)
+    return [masks[t] for t in range(seq.n_frames)]
+
+
+def segment_frames(model_dir: Path, seq: CTCSequence, frames: Iterable[int],
+                   progress: bool = True) -> dict[int, np.ndarray]:
+    """Instance masks ``{t: (H, W) uint16}`` for the given frames (which must have raw images): what a partial
+    copy of a dataset (frames missing) can still be segmented and scored on."""
     model = load_segmenter(model_dir)
     scale = float(json.loads((Path(model_dir) / TRAINING_FILE).read_text()).get("scale", 1.0))
-    out: list[np.ndarray] = []
-    for t in tqdm(range(seq.n_frames), desc=f"segment {seq.name}", disable=not progress):
+    out: dict[int, np.ndarray] = {}
+    for t in tqdm(list(frames), desc=f"segment {seq.name}", disable=not progress):
         image = seq.image(t)
         labels, _ = model.predict_instances(rescale_image(normalize_image(image), scale), show_tile_progress=False,
                                             verbose=False)
         labels = rescale_labels(labels, image.shape)
         if labels.max() > MAX_LABEL:
             raise ValueError(f"{seq.image_files[t]}: {labels.max()} objects exceed the uint16-safe maximum")
-        out.append(labels.astype(np.uint16))
+        out[t] = labels.astype(np.uint16)
     return out

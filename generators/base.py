@@ -67,6 +67,17 @@ class Generator(ABC):
     def generate(self, spec: GenerateSpec, out_dir: str | Path) -> Path:
         """Write ``spec.n_sequences`` sequences (``01``, ``02``, ...) as a CTC dataset under ``out_dir``."""
 
+    def render_oracle(self, real: CTCSequence, out_dir: Path, n_frames: int | None = None) -> Path:
+        """Render the REAL textures of ``real`` through this generator's own frame path: one CTC sequence.
+
+        The real frames cut at the real full masks (``benchmark.ctc.crops.full_masks``), with this
+        generator's texture preprocessing, placed at the real positions and passed through its own
+        compositing, background, blur, noise and clipping; written as sequence ``01`` under ``out_dir``
+        (TRA = the real full masks, lineage from the real tracks). Its realism against held-out real data
+        measures what the frame model alone costs. Needs a fitted generator; returns ``out_dir``.
+        """
+        raise NotImplementedError(f"generator {self.name!r} has no oracle rendering")
+
     def save(self, directory: str | Path) -> None:
         """Save the fitted state. Default: the config only; learned generators add their weights."""
         directory = Path(directory)

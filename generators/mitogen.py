@@ -5,9 +5,12 @@ octave) texture lives in the cell's canonical crop. Between frames it is carried
 deformation (the synthetic contours have point correspondence, so the canonical flow is the exact radial
 map ``rho -> rho * r_t(alpha) / r_t-1(alpha)``; translation and rotation happen at composition) and
 evolves slowly by blending in fresh noise. Daughters inherit their mother's last texture. Cells in the
-pre-division stage are brighter (fitted stage brightness) with smoother, condensed chromatin. The clean
-phantom (ADU above background) then goes through ``generators.imaging.ImagingModel``, whose background,
-noise, PSF and bleaching are fitted on the same real sequence, so SNR and contrast ratio follow the data.
+pre-division stage are brighter (fitted stage brightness) with smoother, condensed chromatin. A cell's
+level is the mask model's log-normal brightness (``intensity_level * CellState.intensity``, shared with
+BVDM). The clean phantom (ADU above background) then goes through the frame model shared by every
+generator, ``generators.imaging.ImagingModel.render``, whose background, noise, PSF and bleaching are
+fitted on the same real sequence; as a phantom (the object, not an observation) it is blurred whole by
+the PSF, where BVDM's observed textures are not; both get the real rim (blur + out-of-focus haze).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from generators.imaging import ImagingModel
 from generators.masks.compose import compose_frame
 from generators.masks.shape_model import radius_at
 from generators.masks.synth import MaskVideoConfig, MaskVideoModel
+from generators.real_cells import clean_cell_crops, oracle_frames, oracle_state, real_parents
 
 OCTAVES = 6
 
@@ -195,7 +199,7 @@ class MitoGenGenerator(Generator):
         grid = canonical_grid(size)
         keep = math.sqrt(1 - cfg.texture_evolution)
         fresh = math.sqrt(cfg.texture_evolution)
-        level = self.imaging.signal_level
+        level = self.level
         textures: dict[int, np.ndarray] = {}
         images, labels = [], []
         illumination = self.imaging.illumination(video.shape, rng)
@@ -224,15 +228,50 @@ class MitoGenGenerator(Generator):
             clean, frame_labels = compose_frame(cells, video.shape, rendered, background=0.0)
             if t == 0:
                 level_fix = self._edge_loss(clean, frame_labels)
-            images.append(self.imaging.render(clean * level_fix, t, rng, illumination))
+            images.append(self.imaging.render(clean * level_fix, t, rng, illumination, labels=frame_labels, phantom=True))
             labels.append(frame_labels)
         return images, labels, video.parents
 
+    @property
+    def level(self) -> float:
+        """ADU above background of a cell of ``intensity`` 1 (cell-weighted, from the mask model)."""
+        assert self.masks is not None and self.imaging is not None
+        return self.masks.intensity_level or self.imaging.signal_level
+
     def _edge_loss(self, clean: np.ndarray, frame_labels: np.ndarray) -> float:
-        """Gain that puts the first frame's mean nucleus signal, after the PSF, at the fitted level."""
+        """Gain that keeps the cells' mean levels through the PSF (the blur moves signal out of each mask):
+        the median over the first frame's cells of clean / blurred in-mask mean."""
         assert self.imaging is not None
-        fg = frame_labels > 0
-        if not fg.any():
+        ids = np.unique(frame_labels[frame_labels > 0])
+        if not len(ids) or self.imaging.psf_sigma <= 0:
             return 1.0
-        blurred = ndimage.gaussian_filter(clean, self.imaging.psf_sigma) if self.imaging.psf_sigma > 0 else clean
-        return float(self.imaging.signal_level / max(float(blurred[fg].mean()), 1e-9))
+        blurred = ndimage.gaussian_filter(clean, self.imaging.psf_sigma)
+        before = np.asarray(ndimage.mean(clean, frame_labels, ids))
+        after = np.asarray(ndimage.mean(blurred, frame_labels, ids))
+        ok = after > 0
+        return float(np.median(before[ok] / after[ok])) if ok.any() else 1.0
+
+    # ------------------------------------------------------------------ oracle
+    def render_oracle(self, real: CTCSequence, out_dir: Path, n_frames: int | None = None) -> Path:
+        """Real textures through MitoGen's own frame path: denoised real signal (MitoGen's textures are
+        noise-free signal above background) cut at the real masks, composed at the real positions, the
+        PSF edge-loss gain, then ``ImagingModel.render`` as a phantom (blurred whole, rim, fresh noise)."""
+        if self.masks is None or self.imaging is None:
+            raise RuntimeError("mitogen: fit() or load() before render_oracle()")
+        out_dir = Path(out_dir)
+        size = self.masks.crop_size
+        rng = np.random.default_rng([0, 1])
+        illumination = self.imaging.illumination(real.frame_shape, rng)
+        images, labels = [], []
+        for index, (t, cells) in enumerate(clean_cell_crops(real, size, oracle_frames(real, n_frames), self.imaging,
+                                                            border_ok=True, progress=self.config.progress,
+                                                            desc="mitogen oracle")):
+            states = [oracle_state(crop, size) for crop, _ in cells]
+            clean, _ = compose_frame(states, real.frame_shape, [np.where(c.mask, s, 0.0) for c, s in cells])
+            masks = full_masks(real, t)
+            if index == 0:
+                level_fix = self._edge_loss(clean, masks)
+            images.append(self.imaging.render(clean * level_fix, index, rng, illumination, labels=masks, phantom=True))
+            labels.append(masks)
+        write_sequence(out_dir, "01", images, labels, real_parents(real), overwrite=True)
+        return out_dir

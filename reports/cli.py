@@ -23,7 +23,8 @@ def _report_command(args: argparse.Namespace) -> int:
             raise ValueError(f"{path}: cannot read the floor JSON ({exc})") from None
         run_id = log_floor(args.dataset, scores, args.profile, source=str(path))
         print(f"logged real-vs-real floor from {path} as run {run_id}")
-    report = build_report(args.dataset, args.profile, Path(args.out), log=not args.no_log)
+    report = build_report(args.dataset, args.profile, Path(args.out), log=not args.no_log,
+                          n_boot=args.n_bootstrap, extra_profiles=args.extra_profile or ())
     print(report.markdown.read_text())
     extra = []
     if not sweep_table(args.dataset, args.profile).empty:
@@ -63,6 +64,11 @@ def add_report_commands(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--out", default="runs", help="output root (default: ./runs)")
     report.add_argument("--floor-json", help="log this real-vs-real floor JSON (scripts/real_floor.py --json) first")
     report.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    report.add_argument("--extra-profile", action="append", metavar="PROFILE",
+                        help="also show the newest runs of this profile as '<generator> [PROFILE]' rows "
+                        "(e.g. cpu-paper beside cpu); repeatable")
+    report.add_argument("--n-bootstrap", type=int, default=200,
+                        help="bootstrap replicates of the paired differences (default 200)")
     report.set_defaults(func=_report_command)
 
     sweep = sub.add_parser("sweep", help="Table 2: BVDM SDEdit depths T_f0 x T_fnon0, sharing the fitted model",

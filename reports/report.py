@@ -2,19 +2,49 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from benchmark import experiment
 from reports import figures
+from reports.comparisons import comparisons_display, comparisons_markdown, paired_comparisons
 from reports.html import Section, image_tag, render_page, table_html
-from reports.runs import latest_floor, latest_per_generator, parent_runs, search, stage_runs, synthetic_folder
-from reports.tables import display_table, n_summary, table_rows, to_markdown, write_csv, write_text_atomic
+from reports.runs import (
+    WEIGHT_TAGS,
+    latest_floor,
+    latest_oracle,
+    latest_per_generator,
+    metric,
+    parent_runs,
+    protocol_of,
+    search,
+    stage_artifact_uri,
+    stage_runs,
+    synthetic_folder,
+    weight_tags,
+)
+from reports.tables import (
+    COLUMN_NOTE,
+    FLOOR_ROW,
+    INTERVAL_NOTE,
+    display_table,
+    n_summary,
+    table_rows,
+    to_markdown,
+    unavailable_footnote,
+    write_csv,
+    write_text_atomic,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,29 +82,134 @@ def _first_sequence(folder: Path) -> str | None:
     return names[0] if names else None
 
 
+def comparable_runs(dataset: str, runs: pd.DataFrame, floor: pd.Series | None) -> tuple[pd.DataFrame, list[str]]:
+    """Runs scored under the floor's realism protocol (reference, intensity map, clip mode) and with its metric
+    weights; the others are listed, never mixed into the table."""
+    if floor is None:
+        return runs, []
+    expected = protocol_of(floor)
+    floor_weights = {t: str(floor[f"tags.{t}"]) for t in WEIGHT_TAGS if isinstance(floor.get(f"tags.{t}"), str)}
+    keep, excluded = [], []
+    for index, run in runs.iterrows():
+        name = f"{run['tags.generator']} (run {str(run['run_id'])[:8]})"
+        got = protocol_of(run)
+        if got != expected:
+            diff = ", ".join(f"{k}={got[k]!r} vs {expected[k]!r}" for k in expected if got[k] != expected[k])
+            excluded.append(f"{name}: realism protocol differs ({diff})")
+            continue
+        weights = weight_tags(dataset, str(run["run_id"]))
+        mixed = [t for t, v in weights.items() if t in floor_weights and floor_weights[t] != v]
+        if mixed:
+            excluded.append(f"{name}: scored with other metric weights ({', '.join(mixed)})")
+            continue
+        keep.append(index)
+    return runs.loc[keep].reset_index(drop=True), excluded
+
+
+def protocol_text(row: pd.Series) -> str:
+    """One sentence stating the realism reference, intensity map and clip mode that every row shares."""
+    p = protocol_of(row)
+    source = row.get("tags.realism_intensity_source")
+    return (f"Realism reference for every row and the floor: real held-out sequence {p['realism_reference'] or '?'}; "
+            f"one intensity map {p['realism_intensity_map'] or '?'} → 8 bit"
+            + (f" ({source})" if isinstance(source, str) else "")
+            + f"; FVD clip mode: {p['realism_clip_mode'] or '?'}. The floor is the real training sequence scored "
+            "like a generator against the same reference.")
+
+
+def with_oracles(dataset: str, profile: str | None, runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Fill the frame-ceiling column from standalone oracle runs where a parent run has no oracle stage."""
+    if "ORACLE_FID" not in table.columns:
+        return table
+    for i, row in table.iterrows():
+        if pd.isna(row["ORACLE_FID"]) and row["generator"] != FLOOR_ROW:
+            oracle = latest_oracle(dataset, str(row["generator"]), profile)
+            if oracle is not None:
+                table.loc[i, "ORACLE_FID"] = metric(oracle, "ORACLE_FID")
+    return table
+
+
+def paired_table(dataset: str, runs: pd.DataFrame, floor: pd.Series | None, n_boot: int) -> pd.DataFrame:
+    """Paired differences between the rows (and each row vs the floor), from the features the stages logged."""
+    if floor is None:
+        return pd.DataFrame()
+    generators = {}
+    for _, run in runs.iterrows():
+        uri = stage_artifact_uri(dataset, str(run["run_id"]), "realism")
+        if uri is not None:
+            generators[str(run["tags.generator"])] = uri
+    if not generators:
+        return pd.DataFrame()
+    try:
+        return paired_comparisons(str(floor["artifact_uri"]), generators, n_boot=n_boot)
+    except (OSError, MlflowException) as exc:  # an artifact that is gone: say so in the report, do not fail it
+        logger.warning("paired comparisons unavailable: %s", exc)
+        return pd.DataFrame()
+
+
+def with_extra_profiles(dataset: str, runs: pd.DataFrame, extra_profiles: Sequence[str]) -> pd.DataFrame:
+    """Append the newest run per generator of other profiles (e.g. ``cpu-paper``: BVDM at the paper's training
+    budget) as rows named ``<generator> [<profile>]``; they pass the same protocol check as every row."""
+    frames = [runs]
+    for extra in extra_profiles:
+        more = latest_per_generator(parent_runs(dataset, extra))
+        if more.empty:
+            raise ValueError(f"no finished benchmark runs for {dataset} with profile {extra}")
+        more = more.copy()
+        more["tags.generator"] = more["tags.generator"].astype(str) + f" [{extra}]"
+        frames.append(more)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else runs
+
+
 def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path("runs"), log: bool = True,
-                 preview_frames: int = 16) -> Report:
+                 preview_frames: int = 16, n_boot: int = 200, extra_profiles: Sequence[str] = ()) -> Report:
     """Table 1 (Markdown, CSV) and a self-contained HTML page for the newest parent run per generator."""
     runs = latest_per_generator(parent_runs(dataset, profile))
     if runs.empty:
         raise ValueError(f"no finished benchmark runs for {dataset}" + (f" (profile {profile})" if profile else "")
                          + f" in {experiment.tracking_uri()}; run `python -m benchmark run` first")
+    runs = with_extra_profiles(dataset, runs, extra_profiles)
     floor = latest_floor(dataset, profile)
-    table = table_rows(runs, floor)
+    runs, excluded = comparable_runs(dataset, runs, floor)
+    table = with_oracles(dataset, profile, runs, table_rows(runs, floor))
     folder = report_folder(out_dir, dataset, profile)
     fig_dir = folder / "figures"
     title = f"Table 1 — {dataset}, profile {profile or 'any'}"
-    markdown = write_text_atomic(folder / "table1.md", to_markdown(table, title))
+    protocol = protocol_text(floor if floor is not None else runs.iloc[0])
+    markdown_text = to_markdown(table, title, protocol=protocol)
+    comparisons = paired_table(dataset, runs, floor, n_boot)
+    markdown_text += "\n" + comparisons_markdown(comparisons, f"Table 1b — paired realism differences, {dataset}")
+    if excluded:
+        markdown_text += "\nExcluded (not comparable with this table's protocol): " + "; ".join(excluded) + "\n"
+    markdown = write_text_atomic(folder / "table1.md", markdown_text)
     csv = write_csv(table, folder / "table1.csv")
     written: list[Path] = []
+    if not comparisons.empty:
+        written.append(write_csv(comparisons, folder / "table1b_paired.csv"))
 
     summary = Section("Table 1: downstream (SEG/DET/TRA on the real held-out sequence) and realism")
-    summary.add_text(f"N: {n_summary(table)}. Values: point estimate [95 % cluster-bootstrap CI over tracks]; "
-                     "lower is better for FVD/FID/KVD/KID. Newest finished run per generator.")
+    summary.add_text(protocol)
+    summary.add_text(f"N: {n_summary(table)}. {INTERVAL_NOTE} {COLUMN_NOTE} Newest finished run per generator.")
     if floor is None:
-        summary.add_text("No real-vs-real floor run logged for this dataset (reports.runs.log_floor).")
+        summary.add_text("No real-vs-real floor run logged for this dataset and profile (the pipeline's floor stage).")
     summary.add_html(table_html(display_table(table)))
+    footnote = unavailable_footnote(table)
+    if footnote:
+        summary.add_text(footnote)
+    for reason in excluded:
+        summary.add_text(f"Excluded (not comparable with this table's protocol): {reason}")
     sections = [summary]
+    paired = Section("Table 1b: paired realism differences (same reference resample, equal N)")
+    paired.add_text("D(reference, A) − D(reference, B) at equal N on the same reference rows; 95 % interval = "
+                    "difference ± q·SE, SE from deleting tracks of the reference and of both generators in the same "
+                    "statistic (the shared reference cancels); * = the interval excludes 0 "
+                    "(negative: A is closer to the real held-out video). The floor side is the real training video "
+                    "scored like a generator.")
+    if comparisons.empty:
+        paired.add_text("No paired comparisons: the floor or the generators' realism stages logged no features.")
+    else:
+        paired.add_html(table_html(comparisons_display(comparisons)))
+    sections.append(paired)
 
     bars = figures.metric_bars(table)
     if bars is not None:

@@ -10,6 +10,8 @@ Metric names are matched case-insensitively (the realism layer logs ``fid``, tab
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,18 @@ import pandas as pd
 
 from benchmark import experiment
 
-#: Table 1 columns, in the paper's order
-TABLE_METRICS = ("SEG", "DET", "TRA", "FVD", "FID", "KVD", "KID")
+#: Table 1 columns, in the paper's order, then FD_inf (N-extrapolated FID) and the frame ceiling (oracle FID)
+TABLE_METRICS = ("SEG", "DET", "TRA", "FVD", "FID", "KVD", "KID", "FID_inf", "ORACLE_FID")
 #: realism metrics and the N (per side) that each is computed on
 REALISM_N = {"FID": "n_fid", "KID": "n_fid", "FVD": "n_fvd", "KVD": "n_fvd"}
+#: tags that define the realism protocol of a run (set by the pipeline on parent and floor runs); rows of
+#: one table must agree on all of them, or their numbers are not comparable
+PROTOCOL_TAGS = ("realism_reference", "realism_intensity_map", "realism_clip_mode")
+#: weight tags the realism stages set: one report never mixes weight files or routes
+WEIGHT_TAGS = ("fid_weight_sha256", "fvd_weight_sha256")
 #: row order of the comparison table; other generators follow alphabetically
 GENERATOR_ORDER = ("real", "mitogen", "cellcyclegan", "bvdm")
-STAGES = ("window", "fit", "generate", "realism", "train-segmenter", "train-tracker", "eval-real")
+STAGES = ("window", "fit", "generate", "floor", "realism", "oracle", "train-segmenter", "train-tracker", "eval-real")
 FLOOR_STAGE = "floor"
 
 
@@ -140,9 +147,19 @@ def latest_floor(dataset: str, profile: str | None = None) -> pd.Series | None:
 
 
 def log_floor(dataset: str, scores: Mapping[str, Any], profile: str | None = None,
-              source: str | None = None) -> str:
-    """Log a ``benchmark.metrics.realism.real_floor`` result as the dataset's floor run; returns its id."""
+              source: str | None = None, features: Path | None = None) -> str:
+    """Log a ``benchmark.metrics.realism.real_floor`` result as the dataset's floor run; returns its id.
+
+    ``features``: the ``features.npz`` that ``real_floor(..., features_out=)`` wrote, for paired comparisons.
+    """
+    from benchmark.metrics.realism import protocol_tags
+
     tags = {"stage": FLOOR_STAGE, "generator": "real-vs-real"}
+    reference = Path(str(scores.get("real", "")))
+    if scores.get("intensity_lo") is not None and reference.name:
+        tags.update(protocol_tags(dataset, reference.name, (float(scores["intensity_lo"]), float(scores["intensity_hi"])),
+                                  str(scores.get("clip_mode", "track")), str(scores.get("intensity_source", ""))))
+        tags.update({k: str(scores[k]) for k in WEIGHT_TAGS if scores.get(k)})
     if profile:
         tags["profile"] = profile
     if source:
@@ -150,4 +167,41 @@ def log_floor(dataset: str, scores: Mapping[str, Any], profile: str | None = Non
     with experiment.start_run(f"real-floor-{profile or 'any'}", dataset, tags=tags) as run:
         experiment.log_metrics(scores)
         mlflow.log_dict({k: v for k, v in scores.items()}, "floor.json")
+        if features is not None:  # under the name the paired comparisons read
+            with tempfile.TemporaryDirectory() as tmp:
+                shutil.copyfile(features, Path(tmp) / "features.npz")
+                mlflow.log_artifact(str(Path(tmp) / "features.npz"))
     return run.info.run_id
+
+
+def protocol_of(row: Mapping[str, Any]) -> dict[str, str | None]:
+    """The realism protocol tags of a run row (None where a run predates them)."""
+    out: dict[str, str | None] = {}
+    for tag in PROTOCOL_TAGS:
+        value = row.get(f"tags.{tag}")
+        out[tag] = None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    return out
+
+
+def stage_artifact_uri(dataset: str, parent_run_id: str, stage: str) -> str | None:
+    """Artifact URI of a parent run's newest nested ``stage`` run, when it logged ``features.npz``."""
+    run = stage_runs(dataset, parent_run_id).get(stage)
+    return None if run is None else str(run["artifact_uri"])
+
+
+def weight_tags(dataset: str, parent_run_id: str, stage: str = "realism") -> dict[str, str]:
+    """The weight sha256 tags of a parent run's realism (or oracle) stage run."""
+    run = stage_runs(dataset, parent_run_id).get(stage)
+    if run is None:
+        return {}
+    return {t: str(run[f"tags.{t}"]) for t in WEIGHT_TAGS
+            if isinstance(run.get(f"tags.{t}"), str) and run.get(f"tags.{t}")}
+
+
+def latest_oracle(dataset: str, generator: str, profile: str | None = None) -> pd.Series | None:
+    """Newest standalone ``python -m benchmark oracle`` parent run of a generator (profile-specific)."""
+    clauses = ["tags.stage = 'oracle-run'", f"tags.generator = '{generator}'", "attributes.status = 'FINISHED'"]
+    if profile:
+        clauses.append(f"tags.profile = '{profile}'")
+    runs = search(dataset, " and ".join(clauses))
+    return None if runs.empty else runs.iloc[0]

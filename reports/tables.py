@@ -18,11 +18,14 @@ from typing import Any
 import pandas as pd
 
 from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N
+from benchmark.metrics.intervals import INTERVAL_SUMMARY
 from reports.runs import REALISM_N, TABLE_METRICS, metric, stage_times
 
 MIN_FRECHET_N = {"FID": MIN_FID_N, "FVD": MIN_FVD_N}
 LOWER_IS_BETTER = frozenset({"FVD", "FID", "KVD", "KID"})
 FLOOR_ROW = "real-vs-real floor"
+#: display names of columns whose metric name is not self-explanatory
+COLUMN_LABELS = {"FID_inf": "FID∞", "ORACLE_FID": "frame ceiling FID"}
 
 
 def table_rows(runs: pd.DataFrame, floor: pd.Series | None = None,
@@ -34,6 +37,7 @@ def table_rows(runs: pd.DataFrame, floor: pd.Series | None = None,
         row: dict[str, Any] = {"generator": run.get("tags.generator"), "run_id": run.get("run_id"),
                                "seed": run.get("params.seed")}
         row.update(_metric_cells(run, metrics))
+        row.update(unavailable_notes(run, metrics))
         row.update({f"time_{k}_s": v for k, v in stage_times(run).items()})
         rows.append(row)
     if floor is not None:
@@ -41,6 +45,17 @@ def table_rows(runs: pd.DataFrame, floor: pd.Series | None = None,
         row.update(_metric_cells(floor, [m for m in metrics if m in REALISM_N]))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def unavailable_notes(run: pd.Series, metrics: Sequence[str]) -> dict[str, str]:
+    """``<metric>_unavailable``: the reason a run gives (tag ``unavailable_<metric>``) for a metric it could
+    not compute, e.g. TRA on a dataset copy with missing frames: shown instead of a blank or a 0."""
+    out = {}
+    for name in metrics:
+        reason = run.get(f"tags.unavailable_{name}")
+        if isinstance(reason, str) and reason:
+            out[f"{name}_unavailable"] = reason
+    return out
 
 
 def _metric_cells(run: pd.Series, metrics: Sequence[str]) -> dict[str, Any]:
@@ -95,11 +110,14 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
         for name in metrics:
             if name not in table.columns:
                 continue
+            if not _present(row[name]) and _present(row.get(f"{name}_unavailable")):
+                cells[COLUMN_LABELS.get(name, name)] = "n/a‡"
+                continue
             text = format_value(row[name], row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high"))
             n_value = row.get(REALISM_N.get(name, ""))
             if name in MIN_FRECHET_N and _present(n_value) and int(n_value) < MIN_FRECHET_N[name] and text != "–":
                 text += " †"
-            cells[name] = text
+            cells[COLUMN_LABELS.get(name, name)] = text
         for n_key, label in (("n_fid", "N crops"), ("n_fvd", "N clips")):
             if n_key in table.columns:
                 cells[label] = str(int(row[n_key])) if _present(row[n_key]) else "–"
@@ -108,11 +126,31 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
     return pd.DataFrame(out)
 
 
-def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS) -> str:
+INTERVAL_NOTE = (f"Values with intervals: point estimate at equal N [{INTERVAL_SUMMARY}]. "
+                 "Lower is better for FVD/FID/KVD/KID.")
+COLUMN_NOTE = ("FID∞: Fréchet distance extrapolated linearly in 1/N from subsamples (Chong & Forsyth 2020). "
+               "frame ceiling FID: the real training textures rendered through the generator's own frame path "
+               "(`python -m benchmark oracle`), i.e. what a perfect texture model reaches in that frame model.")
+
+
+def unavailable_footnote(table: pd.DataFrame) -> str:
+    """``‡ TRA: <reason>`` lines for metrics some row could not compute."""
+    notes = {}
+    for column in table.columns:
+        if column.endswith("_unavailable"):
+            for value in table[column]:
+                if _present(value):
+                    notes.setdefault(column[: -len("_unavailable")], str(value))
+    return " ".join(f"‡ {name} not available: {reason}." for name, reason in notes.items())
+
+
+def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS,
+                protocol: str | None = None) -> str:
     """A GitHub-flavoured Markdown table with a title line and the N note (no tabulate dependency)."""
     shown = display_table(table, metrics)
-    lines = [f"## {title}", "", f"N: {n_summary(table)}. Values with CIs: point estimate on the full sets "
-             "[95 % cluster-bootstrap CI over tracks]. Lower is better for FVD/FID/KVD/KID.", ""]
+    lines = [f"## {title}", "", f"N: {n_summary(table)}. {INTERVAL_NOTE} {COLUMN_NOTE}", ""]
+    if protocol:
+        lines[-1:-1] = [protocol, ""]
     if shown.empty:
         return "\n".join([*lines, "_no runs found_", ""])
     header = list(shown.columns)
@@ -120,6 +158,9 @@ def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_
     lines.append("|" + "|".join("---" if c in ("generator", "run") else "---:" for c in header) + "|")
     for _, row in shown.iterrows():
         lines.append("| " + " | ".join(str(row[c]) for c in header) + " |")
+    footnote = unavailable_footnote(table)
+    if footnote:
+        lines += ["", footnote]
     return "\n".join(lines) + "\n"
 
 

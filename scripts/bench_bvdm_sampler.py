@@ -46,7 +46,7 @@ def _models(args: argparse.Namespace, crop: int) -> tuple[TextureDDPM, MaskFlow]
         return generator.ddpm, generator.flow
     torch.manual_seed(0)
     config = DDPMConfig(block_out_channels=tuple(args.channels), norm_num_groups=args.groups)
-    stats = IntensityStats(0.0, 255.0, -0.5, [0.0, 1.0], "uint8", 255.0)
+    stats = IntensityStats(scale=1.0, fill=-0.5)
     return TextureDDPM(build_unet(config, crop), make_scheduler(), stats), MaskFlow(crop).eval()
 
 

@@ -41,10 +41,37 @@ def test_ci_run_scores_real_data(ci_rows: dict[str, dict], generator: str) -> No
     for metric in ("SEG", "DET", "TRA"):
         assert 0.0 <= row[metric] <= 1.0, (metric, row)
     assert validate_result(row["result_dir"]) == []
-    assert row["cached_stages"] in ([], ["window"])  # only the shared real window may come from the first run
-    assert "stage times" in format_summary(row)
+    # only the shared real window and the floor (real training vs held-out) may come from the first run
+    assert set(row["cached_stages"]) <= {"window", "floor"}
+    summary = format_summary(row)
+    assert "stage times" in summary and "floor (real training vs held-out)" in summary
+    assert row["FLOOR_FID"] > 0 and row["FLOOR_FVD"] > 0
     if generator != "real":
-        assert row["FID"] > 0 and "FVD" in row
+        assert row["FID"] > 0 and "FVD" in row and row["FID_ci_low"] <= row["FID"] <= row["FID_ci_high"]
+        assert row["ORACLE_FID"] > 0  # the frame ceiling of the ci profile
+        assert "frame ceiling (oracle)" in summary
+
+
+def test_every_row_and_the_floor_share_one_reference_and_map(ci_rows: dict[str, dict], store: Path) -> None:
+    """The floor scores the real TRAINING sequence against the held-out one, exactly as the generators are
+    scored: same reference rows, same frozen intensity map, same clip mode."""
+    import json
+
+    import numpy as np
+
+    runs = mlflow.search_runs(experiment_names=[f"synthvid/{DATASET}"])
+    stages = runs[runs["tags.mlflow.parentRunId"] == ci_rows["mitogen"]["run_id"]].set_index("tags.stage")
+    for stage in ("floor", "realism", "oracle"):
+        assert stages.loc[stage, "tags.realism_reference"] == f"{DATASET}/02"
+        assert stages.loc[stage, "tags.realism_intensity_map"] == "0..123"
+        assert stages.loc[stage, "tags.realism_clip_mode"] == "lineage"
+    folders = {s: Path(json.loads((Path(stages.loc[s, "artifact_uri"].removeprefix("file://")) / "stage.json")
+                                  .read_text())["folder"]) for s in ("floor", "realism")}
+    floor, realism = (np.load(folders[s] / "features.npz") for s in ("floor", "realism"))
+    assert np.array_equal(floor["reference_crops_features"], realism["reference_crops_features"])
+    floor_scores = json.loads((folders["floor"] / "floor.json").read_text())
+    assert floor_scores["real"].endswith("/02") and "/01" in floor_scores["synthetic"]
+    assert (floor_scores["intensity_lo"], floor_scores["intensity_hi"]) == (0.0, 123.0)
 
 
 def test_ci_runs_are_nested_in_mlflow(ci_rows: dict[str, dict]) -> None:
@@ -53,7 +80,9 @@ def test_ci_runs_are_nested_in_mlflow(ci_rows: dict[str, dict]) -> None:
     assert set(parents["tags.generator"]) == {"real", "mitogen"}
     for row in ci_rows.values():
         children = runs[runs["tags.mlflow.parentRunId"] == row["run_id"]]
-        expected = {"window", "fit", "generate", "train-segmenter", "train-tracker", "eval-real"}
+        expected = {"window", "fit", "generate", "floor", "train-segmenter", "train-tracker", "eval-real"}
+        if row["generator"] != "real":
+            expected |= {"realism", "oracle"}
         assert expected <= set(children["tags.stage"])
         parent = runs[runs["run_id"] == row["run_id"]].iloc[0]
         assert parent["metrics.TRA"] == pytest.approx(row["TRA"])

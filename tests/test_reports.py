@@ -44,7 +44,7 @@ def data(gowt1: Path, tmp_path_factory: pytest.TempPathFactory) -> ScoredData:
 @pytest.fixture(scope="module")
 def logged(data: ScoredData, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Runs: an older broken 'mitogen', then real (no realism), mitogen (good), bvdm (broken), the floor."""
-    from benchmark.metrics.realism import realism_scores
+    from benchmark.metrics.realism import real_floor
     from reports.runs import log_floor
 
     root = tmp_path_factory.mktemp("report")
@@ -58,9 +58,10 @@ def logged(data: ScoredData, tmp_path_factory: pytest.TempPathFactory) -> dict:
     rows["mitogen"] = log_scored_run("mitogen", "ci", data.window, data.good_synthetic, data.good_res, stages,
                                      data.cache)
     rows["bvdm"] = log_scored_run("bvdm", "ci", data.window, data.noise_synthetic, data.broken_res, stages, data.cache)
-    floor = realism_scores(CTCSequence(data.window, "01"), [CTCSequence(data.window, "02")], realism_config(),
-                           data.cache)
-    rows["floor"] = {**floor, "run_id": log_floor(DATASET, floor, "ci")}
+    features = root / "floor-features.npz"
+    floor = real_floor(CTCSequence(data.window, "01"), CTCSequence(data.window, "02"), realism_config(),
+                       data.cache, features_out=features)
+    rows["floor"] = {**floor, "run_id": log_floor(DATASET, floor, "ci", features=features)}
     yield {"root": root, "rows": rows}
     mp.undo()
 
@@ -94,12 +95,27 @@ def test_report_tables_match_mlflow(logged: dict, capsys: pytest.CaptureFixture[
 
     markdown = (folder / "table1.md").read_text()
     n_values = sorted(int(rows[name]["n_fid"]) for name in ("mitogen", "bvdm", "floor"))
-    assert f"FID/KID N={n_values[0]}–{n_values[-1]} crops per side" in markdown
-    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    span = f"{n_values[0]}" if n_values[0] == n_values[-1] else f"{n_values[0]}–{n_values[-1]}"
+    assert f"FID/KID N={span} crops per side" in markdown
+    table1 = markdown.split("## Table 1b")[0]
+    lines = [line for line in table1.splitlines() if line.startswith("| ")]
     assert lines[0].split("|")[1].strip() == "generator"
     assert [line.split("|")[1].strip() for line in lines[1:]] == ["real", "mitogen", "bvdm", FLOOR_ROW]
     assert f"{rows['bvdm']['fid']:.4g} [{rows['bvdm']['fid_ci_low']:.4g}, {rows['bvdm']['fid_ci_high']:.4g}]" in markdown
     assert "wrote" in capsys.readouterr().out
+    # one reference and one intensity map, stated once for the floor and every row
+    assert f"real held-out sequence {DATASET}/02; one intensity map 0..123" in markdown
+    assert "Excluded" not in markdown
+
+    paired = pd.read_csv(folder / "table1b_paired.csv")
+    fid = paired[paired["metric"] == "FID"].set_index("comparison")
+    # noise textures vs the held-out video itself: a difference far from 0 that the interval must resolve
+    worse = fid.loc["mitogen − bvdm"]
+    assert worse["difference"] < 0 and worse["ci_high"] < 0 and bool(worse["excludes_zero"])
+    assert worse["difference"] == pytest.approx(rows["mitogen"]["fid"] - rows["bvdm"]["fid"], rel=1e-6)
+    assert {"mitogen − real training sequence (floor)", "bvdm − real training sequence (floor)"} <= set(fid.index)
+    assert fid.loc["bvdm − real training sequence (floor)", "ci_low"] > 0
+    assert "## Table 1b — paired realism differences" in markdown and "| mitogen − bvdm |" in markdown
 
     reports = mlflow.search_runs(experiment_names=[experiment.experiment_name(DATASET)],
                                  filter_string="tags.stage = 'report'")
@@ -176,6 +192,19 @@ def test_report_falls_back_to_logged_samples(logged: dict, tmp_path: Path) -> No
     kinds = [src.split(";")[0] for src in parser.images]
     assert kinds.count("data:image/gif") == 2
     assert "bvdm logged sample" in report.html.read_text()
+
+
+def test_runs_under_another_protocol_are_excluded_not_mixed(logged: dict, data: ScoredData, tmp_path: Path) -> None:
+    """A run scored against another reference (here: the old protocol's training sequence) never enters the table."""
+    from reports.report import build_report
+
+    old = log_scored_run("cellcyclegan", "ci", data.window, data.good_synthetic, data.good_res, logged["root"] / "st",
+                         data.cache, tags={"realism_reference": f"{DATASET}/01"})
+    report = build_report(DATASET, "ci", tmp_path / "out", log=False)
+    assert "cellcyclegan" not in set(report.table["generator"])
+    text = report.markdown.read_text()
+    assert f"cellcyclegan (run {old['run_id'][:8]}): realism protocol differs" in text
+    assert f"'{DATASET}/01' vs '{DATASET}/02'" in text
 
 
 def test_report_without_runs_is_one_clear_error(logged: dict, capsys: pytest.CaptureFixture[str]) -> None:

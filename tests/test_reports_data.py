@@ -14,6 +14,7 @@ SEG/DET/TRA come from py-ctcmetrics against the real 02 GT; FID/KID from the rea
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +26,28 @@ import numpy as np
 from benchmark import experiment
 from benchmark.ctc import CTCSequence, window_sequence, write_result, write_sequence
 from benchmark.ctc.crops import full_masks
-from benchmark.pipeline import Stages, _log_sample_frames
+from benchmark.pipeline import Stages, _log_sample_frames, _realism_artifacts
 
 DATASET = "Fluo-N2DH-GOWT1"
+
+
+#: GOWT1's frozen intensity map (benchmark.datasets), the one every row and the floor are scored under
+INTENSITY_MAP = (0.0, 123.0)
+REFERENCE = "02"
 
 
 def realism_config():
     from benchmark.metrics.realism import RealismConfig
 
     # crops only (FVD on a 20-frame window has a handful of clips), few bootstrap replicates: plumbing speed
-    return RealismConfig(fvd=False, n_bootstrap=20, progress=False, kid_subset_size=50, kid_subsets=20)
+    return RealismConfig(fvd=False, n_bootstrap=20, progress=False, kid_subset_size=50, kid_subsets=20,
+                         intensity_range=INTENSITY_MAP)
+
+
+def protocol():
+    from benchmark.metrics.realism import protocol_tags
+
+    return protocol_tags(DATASET, REFERENCE, INTENSITY_MAP, realism_config().clip_mode, "test")
 
 
 def link_good_synthetic(window: Path, out: Path) -> Path:
@@ -84,8 +97,8 @@ def log_scored_run(generator: str, profile: str, window: Path, synthetic_dir: Pa
     from downstream.scoring import ctc_scores
 
     experiment.configure()
-    test_seq = CTCSequence(window, "02")
-    all_tags = {"generator": generator, "profile": profile, "stage": "run", **(tags or {})}
+    test_seq = CTCSequence(window, REFERENCE)
+    all_tags = {"generator": generator, "profile": profile, "stage": "run", **protocol(), **(tags or {})}
     config = {"generator": generator, "profile": profile, "seed": 0, "synthetic": str(synthetic_dir)}
     with experiment.start_run(f"{generator}-s0-{profile}", DATASET, config=config, tags=all_tags) as parent:
         stages = Stages(stage_root / parent.info.run_id, DATASET, log=lambda _msg: None)
@@ -100,8 +113,14 @@ def log_scored_run(generator: str, profile: str, window: Path, synthetic_dir: Pa
         if realism:
             folder = generated.folder / "synthetic"
             synthetic = [CTCSequence(folder, p.name) for p in sorted(folder.iterdir()) if p.name.isdigit()]
-            stages.run("realism", str(synthetic_dir), lambda _out: realism_scores(
-                CTCSequence(window, "01"), synthetic, realism_config(), cache))
+
+            def score(out: Path) -> dict[str, Any]:
+                scores = realism_scores(test_seq, synthetic, realism_config(), cache, features_out=out / "features.npz")
+                (out / "realism.json").write_text(json.dumps(scores, default=str))
+                return scores
+
+            stages.run("realism", str(synthetic_dir), score, artifacts=_realism_artifacts("realism.json"),
+                       tags=protocol())
         stages.run("eval-real", str(res_dir), lambda _out: ctc_scores(res_dir, test_seq.gt_dir, ("SEG", "DET", "TRA")))
         row: dict[str, Any] = {}
         for result in stages.results.values():

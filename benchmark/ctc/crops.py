@@ -3,16 +3,21 @@
 CTC GT is sparse in different ways: GOWT1's SEG covers a few cells of 30 frames while its TRA
 markers cover every cell of every frame but are smaller than the nuclei; HeLa has ST on half the
 frames. ``full_masks`` gives track-labelled, full-size nucleus masks wherever TRA markers exist, by
-growing each marker over the pixels brighter than halfway between
-background and its own brightness with a marker-seeded watershed (GT SEG pixels win
-where present). Every crop-based consumer (shape model, DDPM/GAN training, FID crops) uses this.
+growing each marker over the pixels brighter than halfway between background and its own brightness
+with a marker-seeded watershed. How far a marker may grow is the larger of half the marker diameter
+and what the sequence's own reference segmentations (GT SEG, else ST SEG; any frame) say a nucleus
+measures: HeLa 02's markers have a median radius of 3.8 px for nuclei of 13.2 px, so a marker-based
+reach alone left its masks at a quarter of the nucleus (Jaccard 0.28 vs GT SEG). Every crop-based
+consumer (shape model, DDPM/GAN training, FID crops) uses this.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -29,7 +34,11 @@ def full_masks(seq: CTCSequence, t: int) -> np.ndarray:
     if not labels:
         return np.zeros(markers.shape, np.uint16)
     areas = ndimage.sum_labels(np.ones_like(markers), markers, labels)
-    reach = max(3, int(0.5 * math.sqrt(float(np.median(areas)) * 4 / math.pi)))
+    marker_radius = math.sqrt(float(np.median(areas)) / math.pi)
+    reach = max(3, int(marker_radius))  # half the marker diameter
+    nucleus = reference_nucleus_radius(seq.dataset_dir, seq.name)
+    if nucleus is not None:  # a reference says nuclei are larger than the markers suggest: let them grow
+        reach = max(reach, int(math.ceil(1.5 * nucleus - marker_radius)))
     distance, (iy, ix) = ndimage.distance_transform_edt(markers == 0, return_indices=True)
     near = distance <= reach
     background = float(np.median(image[~near])) if (~near).any() else float(image.min())
@@ -40,6 +49,24 @@ def full_masks(seq: CTCSequence, t: int) -> np.ndarray:
     foreground = image > level[markers[iy, ix]]
     grown = watershed(-image, markers, mask=(foreground & near) | (markers > 0))
     return grown.astype(np.uint16)
+
+
+@functools.lru_cache(maxsize=16)
+def reference_nucleus_radius(dataset_dir: Path, name: str, max_files: int = 5) -> float | None:
+    """Median equivalent radius (px) of the objects of a sequence's GT SEG (else ST SEG) masks, or None."""
+    from benchmark.ctc.io import read_tiff
+    from benchmark.ctc.sequence import indexed_files
+
+    for folder in (Path(dataset_dir) / f"{name}_GT" / "SEG", Path(dataset_dir) / f"{name}_ST" / "SEG"):
+        files = indexed_files(folder, "man_seg")
+        if not files:
+            continue
+        picks = [files[t] for t in sorted(files)[:: max(1, len(files) // max_files)][:max_files]]
+        areas = np.concatenate([np.bincount(read_tiff(p).ravel())[1:] for p in picks])
+        areas = areas[areas > 0]
+        if len(areas):
+            return float(np.sqrt(np.median(areas) / math.pi))
+    return None
 
 
 def annotated_frames(seq: CTCSequence) -> list[int]:

@@ -19,7 +19,7 @@ from benchmark.ctc.io import Track, read_tiff, read_tracks
 _INDEX = re.compile(r"(\d+)\.tif$")
 
 
-def _indexed_files(folder: Path, prefix: str) -> dict[int, Path]:
+def indexed_files(folder: Path, prefix: str) -> dict[int, Path]:
     """Map t -> file for ``<prefix>TTT.tif`` in ``folder`` (3 or 4 digits); 2D only."""
     if not folder.is_dir():
         return {}
@@ -34,6 +34,9 @@ def _indexed_files(folder: Path, prefix: str) -> dict[int, Path]:
             continue  # e.g. 3D slice files man_seg_TTT_ZZZ.tif are not handled here
         files[int(rest)] = path
     return dict(sorted(files.items()))
+
+
+_indexed_files = indexed_files  # the name older modules import
 
 
 def list_sequences(dataset_dir: str | Path) -> list[str]:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from benchmark.ctc import CTCSequence, list_sequences
+from benchmark.metrics.intervals import INTERVAL_SUMMARY
 
 
 def add_metrics_commands(subparsers) -> None:
@@ -27,7 +28,10 @@ def add_metrics_commands(subparsers) -> None:
     realism.add_argument("--synthetic", required=True, nargs="+",
                          help="synthetic sequence folder(s) or dataset folder(s) (all sequences)")
     realism.add_argument("--intensity", nargs=2, type=float, metavar=("LO", "HI"),
-                         help="frozen intensity constants (default: P0.5/P99.9 of the real sequence)")
+                         help="frozen intensity constants (default: the dataset's frozen map when the real folder "
+                         "is a registered dataset, else P0.5/P99.9 of the real sequence)")
+    realism.add_argument("--clip-mode", default="track", choices=("track", "lineage"),
+                         help="FVD clips inside one track, or along mother -> one daughter (default: track)")
     realism.add_argument("--max-crops", type=int)
     realism.add_argument("--max-clips", type=int)
     realism.add_argument("--n-bootstrap", type=int, default=200)
@@ -90,14 +94,18 @@ def _cmd_seg_tra(args) -> int:
 def _cmd_realism(args) -> int:
     import torch
 
-    from benchmark.metrics.realism import RealismConfig, realism_scores
+    from benchmark.datasets import DATASETS
+    from benchmark.metrics.realism import RealismConfig, realism_scores, reference_intensity_map
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     real = _sequences(args.real, args.real_seq)[0]
     synthetic = [s for path in args.synthetic for s in _sequences(path, None)]
-    config = RealismConfig(intensity_range=tuple(args.intensity) if args.intensity else None,
-                           max_crops=args.max_crops, max_clips=args.max_clips, n_bootstrap=args.n_bootstrap,
-                           fid=not args.no_fid, fvd=not args.no_fvd)
+    intensity, source = (tuple(args.intensity), "--intensity") if args.intensity else (None, "")
+    if intensity is None and real.dataset_dir.name in DATASETS:
+        intensity, source = reference_intensity_map(real.dataset_dir.name, [real])
+    config = RealismConfig(intensity_range=intensity, max_crops=args.max_crops, max_clips=args.max_clips,
+                           n_bootstrap=args.n_bootstrap, fid=not args.no_fid, fvd=not args.no_fvd,
+                           clip_mode=args.clip_mode)
     result = realism_scores(real, synthetic, config, args.cache_dir)
     rows = []
     for metric, n_key, flag in (("fid", "n_fid", "fid_rank_deficient"), ("kid", "n_fid", None),
@@ -107,12 +115,14 @@ def _cmd_realism(args) -> int:
         ci = f"[{_fmt(result.get(metric + '_ci_low'))}, {_fmt(result.get(metric + '_ci_high'))}]"
         note = "  RANK-DEFICIENT (N below minimum; not comparable)" if flag and result.get(flag) else ""
         rows.append((f"{metric.upper()} (N={result[n_key]})", f"{_fmt(result[metric])}  95% CI {ci}{note}"))
-    rows.append(("intensity lo/hi", f"{result['intensity_lo']}/{result['intensity_hi']}"))
+    if result.get("fid_inf") is not None:
+        rows.append(("FID_inf (1/N extrapolation)", _fmt(result["fid_inf"])))
+    rows.append(("intensity lo/hi", f"{result['intensity_lo']}/{result['intensity_hi']} "
+                 f"({source or 'P0.5/P99.9 of the real sequence'})"))
     for name in ("fid", "fvd"):
         if f"{name}_detector" in result:
             rows.append((f"{name} detector", f"{result[name + '_detector']} ({result[name + '_weight_route']})"))
-    print(f"realism: real {result['real']} vs synthetic {result['synthetic']} (cluster bootstrap over tracks, "
-          f"B={config.n_bootstrap})")
+    print(f"realism: real {result['real']} vs synthetic {result['synthetic']} ({INTERVAL_SUMMARY})")
     print(_table(rows))
     params = {k: v for k, v in vars(args).items() if k != "func"}
     return _finish(args, result, "metrics-realism", params)

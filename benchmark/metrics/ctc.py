@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.ctc import CTCFormatError, ResultSequence, read_tiff, validate_result
+from benchmark.ctc import CTCFormatError, CTCSequence, ResultSequence, read_tiff, validate_result
 from benchmark.ctc.sequence import _indexed_files
 
 TRACKING_METRICS = ("DET", "TRA", "LNK")
@@ -127,3 +127,53 @@ def score_segmentation_frames(res_dir: str | Path, seg_gt_dir: str | Path,
         n_objects += n
         used += 1
     return {"SEG": total / max(n_objects, 1), "n_objects": n_objects, "n_frames": used}
+
+
+def tracking_unavailable(seq: CTCSequence) -> str | None:
+    """Why TRA cannot be scored on ``seq`` (a copy with raw frames or GT TRA frames missing), or None."""
+    missing_raw = seq.missing_frames
+    missing_tra = [t for t in range(seq.n_frames) if t not in seq.tra_files]
+    if not missing_raw and not missing_tra:
+        return None
+    present = seq.n_frames - len(missing_raw)
+    return (f"{seq.dataset_dir.name}/{seq.name} holds {present}/{seq.n_frames} raw frames and "
+            f"{seq.n_frames - len(missing_tra)}/{seq.n_frames} GT TRA frames: TRA needs every frame of the "
+            "sequence (links join consecutive frames), so it is not computed on this partial copy")
+
+
+def score_partial(masks: dict[int, np.ndarray], seq: CTCSequence, work_dir: str | Path,
+                  threads: int = 1) -> dict[str, float | int | None]:
+    """What a partial copy (frames missing) still supports, for per-frame instance masks ``{t: labels}``.
+
+    - ``SEG``: the CTC SEG rule on the frames with a raw image and a GT SEG mask (``n_SEG_frames``,
+      ``n_SEG_objects``); ``SEG_ST`` the same against the silver truth (``NN_ST/SEG``) where present;
+    - ``DET``: py-ctcmetrics on the frames with a raw image and GT TRA markers, re-indexed 0..k-1 in GT
+      and result alike (detection is per frame, so a temporal subset is scored exactly);
+    - TRA is not computed (see ``tracking_unavailable``).
+    """
+    from benchmark.ctc import lineage_from_labels, write_result, write_tiff, write_tracks
+
+    work_dir = Path(work_dir)
+    res_dir = work_dir / "frames_RES"
+    for t, labels in masks.items():
+        write_tiff(res_dir / f"mask{t:03d}.tif", labels.astype(np.uint16))
+    out: dict[str, float | int | None] = {"SEG": None, "SEG_ST": None, "DET": None}
+    for key, folder in (("SEG", seq.gt_dir / "SEG"), ("SEG_ST", seq.dataset_dir / f"{seq.name}_ST" / "SEG")):
+        frames = sorted(set(_indexed_files(folder, "man_seg")) & set(masks))
+        if frames:
+            scores = score_segmentation_frames(res_dir, folder, frames)
+            out.update({key: float(scores["SEG"]), f"n_{key}_frames": len(frames),
+                        f"n_{key}_objects": int(scores["n_objects"])})
+    kept = sorted(set(seq.tra_files) & set(masks))
+    if kept:
+        gt_frames = [seq.tra(t) for t in kept]
+        lineage = lineage_from_labels(gt_frames, {tr.label: tr.parent for tr in seq.tracks.values()})
+        gt_dir = work_dir / "subset_GT"
+        for i, frame in enumerate(gt_frames):
+            write_tiff(gt_dir / "TRA" / f"man_track{i:03d}.tif", lineage.apply(i, frame))
+        write_tracks(gt_dir / "TRA" / "man_track.txt", lineage.tracks)
+        subset_res = work_dir / "subset_RES"
+        write_result(subset_res, [masks[t] for t in kept])
+        det = _as_float(_evaluate(subset_res, gt_dir, ["DET"], threads).get("DET"))
+        out.update({"DET": det, "n_DET_frames": len(kept)})
+    return out

@@ -1,4 +1,4 @@
-"""Fréchet distance, unbiased KID/KVD, and cluster-bootstrap CIs over cell tracks (features in float64).
+"""Fréchet distance and unbiased KID/KVD over cell-track features (float64).
 
 The Fréchet distance is pytorch-fid's formula ``|mu1-mu2|^2 + tr(S1 + S2 - 2 sqrtm(S1 S2))`` with
 ``np.cov`` (N-1) covariances. Its ``tr sqrtm(S1 S2)`` is computed exactly without ``scipy.linalg.sqrtm``:
@@ -6,15 +6,18 @@ with centred features X1, X2, the non-zero eigenvalues of S1 S2 are the squared 
 ``X1 X2^T / sqrt((n1-1)(n2-1))``, so the trace is that matrix's nuclear norm (used when N < d, the FID
 case), or, when N >= d, the sum of sqrt-eigenvalues of the symmetric ``S1^1/2 S2 S1^1/2``. This agrees
 with pytorch-fid's ``calculate_frechet_distance`` (tested) and is 20-50x faster on 2 cores, which makes
-bootstrap CIs affordable; it is also stable for the rank-deficient covariances of small N.
+interval estimates affordable; it is also stable for the rank-deficient covariances of small N.
+Intervals and FD_inf: ``benchmark.metrics.intervals``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+__all__ = ["MIN_FID_N", "MIN_FVD_N", "Samples", "feature_stats", "frechet_distance", "frechet_distance_pytorch_fid",
+           "kernel_distance", "mmd2_unbiased"]
 
 # Fewest samples per side for a full-rank covariance of the protocol's features: Inception pool3 is
 # 2048-d (FID), I3D logits are 400-d (FVD). Below them a Fréchet distance is rank-deficient.
@@ -94,7 +97,7 @@ def kernel_distance(a: np.ndarray, b: np.ndarray, subset_size: int = 1000, n_sub
 
 @dataclass(frozen=True)
 class Samples:
-    """Features ``(N, d)`` with the cell track each row comes from (the bootstrap's cluster id)."""
+    """Features ``(N, d)`` with the cell track each row comes from (the resampling unit of the intervals)."""
 
     features: np.ndarray
     groups: np.ndarray
@@ -102,48 +105,3 @@ class Samples:
     def __post_init__(self) -> None:
         if len(self.features) != len(self.groups):
             raise ValueError(f"{len(self.features)} feature rows but {len(self.groups)} group ids")
-
-    def resample(self, rng: np.random.Generator) -> np.ndarray:
-        """Row indices of a cluster-bootstrap replicate: whole tracks drawn with replacement."""
-        ids, inverse = np.unique(self.groups, return_inverse=True)
-        members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
-        picked = rng.integers(0, len(ids), len(ids))
-        return np.concatenate([members[k] for k in picked])
-
-
-Statistic = Callable[[np.ndarray, np.ndarray], float]
-
-
-def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
-
-
-def cluster_bootstrap(real: Samples, fake: Samples, statistic: Statistic, n_boot: int = 200, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile CI of ``statistic(real, fake)`` resampling whole tracks on both sides.
-
-    Report it next to the point estimate on the full sets: duplicated rows lower the effective N and
-    shift Fréchet distances up (realism-metrics.md 1.5).
-    """
-    rng = np.random.default_rng(seed)
-    values = np.array([statistic(real.features[real.resample(rng)], fake.features[fake.resample(rng)])
-                       for _ in range(n_boot)])
-    return percentile_ci(values, level)
-
-
-def paired_bootstrap_difference(real: Samples, fake_a: Samples, fake_b: Samples, statistic: Statistic,
-                                n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, float | bool]:
-    """CI of ``statistic(real, A) - statistic(real, B)`` with the SAME real resample in each replicate.
-
-    ``significant`` is true only when the CI excludes 0.
-    """
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        real_rows = real.features[real.resample(rng)]
-        diffs.append(statistic(real_rows, fake_a.features[fake_a.resample(rng)])
-                     - statistic(real_rows, fake_b.features[fake_b.resample(rng)]))
-    low, high = percentile_ci(np.array(diffs), level)
-    point = statistic(real.features, fake_a.features) - statistic(real.features, fake_b.features)
-    return {"difference": point, "ci_low": low, "ci_high": high, "significant": bool(low > 0 or high < 0)}

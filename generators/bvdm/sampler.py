@@ -1,7 +1,8 @@
 """BVDM inference: textures for every cell of every frame of one or more mask videos.
 
 Per cell-frame (a *job*), as in the paper: a track's first frame starts from its bare mask (filled
-with the mean nucleus intensity) forward-noised to ``t_first - 1`` and denoised to 0 (SDEdit); a later
+with the mean nucleus intensity; ``start='field'``: plus a Gaussian random field with the real
+crops' spectrum, see ``start_field``) forward-noised to ``t_first - 1`` and denoised to 0 (SDEdit); a later
 frame warps the cell's previous textured output with the VoxelMorph flow from its previous to its
 current mask, sets it to background outside the current mask, re-noises to ``t_next - 1`` and
 denoises. ``t_next >= t_first`` makes every frame independent (a fresh SDEdit from the mask).
@@ -67,6 +68,9 @@ class SamplerConfig:
     ``anchor_stats``: re-centre a warped texture on its track's first-frame in-mask mean before
     re-noising (False: the paper's procedure, which drifts; see the module doc); ``anchor_spread``:
     also rescale its in-mask standard deviation to the first frame's.
+    ``start``: a new track's SDEdit start inside its mask: 'flat' (the fill value, the paper's) or
+    'field' (fill + a random field with the training crops' spectrum, ``IntensityStats.start_spectrum``):
+    a flat start at t = 200 pins every structure coarser than ~8 px to the flat fill.
     """
 
     t_first: int = 200
@@ -80,6 +84,10 @@ class SamplerConfig:
     cpu_chunk: int = 8
     anchor_stats: bool = True
     anchor_spread: bool = True
+    start: str = "flat"
+
+
+START_MODES = ("flat", "field")
 
 
 @dataclass
@@ -111,6 +119,8 @@ def plan_jobs(videos: Sequence[MaskVideo], config: SamplerConfig, seed: int, cro
     """One job per cell and frame with its texture source (own previous frame, or the mother's last)."""
     if config.t_first < 1 or config.t_next < 0:
         raise ValueError(f"t_first must be >= 1 and t_next >= 0 (got {config.t_first}, {config.t_next})")
+    if config.start not in START_MODES:
+        raise ValueError(f"start {config.start!r}: use one of {START_MODES}")
     independent = config.t_next >= config.t_first
     jobs: dict[JobKey, Job] = {}
     for v, video in enumerate(videos):
@@ -183,6 +193,11 @@ def prepare_jobs(jobs: Sequence[Job], outputs: dict[JobKey, torch.Tensor], all_j
     fill = ddpm.stats.fill
     masks = torch.from_numpy(np.stack([j.mask for j in jobs]).astype(np.float32))[:, None].to(device)
     x0 = torch.where(masks > 0.5, torch.full_like(masks, fill), torch.full_like(masks, BACKGROUND))
+    if config.start == "field":
+        for i, job in enumerate(jobs):
+            if job.source is None:
+                field = start_field(ddpm.stats.start_spectrum, job.mask.shape[-1], job.generator).to(device)
+                x0[i, 0] = torch.where(masks[i, 0] > 0.5, fill + field, x0[i, 0])
     warped_idx = [i for i, j in enumerate(jobs) if j.source is not None]
     if warped_idx:
         if flow is None:
@@ -214,6 +229,19 @@ def prepare_jobs(jobs: Sequence[Job], outputs: dict[JobKey, torch.Tensor], all_j
         job.k = job.t_start - 1
         start = x0[i : i + 1]
         job.x = scheduler.add_noise(start, noise, torch.tensor([job.k], device=device)) if job.k >= 0 else start
+
+
+def start_field(spectrum: Sequence[float], size: int, generator: torch.Generator) -> torch.Tensor:
+    """(S, S) zero-mean Gaussian random field with the radial amplitude ``spectrum`` (per integer FFT bin),
+    from white noise drawn with the job's own generator (so batching does not change it)."""
+    white = torch.randn((size, size), generator=generator, dtype=torch.float64)
+    if not len(spectrum):
+        return torch.zeros((size, size), dtype=torch.float32)
+    freq = torch.fft.fftfreq(size, dtype=torch.float64) * size
+    radius = torch.round(torch.hypot(freq[:, None], freq[None, :])).long()
+    table = torch.tensor(list(spectrum) + [0.0], dtype=torch.float64)
+    amplitude = table[radius.clamp(max=len(spectrum))]
+    return torch.fft.ifft2(torch.fft.fft2(white) * amplitude).real.float()
 
 
 def anchor_to(tex: torch.Tensor, inside: torch.Tensor, anchors: Sequence[tuple[float, float] | None],

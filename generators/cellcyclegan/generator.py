@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.ctc import CTCSequence, write_sequence
-from benchmark.ctc.crops import crop_size_for
+from benchmark.ctc.crops import crop_size_for, full_masks, iter_cell_crops
 from generators.base import GenerateSpec, Generator, register_generator
 from generators.cellcyclegan.data import (
     IntensityScale,
@@ -43,6 +43,7 @@ from generators.cellcyclegan.train import (
 from generators.masks.compose import compose_frame
 from generators.masks.synth import MaskVideoConfig, MaskVideoModel
 from generators.masks.video import CellState, MaskVideo
+from generators.real_cells import oracle_frames, oracle_state, real_parents
 
 
 @dataclass
@@ -146,6 +147,31 @@ class CellCycleGANGenerator(Generator):
             write_sequence(out_dir, f"{index:02d}", images, labels, video.parents, progress=self.config.progress)
         return out_dir
 
+    def render_oracle(self, real: CTCSequence, out_dir: Path, n_frames: int | None = None) -> Path:
+        """Real textures through CellCycleGAN's own path: the raw real crops cut at the real masks (the GAN
+        learns noisy raw textures; ``IntensityScale`` round trip, so values outside its range clip), composed
+        at the real positions over the fitted background, then the release's post-processing."""
+        self._require_fitted()
+        out_dir = Path(out_dir)
+        size = self.masks.crop_size
+        rng = np.random.default_rng([self.config.seed, 1])
+        settings = PostProcess(self.config.glow_sigma, self.config.poisson_mix)
+        info = np.iinfo(self.dtype) if np.issubdtype(np.dtype(self.dtype), np.integer) else None
+        images, labels = [], []
+        for t in tqdm(oracle_frames(real, n_frames), desc="cellcyclegan oracle", disable=not self.config.progress,
+                      leave=False):
+            crops = list(iter_cell_crops(real, size, [t], border_ok=True))
+            textures = [self.scale.to_raw(self.scale.to_unit(c.image)) for c in crops]
+            image, _ = compose_frame([oracle_state(c, size) for c in crops], real.frame_shape, textures,
+                                     background=self.noise.background)
+            image = postprocess_frame(image, self.noise, settings, rng)
+            if info is not None:
+                image = np.clip(np.rint(image), info.min, info.max)
+            images.append(image.astype(self.dtype))
+            labels.append(full_masks(real, t))
+        write_sequence(out_dir, "01", images, labels, real_parents(real), overwrite=True)
+        return out_dir
+
     # ---------------------------------------------------------------- save / load
     def _save_state(self, directory: Path) -> None:
         self._require_fitted()
@@ -182,13 +208,12 @@ class CellCycleGANGenerator(Generator):
 
 
 def reference_level(crops: TrainingCrops) -> float:
-    """GAN-unit brightness of ``CellState.intensity == 1``: the mean over tracks of each track's median
-    interphase masked mean (the mask model's per-track factor is relative to this population level)."""
+    """GAN-unit brightness of ``CellState.intensity == 1``: the geometric mean of the interphase crops'
+    masked means, as the mask model's ``intensity_level`` (its log-normal gain has median 1)."""
     means = crops.cell_means()
     interphase = crops.stages == 0
-    use = interphase if interphase.any() else np.ones(len(crops), bool)
-    levels = [float(np.median(means[use & (crops.labels == label)])) for label in np.unique(crops.labels[use])]
-    level = float(np.mean(levels))
+    use = (interphase if interphase.any() else np.ones(len(crops), bool)) & (means > 0)
+    level = float(np.exp(np.mean(np.log(means[use])))) if use.any() else float("nan")
     if not math.isfinite(level) or level <= 0:
         raise ValueError("cellcyclegan: real nuclei are not brighter than the background")
     return level

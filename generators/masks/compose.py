@@ -61,3 +61,16 @@ def compose_frame(
         else:
             image[ys, xs][mask] = 1.0
     return image, labels
+
+
+def extend_beyond_mask(texture: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Crop texture with every outside pixel set to its nearest inside pixel's value.
+
+    ``compose_frame`` resamples textures bilinearly; at a rotated mask's border that would mix the
+    outside (zero) into the edge pixels and darken them a second time on top of the real edge fall-off
+    a learned texture already has. Only inside pixels are kept by the composite, so this changes nothing else.
+    """
+    if not mask.any() or mask.all():
+        return np.asarray(texture, np.float32)
+    _, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
+    return np.asarray(texture, np.float32)[iy, ix]

@@ -5,6 +5,10 @@
 (0 interphase, 1 the last frames before a division, 2 the first frames after one: stages come from
 lineage timing since CTC has no stage labels), the frame-to-frame persistence of the shape
 coefficients, per-stage relative brightness, and the scene statistics of ``scene.fit_scene``.
+Brightness is log-normal: ``intensity_level`` is the geometric mean of the interphase cells' mean
+levels (ADU above background, one value per cell and frame, so big nuclei do not weigh more) and
+``intensity_log_sigma`` their log spread; a cell's ``CellState.intensity`` is its relative gain
+``exp(sigma z)`` times its stage factor, so ``intensity_level * intensity`` is its mean level in ADU.
 ``sample`` simulates a new video: cells move by a persistent random walk, rotate, change shape by an
 AR(1) process on the PDM coefficients, divide after a log-normal cycle into two daughters placed
 along the mother's major axis, enter through the borders at the real rate and leave when their centre
@@ -150,10 +154,12 @@ class MaskVideoModel:
     shapes: dict[int, ContourPDM]
     shape_persistence: list[float]  # per-mode AR(1) coefficient of the interphase model
     scene: SceneParams
-    intensity_cv: float  # spread of the per-track brightness factor
+    intensity_cv: float  # std/mean of the per-track brightness (reported; sampling uses the log spread)
     stage_intensity: list[float]  # brightness factor per pseudo-stage (interphase = 1)
     config: MaskVideoConfig = field(default_factory=MaskVideoConfig)
     fitted_on: str = ""
+    intensity_log_sigma: float = 0.0  # std of log cell level: the log-normal gain's spread
+    intensity_level: float = 0.0  # ADU above background of gain 1: geometric mean over tracks (0: unknown)
 
     # ------------------------------------------------------------------ fit
     @classmethod
@@ -193,6 +199,12 @@ class MaskVideoModel:
         levels = np.asarray(list(track_level.values()))
         positive = levels[levels > 0]
         intensity_cv = float(np.std(positive) / np.mean(positive)) if len(positive) > 1 else 0.1
+        # log-normal gain fitted on every interphase cell-frame (each cell counts once, whatever its
+        # size): a track keeps its gain for life, so the per-frame spread is what the crops must show
+        observed = np.asarray([o.intensity for o in observations if o.stage == 0 and o.intensity > 0])
+        logs = np.log(observed) if len(observed) else np.zeros(1)
+        log_sigma = float(np.std(logs, ddof=1)) if len(observed) > 2 else math.sqrt(math.log(1 + intensity_cv**2))
+        level = float(np.exp(np.mean(logs))) if len(observed) else 0.0
         stage_intensity = [1.0]
         for stage in (1, 2):
             ratios = [o.intensity / track_level[o.label] for o in observations
@@ -206,8 +218,8 @@ class MaskVideoModel:
         if not math.isfinite(scene.daughter_separation):
             post = shapes[2]
             scene.daughter_separation = float(2 * np.mean(post.mean))
-        return cls(crop_size, tuple(seq.frame_shape), shapes, persistence.tolist(), scene,
-                   float(np.clip(intensity_cv, 0.0, 0.5)), stage_intensity, config, repr(seq))
+        return cls(crop_size, tuple(seq.frame_shape), shapes, persistence.tolist(), scene, intensity_cv,
+                   stage_intensity, config, repr(seq), float(np.clip(log_sigma, 0.0, 2.0)), level)
 
     # ------------------------------------------------------------------ save / load
     def to_dict(self) -> dict:
@@ -221,15 +233,20 @@ class MaskVideoModel:
             "stage_intensity": list(self.stage_intensity),
             "config": asdict(self.config),
             "fitted_on": self.fitted_on,
+            "intensity_log_sigma": self.intensity_log_sigma,
+            "intensity_level": self.intensity_level,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> MaskVideoModel:
+        cv = float(d["intensity_cv"])
         return cls(int(d["crop_size"]), tuple(d["frame_shape"]),
                    {int(k): ContourPDM.from_dict(v) for k, v in d["shapes"].items()},
                    [float(x) for x in d["shape_persistence"]], SceneParams.from_dict(d["scene"]),
-                   float(d["intensity_cv"]), [float(x) for x in d["stage_intensity"]],
-                   MaskVideoConfig(**d.get("config", {})), d.get("fitted_on", ""))
+                   cv, [float(x) for x in d["stage_intensity"]],
+                   MaskVideoConfig(**d.get("config", {})), d.get("fitted_on", ""),
+                   float(d.get("intensity_log_sigma", math.sqrt(math.log(1 + cv**2)))),
+                   float(d.get("intensity_level", 0.0)))
 
     # ------------------------------------------------------------------ simulation
     def _rho(self, stage: int, n: int) -> np.ndarray:
@@ -241,6 +258,10 @@ class MaskVideoModel:
     def _radii(self, cell: _Cell) -> np.ndarray:
         limit = (self.crop_size - 1) / 2 - 1
         return np.clip(self.shapes[cell.stage].radii(cell.b), 0.75, limit)
+
+    def _gain(self, rng: np.random.Generator) -> float:
+        """A new root cell's relative brightness: log-normal with the fitted spread, median 1 (one draw)."""
+        return float(math.exp(self.intensity_log_sigma * rng.standard_normal()))
 
     def _cycle(self, rng: np.random.Generator) -> int | None:
         """Frames from birth to division, or None for a cell that never divides."""
@@ -327,7 +348,7 @@ class MaskVideoModel:
             pos = np.array([rng.uniform(0, height - 1), rng.uniform(0, width - 1)])
             cycle = self._cycle(rng)
             remaining = None if cycle is None else int(math.ceil(rng.uniform(0.0, 1.0) * cycle))
-            intensity = max(0.2, 1.0 + self.intensity_cv * rng.standard_normal())
+            intensity = self._gain(rng)
             cell = self._new_cell(next_label, 0, pos, 0, rng, 0, remaining, intensity)
             cells.append(cell)
             next_label += 1
@@ -428,7 +449,7 @@ class MaskVideoModel:
         pos = np.clip(np.array(pos, float), 0, [height - 1, width - 1])
         cycle = self._cycle(rng)
         remaining = None if cycle is None else int(math.ceil(rng.uniform(0.0, 1.0) * cycle))
-        intensity = max(0.2, 1.0 + self.intensity_cv * rng.standard_normal())
+        intensity = self._gain(rng)
         cell = self._new_cell(label, 0, pos, t, rng, 0, remaining, intensity)
         self._set_stage(cell, t, rng)
         return cell
@@ -441,6 +462,8 @@ class MaskVideoModel:
             "shape_modes": self.shapes[0].n_modes,
             "stage_models": [self.shapes[k] is not self.shapes[0] for k in (1, 2)],
             "stage_intensity": self.stage_intensity,
+            "intensity_level": self.intensity_level,
+            "intensity_log_sigma": self.intensity_log_sigma,
             **self.scene.to_dict(),
         }
 

@@ -18,7 +18,7 @@ import torch
 from benchmark.ctc import CTCSequence, validate_sequence
 from benchmark.ctc.crops import crop_size_for, iter_cell_crops
 from generators.base import GenerateSpec
-from generators.bvdm.data import collect_training_data
+from generators.bvdm.data import TrainingData, collect_training_data
 from generators.bvdm.ddpm import DDPMConfig, TextureDDPM, make_scheduler, train_ddpm
 from generators.bvdm.flow import FlowConfig, MaskFlow, train_flow
 from generators.bvdm.generator import BVDMConfig, BVDMGenerator
@@ -29,6 +29,7 @@ from generators.bvdm.sampler import (
     sample_textures,
     sample_textures_per_cell,
 )
+from generators.imaging import ImagingModel
 from generators.masks.video import CellState, MaskVideo
 from generators.registry import get_generator
 
@@ -42,8 +43,18 @@ def gowt1_seq(gowt1_window: Path) -> CTCSequence:
 
 
 @pytest.fixture(scope="module")
-def tiny_models(gowt1_seq: CTCSequence) -> tuple[TextureDDPM, MaskFlow]:
-    data = collect_training_data(gowt1_seq, CROP, max_frames=6)
+def imaging(gowt1_seq: CTCSequence) -> ImagingModel:
+    return ImagingModel.fit(gowt1_seq, max_frames=4)
+
+
+@pytest.fixture(scope="module")
+def training_data(gowt1_seq: CTCSequence, imaging: ImagingModel) -> TrainingData:
+    return collect_training_data(gowt1_seq, CROP, imaging, max_frames=6)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(training_data: TrainingData) -> tuple[TextureDDPM, MaskFlow]:
+    data = training_data
     ddpm = train_ddpm(data.crops, data.stats, DDPMConfig(block_out_channels=(8, 16), norm_num_groups=4,
                                                          batch_size=4, iterations=20, lr=2e-3))
     flow, _ = train_flow(data.pairs, FlowConfig(batch_size=4, iterations=5))
@@ -213,3 +224,77 @@ def test_generated_dataset_validates_and_reloads_identically(fitted_generator: B
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert files and files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert all((first / f).read_bytes() == (again / f).read_bytes() for f in files)
+
+
+class _Killed(Exception):
+    """Stands in for the fit being killed mid-training."""
+
+
+def test_ddpm_training_resumes_from_its_last_checkpoint(training_data: TrainingData, tmp_path: Path) -> None:
+    """Killed at step 7 (checkpoints every 3): a rerun picks up checkpoint-6 and ends where an uninterrupted
+    run ends: same loss curve, same EMA weights (float tolerance)."""
+    data = training_data
+    config = DDPMConfig(block_out_channels=(8, 16), norm_num_groups=4, batch_size=4, iterations=10, lr=2e-3,
+                        checkpoint_every=3, seed=5)
+    uninterrupted = train_ddpm(data.crops, data.stats, config)
+
+    def kill_at_7(step: int, loss: float) -> None:
+        if step == 7:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_ddpm(data.crops, data.stats, config, checkpoint_dir=tmp_path, callback=kill_at_7)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pt")) == ["checkpoint-3.pt", "checkpoint-6.pt"]
+    steps: list[int] = []
+    resumed = train_ddpm(data.crops, data.stats, config, checkpoint_dir=tmp_path,
+                         callback=lambda step, loss: steps.append(step))
+    assert steps == [7, 8, 9, 10]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pt")) == ["checkpoint-10.pt", "checkpoint-9.pt"]
+    np.testing.assert_allclose(resumed.loss, uninterrupted.loss, rtol=1e-5)
+    for (name, a), b in zip(uninterrupted.unet.state_dict().items(), resumed.unet.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    # a finished run resumes at its end (nothing to redo); another seed ignores these checkpoints
+    again: list[int] = []
+    train_ddpm(data.crops, data.stats, config, checkpoint_dir=tmp_path, callback=lambda step, loss: again.append(step))
+    assert again == []
+    other = DDPMConfig(**{**config.__dict__, "seed": 6, "iterations": 2})
+    fresh: list[int] = []
+    train_ddpm(data.crops, data.stats, other, checkpoint_dir=tmp_path, callback=lambda step, loss: fresh.append(step))
+    assert fresh == [1, 2]
+
+
+def test_paper_preset_and_explicit_fields() -> None:
+    """Preset-controlled fields left at None take the preset's values; explicit ones win; sampling-only."""
+    paper = BVDMConfig(preset="paper").sampler()
+    assert (paper.t_first, paper.t_next, paper.start, paper.warp_mode) == (200, 10, "flat", "nearest")
+    assert not (paper.daughters_inherit or paper.fill_holes or paper.anchor_stats or paper.anchor_spread)
+    assert BVDMConfig(preset="paper").resolved("edge_sigma") == 1.0
+    assert BVDMConfig(preset="paper", t_first=400).sampler().t_first == 400
+    ours = BVDMConfig().sampler()
+    assert (ours.start, ours.t_first) == ("flat", 400) and ours.anchor_stats and ours.warp_mode == "bilinear"
+    assert BVDMConfig(start="field").sampler().start == "field"
+    switched = BVDMGenerator(BVDMConfig()).with_sampling({"preset": "paper", "t_next": 30})
+    assert switched.config.sampler().start == "flat" and switched.config.sampler().t_next == 30
+    with pytest.raises(ValueError, match="preset"):
+        BVDMConfig(preset="nonsense")
+
+
+def test_partial_copy_pairs_frames_at_its_smallest_gap(hela: Path, tmp_path: Path) -> None:
+    """The shared HeLa 01 has no two consecutive annotated frames (2, 9, 11, 13, ...): flow pairs come from
+    the smallest gap it has (2), linked by TRA label, instead of none (which left BVDM unfittable on HeLa).
+    A copy of its frames 9, 11 and 13 (images, TRA markers, track table) keeps the partial structure."""
+    import shutil
+
+    out = tmp_path / "Fluo-N2DL-HeLa"
+    (out / "01").mkdir(parents=True)
+    (out / "01_GT" / "TRA").mkdir(parents=True)
+    for t in (9, 11, 13):
+        shutil.copy(hela / "01" / f"t{t:03d}.tif", out / "01")
+        shutil.copy(hela / "01_GT" / "TRA" / f"man_track{t:03d}.tif", out / "01_GT" / "TRA")
+    shutil.copy(hela / "01_GT" / "TRA" / "man_track.txt", out / "01_GT" / "TRA")
+    seq = CTCSequence(out, "01")
+    data = collect_training_data(seq, 32, ImagingModel.fit(seq, max_frames=2), denoise="none")
+    assert data.pair_gap == 2 and len(data.pairs) > 50
+    moving, fixed = data.pairs[:, 0], data.pairs[:, 1]
+    overlap = (moving & fixed).sum(axis=(1, 2)) / np.maximum((moving | fixed).sum(axis=(1, 2)), 1)
+    assert np.median(overlap) > 0.3  # the same cell two frames apart, not an unrelated pair

@@ -135,6 +135,13 @@ def test_generated_dataset_validates_and_is_reproducible(gowt1_window: Path, tmp
     syn_bg = np.concatenate([_far_background(im, lab) for im, lab in zip(images, labels, strict=True)])
     assert abs(syn_bg.mean() - real_bg.mean()) < 1.0 + 0.1 * real_bg.mean(), (syn_bg.mean(), real_bg.mean())
     assert 0.6 < syn_bg.std() / real_bg.std() < 1.6, (syn_bg.std(), real_bg.std())
+    # the oracle: real raw textures at the real masks through the release's post-processing
+    oracle = CTCSequence(generator.render_oracle(real, tmp_path / "oracle", n_frames=2), "01")
+    assert errors(validate_sequence(oracle.dataset_dir, "01", require_complete=True)) == []
+    for t in range(2):
+        labels = full_masks(real, t)
+        assert np.array_equal(oracle.tra(t), labels)
+        assert oracle.image(t)[labels > 0].mean() > 0.8 * real.image(t)[labels > 0].mean()
 
 
 def _far_background(image: np.ndarray, labels: np.ndarray) -> np.ndarray:

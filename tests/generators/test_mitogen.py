@@ -103,3 +103,28 @@ def test_texture_advection_follows_the_contour() -> None:
     assert grown[int(c + 10.5), int(c + 0.5)] == pytest.approx(
         float(tex[int(c + 8.5), int(c + 0.5)]), abs=0.15)
     assert np.corrcoef(grown[16:48, 16:48].ravel(), tex[16:48, 16:48].ravel())[0, 1] < 0.95
+
+
+def test_oracle_renders_the_real_cells_through_the_frame_model(fitted: MitoGenGenerator, gowt1_window: Path,
+                                                                tmp_path: Path) -> None:
+    """Real textures through MitoGen's path: valid CTC, TRA = the real full masks, real-like cell levels
+    (the PSF edge-loss gain keeps each cell's mean through the blur) and the real SNR."""
+    from scipy import ndimage
+
+    from benchmark.ctc.crops import full_masks
+
+    real = CTCSequence(gowt1_window, "01")
+    out = fitted.render_oracle(real, tmp_path / "oracle", n_frames=3)
+    assert errors(validate_sequence(out, "01", require_complete=True)) == []
+    oracle = CTCSequence(out, "01")
+    assert oracle.n_frames == 3
+    for t in range(3):
+        labels = full_masks(real, t)
+        assert np.array_equal(oracle.tra(t), labels)
+        ids = np.unique(labels[labels > 0])
+        ratio = np.median(np.asarray(ndimage.mean(oracle.image(t).astype(float), labels, ids))
+                          / np.asarray(ndimage.mean(real.image(t).astype(float), labels, ids)))
+        assert 0.85 < ratio < 1.15, ratio
+    snr, _ = snr_cr(oracle.image(0), oracle.tra(0))
+    real_snr, _ = snr_cr(real.image(0), full_masks(real, 0))
+    assert 0.7 < snr / real_snr < 1.3, (snr, real_snr)

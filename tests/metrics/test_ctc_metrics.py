@@ -79,3 +79,28 @@ def test_hela_tracker_result_agrees_with_traccuracy(hela, tmp_path):
     theirs = results[0][0]["results"] if isinstance(results, tuple) else results[0]["results"]
     assert ours["DET"] == pytest.approx(theirs["DET"], abs=1e-9)
     assert ours["TRA"] == pytest.approx(theirs["TRA"], abs=1e-3)
+
+
+def test_partial_hela_copy_scores_seg_and_det_on_the_frames_that_exist(hela, tmp_path):
+    """HeLa 02 (shared copy: 45/92 raw frames): TRA is refused with the reason; SEG and DET come from the
+    frames that have a raw image AND the annotation. The GT's own full masks score near-perfect DET; dropping
+    every second cell halves what they detect."""
+    from benchmark.metrics.ctc import score_partial, tracking_unavailable
+
+    seq = CTCSequence(hela, "02")
+    reason = tracking_unavailable(seq)
+    assert reason is not None and "45/92 raw frames" in reason and "TRA" in reason
+    frames = sorted(set(seq.image_files) & set(seq.tra_files))
+    good = {t: full_masks(seq, t) for t in frames}
+    scores = score_partial(good, seq, tmp_path / "good")
+    assert scores["n_DET_frames"] == len(frames) == 13 and scores["DET"] > 0.95
+    assert scores["n_SEG_frames"] == 1 and scores["n_SEG_objects"] > 20 and scores["SEG"] > 0.6
+    halved = {t: np.where(np.isin(m, np.unique(m)[1::2]), m, 0).astype(np.uint16) for t, m in good.items()}
+    worse = score_partial(halved, seq, tmp_path / "halved")
+    assert worse["DET"] < scores["DET"] - 0.3 and worse["SEG"] < scores["SEG"] - 0.2
+
+
+def test_complete_gowt1_tracks_are_available(gowt1):
+    from benchmark.metrics.ctc import tracking_unavailable
+
+    assert tracking_unavailable(CTCSequence(gowt1, "02")) is None

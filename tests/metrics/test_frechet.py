@@ -1,18 +1,14 @@
-"""Fréchet distance, KID and the track bootstrap: the maths on Gaussian features with known relations, checked against pytorch-fid."""
+"""Fréchet distance and KID: the maths on Gaussian features with known relations, checked against pytorch-fid.
+
+Intervals are tested in test_intervals.py.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmark.metrics.frechet import (
-    Samples,
-    cluster_bootstrap,
-    frechet_distance,
-    frechet_distance_pytorch_fid,
-    kernel_distance,
-    paired_bootstrap_difference,
-)
+from benchmark.metrics.frechet import frechet_distance, frechet_distance_pytorch_fid, kernel_distance
 
 
 def _features(seed: int, n: int, d: int, shift: float = 0.0) -> np.ndarray:
@@ -38,23 +34,3 @@ def test_kid_is_unbiased_near_zero_for_same_distribution():
     shifted = kernel_distance(_features(3, 400, 64), _features(4, 400, 64, shift=0.5), subset_size=200,
                               n_subsets=20)[0]
     assert abs(same) < 0.05 * shifted
-
-
-def test_cluster_bootstrap_draws_whole_tracks():
-    groups = np.repeat(np.arange(10), 5)
-    samples = Samples(np.zeros((50, 2)), groups)
-    rows = samples.resample(np.random.default_rng(0))
-    assert len(rows) == 50
-    picked = groups[rows]
-    for g in np.unique(picked):
-        assert (picked == g).sum() % 5 == 0
-
-
-def test_paired_difference_detects_a_worse_generator():
-    real = Samples(_features(5, 200, 16), np.repeat(np.arange(40), 5))
-    good = Samples(_features(6, 200, 16), np.repeat(np.arange(40), 5))
-    bad = Samples(_features(7, 200, 16, shift=1.0), np.repeat(np.arange(40), 5))
-    out = paired_bootstrap_difference(real, good, bad, frechet_distance, n_boot=30)
-    assert out["difference"] < 0 and out["significant"] and out["ci_high"] < 0
-    low, high = cluster_bootstrap(real, good, frechet_distance, n_boot=30)
-    assert 0 < low < high
