@@ -63,6 +63,8 @@ def score_tracking(res_dir: str | Path, gt_dir: str | Path, threads: int = 1,
         raise CTCFormatError(res_dir, f"{len(res.mask_files)} result masks but {n_gt} GT TRA frames in "
                                       f"{gt_dir / 'TRA'} (py-ctcmetrics needs equal counts)")
     out: dict[str, float | str | None] = {}
+    if _detects_nothing(res):
+        return _nothing_detected(res_dir, gt_dir, seg)
     if seg:
         has_seg = bool(_indexed_files(gt_dir / "SEG", "man_seg"))
         out["SEG"] = _as_float(_evaluate(res_dir, gt_dir, ["SEG"], threads).get("SEG")) if has_seg else None
@@ -75,6 +77,25 @@ def score_tracking(res_dir: str | Path, gt_dir: str | Path, threads: int = 1,
     if not valid:
         reasons = [str(p) for p in problems[:3]] or ["py-ctcmetrics reported Valid=0"]
         out["invalid_reason"] = "; ".join(reasons)
+    return out
+
+
+NOTHING_DETECTED = "no object in any result frame: every GT object is a false negative"
+
+
+def _detects_nothing(res: ResultSequence) -> bool:
+    """A valid result without a single object (a segmenter that found nothing), which py-ctcmetrics cannot
+    score (it reduces over the empty track table)."""
+    return not res.tracks and all(not res.mask(t).any() for t in res.mask_files)
+
+
+def _nothing_detected(res_dir: Path, gt_dir: Path, seg: bool) -> dict[str, float | str | None]:
+    """Scores of an empty result by the metrics' definitions: SEG, DET, TRA and LNK are 0 (AOGM = AOGM_0 for
+    DET and TRA, no link found); the AOGM breakdown is left out rather than re-implemented."""
+    has_seg = seg and bool(_indexed_files(gt_dir / "SEG", "man_seg"))
+    out: dict[str, float | str | None] = {"SEG": 0.0 if has_seg else None} if seg else {}
+    out.update({"valid": 1.0, **dict.fromkeys(TRACKING_METRICS, 0.0), **dict.fromkeys(AOGM_KEYS),
+                "note": NOTHING_DETECTED})
     return out
 
 
@@ -174,6 +195,7 @@ def score_partial(masks: dict[int, np.ndarray], seq: CTCSequence, work_dir: str 
         write_tracks(gt_dir / "TRA" / "man_track.txt", lineage.tracks)
         subset_res = work_dir / "subset_RES"
         write_result(subset_res, [masks[t] for t in kept])
-        det = _as_float(_evaluate(subset_res, gt_dir, ["DET"], threads).get("DET"))
+        nothing = not any(masks[t].any() for t in kept)
+        det = 0.0 if nothing else _as_float(_evaluate(subset_res, gt_dir, ["DET"], threads).get("DET"))
         out.update({"DET": det, "n_DET_frames": len(kept)})
     return out

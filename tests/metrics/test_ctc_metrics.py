@@ -104,3 +104,26 @@ def test_complete_gowt1_tracks_are_available(gowt1):
     from benchmark.metrics.ctc import tracking_unavailable
 
     assert tracking_unavailable(CTCSequence(gowt1, "02")) is None
+
+
+def test_a_result_without_objects_scores_zero_instead_of_crashing(gt_as_result, hela, tmp_path):
+    """A segmenter that found nothing (seen on HeLa after a short training) is a valid, worst-possible result:
+    py-ctcmetrics cannot reduce over its empty track table, so the scores come from the definitions."""
+    from benchmark.metrics.ctc import NOTHING_DETECTED, score_partial
+
+    res, seq = gt_as_result
+    empty = tmp_path / "01_RES"
+    write_result(empty, [np.zeros_like(seq.tra(t)) for t in range(seq.n_frames)], {})
+    scores = score_tracking(empty, seq.gt_dir)
+    assert scores["valid"] == 1.0 and (scores["SEG"], scores["DET"], scores["TRA"], scores["LNK"]) == (0, 0, 0, 0)
+    assert scores["note"] == NOTHING_DETECTED
+    one = tmp_path / "one_RES"  # a single real object is already better than nothing
+    keep = int(np.unique(seq.tra(0))[1])
+    write_result(one, [np.where(seq.tra(t) == keep, keep, 0).astype(np.uint16) for t in range(seq.n_frames)],
+                 {keep: seq.tracks[keep].parent})
+    assert score_tracking(one, seq.gt_dir)["DET"] > 0
+
+    hela_seq = CTCSequence(hela, "02")
+    frames = sorted(set(hela_seq.image_files) & set(hela_seq.tra_files))
+    partial = score_partial({t: np.zeros(hela_seq.frame_shape, np.uint16) for t in frames}, hela_seq, tmp_path / "h")
+    assert partial["DET"] == 0.0 and partial["SEG"] == 0.0 and partial["n_DET_frames"] == len(frames)
