@@ -36,7 +36,6 @@ def indexed_files(folder: Path, prefix: str) -> dict[int, Path]:
     return dict(sorted(files.items()))
 
 
-_indexed_files = indexed_files  # the name older modules import
 
 
 def list_sequences(dataset_dir: str | Path) -> list[str]:
@@ -65,19 +64,19 @@ class CTCSequence:
     # --- which frames exist -------------------------------------------------------------
     @cached_property
     def image_files(self) -> dict[int, Path]:
-        return _indexed_files(self.image_dir, "t")
+        return indexed_files(self.image_dir, "t")
 
     @cached_property
     def seg_files(self) -> dict[int, Path]:
-        return _indexed_files(self.gt_dir / "SEG", "man_seg")
+        return indexed_files(self.gt_dir / "SEG", "man_seg")
 
     @cached_property
     def tra_files(self) -> dict[int, Path]:
-        return _indexed_files(self.gt_dir / "TRA", "man_track")
+        return indexed_files(self.gt_dir / "TRA", "man_track")
 
     @cached_property
     def st_files(self) -> dict[int, Path]:
-        return _indexed_files(self.st_dir / "SEG", "man_seg")
+        return indexed_files(self.st_dir / "SEG", "man_seg")
 
     @property
     def track_file(self) -> Path:
@@ -191,7 +190,7 @@ class ResultSequence:
 
     @cached_property
     def mask_files(self) -> dict[int, Path]:
-        return _indexed_files(self.res_dir, "mask")
+        return indexed_files(self.res_dir, "mask")
 
     @property
     def track_file(self) -> Path:

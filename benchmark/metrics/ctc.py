@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.ctc import CTCFormatError, CTCSequence, ResultSequence, read_tiff, validate_result
-from benchmark.ctc.sequence import _indexed_files
+from benchmark.ctc.sequence import indexed_files
 
 TRACKING_METRICS = ("DET", "TRA", "LNK")
 AOGM_KEYS = ("AOGM", "AOGM_0", "AOGM_NS", "AOGM_FN", "AOGM_FP", "AOGM_ED", "AOGM_EA", "AOGM_EC")
@@ -43,7 +43,7 @@ def _evaluate(res_dir: Path, gt_dir: Path, metrics: list[str], threads: int) -> 
 def _check_gt(gt_dir: Path, need_seg: bool) -> None:
     if not (gt_dir / "TRA" / "man_track.txt").is_file():
         raise CTCFormatError(gt_dir / "TRA", "man_track.txt is missing (GT TRA is needed for every CTC metric)")
-    if need_seg and not _indexed_files(gt_dir / "SEG", "man_seg"):
+    if need_seg and not indexed_files(gt_dir / "SEG", "man_seg"):
         raise CTCFormatError(gt_dir / "SEG", "no man_segTTT.tif files")
 
 
@@ -57,7 +57,7 @@ def score_tracking(res_dir: str | Path, gt_dir: str | Path, threads: int = 1,
     """
     res_dir, gt_dir = Path(res_dir), Path(gt_dir)
     res = ResultSequence(res_dir)
-    n_gt = len(_indexed_files(gt_dir / "TRA", "man_track"))
+    n_gt = len(indexed_files(gt_dir / "TRA", "man_track"))
     _check_gt(gt_dir, need_seg=False)
     if n_gt != len(res.mask_files):
         raise CTCFormatError(res_dir, f"{len(res.mask_files)} result masks but {n_gt} GT TRA frames in "
@@ -66,7 +66,7 @@ def score_tracking(res_dir: str | Path, gt_dir: str | Path, threads: int = 1,
     if _detects_nothing(res):
         return _nothing_detected(res_dir, gt_dir, seg)
     if seg:
-        has_seg = bool(_indexed_files(gt_dir / "SEG", "man_seg"))
+        has_seg = bool(indexed_files(gt_dir / "SEG", "man_seg"))
         out["SEG"] = _as_float(_evaluate(res_dir, gt_dir, ["SEG"], threads).get("SEG")) if has_seg else None
     problems = [p for p in validate_result(res_dir, n_frames=n_gt) if p.severity == "error"]
     raw = _evaluate(res_dir, gt_dir, ["Valid", *TRACKING_METRICS], threads)
@@ -92,7 +92,7 @@ def _detects_nothing(res: ResultSequence) -> bool:
 def _nothing_detected(res_dir: Path, gt_dir: Path, seg: bool) -> dict[str, float | str | None]:
     """Scores of an empty result by the metrics' definitions: SEG, DET, TRA and LNK are 0 (AOGM = AOGM_0 for
     DET and TRA, no link found); the AOGM breakdown is left out rather than re-implemented."""
-    has_seg = seg and bool(_indexed_files(gt_dir / "SEG", "man_seg"))
+    has_seg = seg and bool(indexed_files(gt_dir / "SEG", "man_seg"))
     out: dict[str, float | str | None] = {"SEG": 0.0 if has_seg else None} if seg else {}
     out.update({"valid": 1.0, **dict.fromkeys(TRACKING_METRICS, 0.0), **dict.fromkeys(AOGM_KEYS),
                 "note": NOTHING_DETECTED})
@@ -132,7 +132,7 @@ def score_segmentation_frames(res_dir: str | Path, seg_gt_dir: str | Path,
     A GT frame without a result mask counts its objects as unmatched (J = 0). Returns SEG, the number
     of reference objects and of frames used.
     """
-    seg_files = _indexed_files(Path(seg_gt_dir), "man_seg")
+    seg_files = indexed_files(Path(seg_gt_dir), "man_seg")
     if not seg_files:
         raise CTCFormatError(Path(seg_gt_dir), "no man_segTTT.tif files")
     res = ResultSequence(res_dir)
@@ -162,6 +162,19 @@ def tracking_unavailable(seq: CTCSequence) -> str | None:
             "sequence (links join consecutive frames), so it is not computed on this partial copy")
 
 
+def write_tra_subset(seq: CTCSequence, frames: list[int], gt_dir: Path) -> Path:
+    """GT TRA of ``seq`` restricted to ``frames``, re-indexed 0..k-1 with lineage re-derived for the subset
+    (tracks split at dropped frames), under ``gt_dir/TRA``: what py-ctcmetrics can score a temporal subset on."""
+    from benchmark.ctc import lineage_from_labels, write_tiff, write_tracks
+
+    gt_frames = [seq.tra(t) for t in frames]
+    lineage = lineage_from_labels(gt_frames, {tr.label: tr.parent for tr in seq.tracks.values()})
+    for i, frame in enumerate(gt_frames):
+        write_tiff(gt_dir / "TRA" / f"man_track{i:03d}.tif", lineage.apply(i, frame))
+    write_tracks(gt_dir / "TRA" / "man_track.txt", lineage.tracks)
+    return gt_dir
+
+
 def score_partial(masks: dict[int, np.ndarray], seq: CTCSequence, work_dir: str | Path,
                   threads: int = 1) -> dict[str, float | int | None]:
     """What a partial copy (frames missing) still supports, for per-frame instance masks ``{t: labels}``.
@@ -172,7 +185,7 @@ def score_partial(masks: dict[int, np.ndarray], seq: CTCSequence, work_dir: str 
       and result alike (detection is per frame, so a temporal subset is scored exactly);
     - TRA is not computed (see ``tracking_unavailable``).
     """
-    from benchmark.ctc import lineage_from_labels, write_result, write_tiff, write_tracks
+    from benchmark.ctc import write_result, write_tiff
 
     work_dir = Path(work_dir)
     res_dir = work_dir / "frames_RES"
@@ -180,19 +193,14 @@ def score_partial(masks: dict[int, np.ndarray], seq: CTCSequence, work_dir: str 
         write_tiff(res_dir / f"mask{t:03d}.tif", labels.astype(np.uint16))
     out: dict[str, float | int | None] = {"SEG": None, "SEG_ST": None, "DET": None}
     for key, folder in (("SEG", seq.gt_dir / "SEG"), ("SEG_ST", seq.dataset_dir / f"{seq.name}_ST" / "SEG")):
-        frames = sorted(set(_indexed_files(folder, "man_seg")) & set(masks))
+        frames = sorted(set(indexed_files(folder, "man_seg")) & set(masks))
         if frames:
             scores = score_segmentation_frames(res_dir, folder, frames)
             out.update({key: float(scores["SEG"]), f"n_{key}_frames": len(frames),
                         f"n_{key}_objects": int(scores["n_objects"])})
     kept = sorted(set(seq.tra_files) & set(masks))
     if kept:
-        gt_frames = [seq.tra(t) for t in kept]
-        lineage = lineage_from_labels(gt_frames, {tr.label: tr.parent for tr in seq.tracks.values()})
-        gt_dir = work_dir / "subset_GT"
-        for i, frame in enumerate(gt_frames):
-            write_tiff(gt_dir / "TRA" / f"man_track{i:03d}.tif", lineage.apply(i, frame))
-        write_tracks(gt_dir / "TRA" / "man_track.txt", lineage.tracks)
+        gt_dir = write_tra_subset(seq, kept, work_dir / "subset_GT")
         subset_res = work_dir / "subset_RES"
         write_result(subset_res, [masks[t] for t in kept])
         nothing = not any(masks[t].any() for t in kept)

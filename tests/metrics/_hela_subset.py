@@ -10,14 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.ctc import (
-    CTCSequence,
-    ResultSequence,
-    lineage_from_labels,
-    write_result,
-    write_tiff,
-    write_tracks,
-)
+from benchmark.ctc import CTCSequence, ResultSequence, write_result
+from benchmark.metrics.ctc import write_tra_subset
 
 
 def write_hela_subset(hela: Path, out: Path) -> tuple[Path, Path]:
@@ -25,12 +19,7 @@ def write_hela_subset(hela: Path, out: Path) -> tuple[Path, Path]:
     seq = CTCSequence(hela, "01")
     res = ResultSequence(hela / "01_RES")
     kept = sorted(t for t in seq.tra_files if t in res.mask_files)
-    gt_frames = [seq.tra(t) for t in kept]
-    lineage = lineage_from_labels(gt_frames, {tr.label: tr.parent for tr in seq.tracks.values()})
-    gt_dir = out / "01_GT"
-    for i, frame in enumerate(gt_frames):
-        write_tiff(gt_dir / "TRA" / f"man_track{i:03d}.tif", lineage.apply(i, frame))
-    write_tracks(gt_dir / "TRA" / "man_track.txt", lineage.tracks)
+    gt_dir = write_tra_subset(seq, kept, out / "01_GT")
     res_dir = out / "01_RES"
     write_result(res_dir, [res.mask(t) for t in kept], {tr.label: tr.parent for tr in res.tracks.values()})
     return res_dir, gt_dir
