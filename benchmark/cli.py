@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from benchmark.ctc import CTCFormatError
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, DatasetNotFound
@@ -72,8 +73,26 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_data_info)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (``error: argument --x: ...``), like every
+    other error of the CLI; sub-commands inherit it (argparse builds them with the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line an expected failure prints: the message, with the file an OS error is about."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.strerror:  # raised by the OS: name the file it is about
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return str(exc)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m benchmark",
         description="Benchmark generators of synthetic annotated cell videos: fit on one real CTC video, "
         "generate, train StarDist + a tracker on the synthetic data, score SEG/DET/TRA on a real held-out "
@@ -96,9 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CTCFormatError, DatasetNotFound, FileExistsError, KeyError, ValueError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+    except (CTCFormatError, DatasetNotFound, KeyError, ValueError, OSError) as exc:
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,7 @@ is logged whole to MLflow and hashed to key the stage caches.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import hashlib
@@ -114,3 +115,14 @@ def stable_hash(*parts: Any, length: int = 12) -> str:
     """Short sha256 of JSON-serialised parts: keys the stage caches."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count (frames, sequences, pixels, threads): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,14 @@ class GenerateSpec:
     n_frames: int = 92
     shape: tuple[int, int] | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Reject empty or negative sizes here, before any generator turns them into a numpy error."""
+        counts = {"n_sequences": self.n_sequences, "n_frames": self.n_frames, **(
+            {"height": self.shape[0], "width": self.shape[1]} if self.shape is not None else {})}
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"GenerateSpec: {name} must be a positive integer, got {value!r}")
 
 
 @dataclass
@@ -47,6 +56,8 @@ class Generator(ABC):
     config_class: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     #: whether ``fit`` learns anything (``folder`` and ``real`` do not)
     needs_fit: ClassVar[bool] = True
+    #: whether ``generate`` writes into ``out_dir`` (``folder`` hands back existing data and writes nothing)
+    writes_output: ClassVar[bool] = True
     #: config fields used only by ``generate`` (e.g. BVDM's step counts): changing them reuses the fitted
     #: state, which is how an ablation sweep shares one fitted model
     sampling_fields: ClassVar[frozenset[str]] = frozenset()

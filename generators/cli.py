@@ -14,15 +14,20 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
+from benchmark.config import positive_int
 from benchmark.ctc import CTCSequence
+from benchmark.ctc.io import atomic_directory, atomic_write_bytes
 from benchmark.paths import cache_dir
 from generators.base import GenerateSpec, Generator, config_to_dict
 from generators.registry import available_generators, get_generator
 
 CACHE_VERSION = 2  # bump when a fitted state's layout changes
+#: written into every ``generate --out`` folder: what wrote it and which entries are its own
+MANIFEST = ".synthvid-generate.json"
 
 
 def sequence_digest(seq: CTCSequence) -> str:
@@ -85,20 +90,86 @@ def _parse_params(items: list[str]) -> dict:
     return params
 
 
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of a previous ``generate`` into ``out``, or None when there is none (or it is unreadable)."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _probe_writable(out: Path) -> None:
+    """Fail now, naming ``out``, if its folder cannot take the sibling temporary folder the output is built in
+    (read-only place, a file in the way): better than a traceback after an expensive fit."""
+    anchor = out.parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise ValueError(f"{out}: cannot create the output folder, {anchor} is not a folder")
+    try:
+        probe = tempfile.mkdtemp(prefix=".synthvid-probe.", dir=anchor)
+    except OSError as exc:
+        raise ValueError(f"{out}: cannot write the output folder here ({exc.strerror})") from None
+    Path(probe).rmdir()
+
+
+def check_output_folder(out: Path, generator: str, overwrite: bool) -> None:
+    """Refuse to replace anything that ``generate`` did not write itself for the same generator, unless
+    ``overwrite``: a real dataset (or someone's files) in ``--out`` must never be lost to a typo."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    _probe_writable(out)
+    if overwrite or not out.exists():
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    manifest = _read_manifest(out)
+    hint = "pass --overwrite to replace the whole folder"
+    if manifest is None or manifest.get("command") != "generate":
+        raise FileExistsError(f"{out}: folder is not empty and holds no earlier `generate` output; {hint}")
+    if manifest.get("generator") != generator:
+        raise FileExistsError(f"{out}: holds `generate` output of generator {manifest.get('generator')!r}, "
+                              f"not {generator!r}; {hint}")
+    foreign = sorted(set(entries) - set(manifest.get("entries", [])) - {MANIFEST})
+    if foreign:
+        raise FileExistsError(f"{out}: holds {', '.join(foreign[:3])} not written by `generate`; {hint}")
+
+
+def generate_into(generator: Generator, spec: GenerateSpec, out: Path, record: dict[str, Any]) -> Path:
+    """Run ``generator.generate`` into a sibling temporary folder and swap it in for the WHOLE of ``out`` at
+    the end, with a manifest: no stale sequence of an earlier call survives, nothing half-written is visible."""
+    with atomic_directory(out, overwrite=True) as tmp:
+        generator.generate(spec, tmp)
+        entries = sorted(p.name for p in tmp.iterdir())
+        manifest = {"command": "generate", **record, "entries": entries}
+        atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+    return out
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from benchmark.datasets import dataset_info, resolve_dataset
 
     folder = resolve_dataset(args.dataset, args.data_root)
     sequence = args.train_sequence or dataset_info(args.dataset).train_sequence
     seq = CTCSequence(folder, sequence)
+    cls = get_generator(args.generator)
+    out = Path(args.out)
+    if cls.writes_output:
+        check_output_folder(out, args.generator, args.overwrite)
     params = _parse_params(args.param or [])
     params.setdefault("progress", not args.quiet)
     generator = fitted_generator(args.generator, params, seq, Path(args.cache) if args.cache else None, args.refit)
     spec = GenerateSpec(n_sequences=args.sequences, n_frames=args.frames,
                         shape=tuple(args.shape) if args.shape else None, seed=args.seed)
-    out = generator.generate(spec, args.out)
-    print(json.dumps({"generator": args.generator, "dataset": args.dataset, "fitted_on": str(seq.image_dir),
-                      "out": str(out), "spec": dataclasses.asdict(spec)}))
+    record = {"generator": args.generator, "dataset": args.dataset, "fitted_on": str(seq.image_dir),
+              "spec": dataclasses.asdict(spec)}
+    if cls.writes_output:
+        written = generate_into(generator, spec, out, record)
+    else:
+        written = generator.generate(spec, out)  # e.g. `folder`: the data exist already, nothing is written
+    print(json.dumps({**record, "out": str(written)}))
     return 0
 
 
@@ -109,13 +180,16 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, help="CTC dataset name, e.g. Fluo-N2DH-GOWT1")
     p.add_argument("--data-root", help="folder holding <dataset>/ (default: $SYNTHVID_DATA_ROOT, then the cache)")
     p.add_argument("--train-sequence", help="sequence to fit on (default: the dataset's training sequence, 01)")
-    p.add_argument("--frames", type=int, default=92, help="frames per synthetic sequence")
-    p.add_argument("--sequences", type=int, default=2, help="number of synthetic sequences (01, 02, ...)")
-    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), help="frame size (default: the real one)")
+    p.add_argument("--frames", type=positive_int, default=92, help="frames per synthetic sequence")
+    p.add_argument("--sequences", type=positive_int, default=2, help="number of synthetic sequences (01, 02, ...)")
+    p.add_argument("--shape", type=positive_int, nargs=2, metavar=("H", "W"),
+                   help="frame size (default: the real one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="generator config field (repeatable)")
     p.add_argument("--cache", help="cache folder (default: $SYNTHVID_CACHE or ~/.cache/synthvid)")
     p.add_argument("--refit", action="store_true", help="ignore a cached fitted state")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--out", required=True, help="output dataset folder (replaced whole; a non-empty folder only when "
+                   "it holds an earlier output of this generator, or with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out even if it holds other data")
     p.set_defaults(func=run_generate)

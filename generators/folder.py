@@ -31,6 +31,7 @@ class FolderGenerator(Generator):
 
     config_class = FolderConfig
     needs_fit = False
+    writes_output = False
 
     def __init__(self, config: FolderConfig | None = None) -> None:
         super().__init__(config)
