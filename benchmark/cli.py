@@ -23,7 +23,7 @@ COMMAND_HOOKS = (
 
 
 def _data_info(args: argparse.Namespace) -> int:
-    from benchmark.ctc.validate import _ranges
+    from benchmark.ctc.validate import frame_ranges
     from benchmark.datasets import describe_dataset, resolve_dataset
 
     folder = resolve_dataset(args.name, args.data_root)
@@ -36,7 +36,7 @@ def _data_info(args: argparse.Namespace) -> int:
         cells = f["cells_per_frame"]
         print(f"  sequence {f['sequence']}: {f['frames']} frames of {f['shape'][0]}x{f['shape'][1]} {f['dtype']}, "
               f"{f['frames_present']} present")
-        print(f"    missing frames: {_ranges(f['missing_frames']) or 'none'}")
+        print(f"    missing frames: {frame_ranges(f['missing_frames']) or 'none'}")
         print(f"    annotations: GT SEG {f['gt_seg_frames']} frames, GT TRA {f['gt_tra_frames']} frames, "
               f"ST SEG {f['st_seg_frames']} frames")
         print(f"    lineage: {f['tracks']} tracks, {f['tracks_with_parent']} with a parent, {f['divisions']} dividing cells")

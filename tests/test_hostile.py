@@ -185,3 +185,188 @@ def test_generate_spec_rejects_non_positive_sizes() -> None:
         with pytest.raises(ValueError, match="positive integer"):
             GenerateSpec(**kwargs)
     assert GenerateSpec(n_frames=np.int64(3)).n_frames == 3
+
+
+# ------------------------------------------------------------------ 2, 4, 5. metrics seg-tra: GT as strict as the result
+def label_frames(n: int = 5, size: int = 40) -> list[np.ndarray]:
+    """A tiny annotated video: cell 1 drifts right, cell 2 divides into 3 and 4 at t=2."""
+    frames = []
+    for t in range(n):
+        frame = np.zeros((size, size), np.uint16)
+        frame[5:12, 5 + t:12 + t] = 1
+        if t < 2:
+            frame[20:30, 20:30] = 2
+        else:
+            frame[18:24, 20:30] = 3
+            frame[27:33, 20:30] = 4
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture
+def scored(tmp_path: Path) -> Path:
+    """A dataset folder with ``01_GT`` (lineage 3, 4 <- 2) and a perfect ``01_RES`` of it."""
+    from benchmark.ctc import write_result, write_sequence
+
+    labels = label_frames()
+    write_sequence(tmp_path / "ds", "01", [(f > 0).astype(np.uint8) * 100 for f in labels], labels, {3: 2, 4: 2})
+    write_result(tmp_path / "ds" / "01_RES", labels, {3: 2, 4: 2})
+    return tmp_path / "ds"
+
+
+def seg_tra(ds: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    return run_cli(["metrics", "seg-tra", "--res", ds / "01_RES", "--gt", ds / "01_GT"], capsys)
+
+
+def write_frame(path: Path, array: np.ndarray) -> None:
+    import tifffile
+
+    tifffile.imwrite(path, array)
+
+
+def scores_of(stdout: str) -> dict[str, str]:
+    return dict(line.split(None, 1) for line in stdout.strip().splitlines()[1:])
+
+
+def test_a_perfect_result_scores_one(scored: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = seg_tra(scored, capsys)
+    assert code == 0 and err == ""
+    scores = scores_of(out)
+    assert scores["valid"] == "1.00000" and scores["TRA"] == "1.00000" and scores["SEG"] == "1.00000"
+
+
+def _gt_parent_cycle(ds: Path) -> tuple[Path, str]:
+    track_file = ds / "01_GT" / "TRA" / "man_track.txt"
+    track_file.write_text("1 0 4 0\n2 0 1 4\n3 2 4 2\n4 2 4 2\n")
+    return track_file, "parent cycle 2 -> 4 -> 2"
+
+
+def _gt_self_parent(ds: Path) -> tuple[Path, str]:
+    track_file = ds / "01_GT" / "TRA" / "man_track.txt"
+    track_file.write_text("1 0 4 1\n2 0 1 0\n3 2 4 2\n4 2 4 2\n")
+    return track_file, "parent cycle 1 -> 1"
+
+
+def _gt_empty_tra_frame(ds: Path) -> tuple[Path, str]:
+    frame = ds / "01_GT" / "TRA" / "man_track002.tif"
+    write_frame(frame, np.zeros((40, 40), np.uint16))
+    return frame, "tracks [1, 3, 4] are alive at frame 2"
+
+
+def _gt_negative_label(ds: Path) -> tuple[Path, str]:
+    frame = ds / "01_GT" / "TRA" / "man_track001.tif"
+    labels = label_frames()[1].astype(np.int16)
+    labels[labels == 1] = -1
+    write_frame(frame, labels)
+    return frame, "negative labels"
+
+
+def _gt_unlisted_parent(ds: Path) -> tuple[Path, str]:
+    track_file = ds / "01_GT" / "TRA" / "man_track.txt"
+    track_file.write_text("1 0 4 0\n2 0 1 999\n3 2 4 2\n4 2 4 2\n")
+    return track_file, "names parent 999, which is not listed"
+
+
+def _gt_empty_seg_file(ds: Path) -> tuple[Path, str]:
+    frame = ds / "01_GT" / "SEG" / "man_seg002.tif"
+    frame.write_bytes(b"")
+    return frame, "unreadable TIFF"
+
+
+def _gt_float_seg(ds: Path) -> tuple[Path, str]:
+    frame = ds / "01_GT" / "SEG" / "man_seg003.tif"
+    write_frame(frame, label_frames()[3].astype(np.float32))
+    return frame, "dtype float32"
+
+
+def _gt_missing_tra_frame(ds: Path) -> tuple[Path, str]:
+    (ds / "01_GT" / "TRA" / "man_track004.tif").unlink()
+    (ds / "01_RES" / "mask004.tif").unlink()
+    return ds / "01_GT" / "TRA", "missing TRA frames 4"
+
+
+def _res_missing_track_file(ds: Path) -> tuple[Path, str]:
+    (ds / "01_RES" / "res_track.txt").unlink()
+    return ds / "01_RES" / "res_track.txt", "track file is missing"
+
+
+def _res_float_mask(ds: Path) -> tuple[Path, str]:
+    frame = ds / "01_RES" / "mask001.tif"
+    write_frame(frame, label_frames()[1].astype(np.float32))
+    return frame, "dtype float32"
+
+
+def _res_wrong_shape(ds: Path) -> tuple[Path, str]:
+    for t, labels in enumerate(label_frames()):
+        write_frame(ds / "01_RES" / f"mask{t:03d}.tif", labels[:30, :30])
+    return ds / "01_RES" / "mask000.tif", "shape (30, 30) differs from the GT's (40, 40)"
+
+
+def _res_empty_file(ds: Path) -> tuple[Path, str]:
+    (ds / "01_RES" / "mask002.tif").write_bytes(b"")
+    return ds / "01_RES" / "mask002.tif", "unreadable TIFF"
+
+
+def _res_missing_mask(ds: Path) -> tuple[Path, str]:
+    (ds / "01_RES" / "mask002.tif").unlink()
+    return ds / "01_RES", "4 result masks but 5 GT TRA frames"
+
+
+BROKEN_INPUT = {f.__name__[1:]: f for f in (
+    _gt_parent_cycle, _gt_self_parent, _gt_empty_tra_frame, _gt_negative_label, _gt_unlisted_parent,
+    _gt_empty_seg_file, _gt_float_seg, _gt_missing_tra_frame, _res_missing_track_file, _res_float_mask,
+    _res_wrong_shape, _res_empty_file, _res_missing_mask)}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_INPUT))
+def test_seg_tra_rejects_broken_input_naming_the_file(case: str, scored: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path, problem = BROKEN_INPUT[case](scored)
+    before = snapshot(scored)
+    code, out, err = seg_tra(scored, capsys)
+    assert code == 2 and out == ""
+    one_error_line(err, f"{path}: ", problem)
+    assert snapshot(scored) == before
+
+
+def test_validate_gt_names_a_cycle_as_a_cycle(scored: Path) -> None:
+    from benchmark.ctc import validate_gt
+
+    assert validate_gt(scored / "01_GT") == []
+    _gt_parent_cycle(scored)
+    # one problem: the cycle, not the time-order complaint about each of its edges
+    assert [p.message for p in validate_gt(scored / "01_GT")] == [
+        "parent cycle 2 -> 4 -> 2 (a track cannot descend from itself)"]
+
+
+@pytest.mark.parametrize("where", ["res", "gt"])
+def test_tab_or_mixed_separated_track_tables_score_like_spaces(where: str, scored: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    expected = scores_of(seg_tra(scored, capsys)[1])
+    track_file = scored / "01_RES" / "res_track.txt" if where == "res" else scored / "01_GT" / "TRA" / "man_track.txt"
+    lines = track_file.read_text().splitlines()
+    track_file.write_text(lines[0] + "\n" + "".join(line.replace(" ", "\t") + "\n\n" for line in lines[1:]))
+    before = snapshot(scored)
+    code, out, err = seg_tra(scored, capsys)
+    assert code == 0 and err == ""
+    assert scores_of(out) == expected
+    assert snapshot(scored) == before  # scored through a normalised copy, the user's file untouched
+
+
+def test_an_all_empty_result_scores_zero(scored: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for t in range(5):
+        write_frame(scored / "01_RES" / f"mask{t:03d}.tif", np.zeros((40, 40), np.uint16))
+    (scored / "01_RES" / "res_track.txt").write_text("")
+    code, out, err = seg_tra(scored, capsys)
+    assert code == 0 and err == ""
+    scores = scores_of(out)
+    assert scores["SEG"] == scores["DET"] == scores["TRA"] == "0.00000" and scores["valid"] == "1.00000"
+
+
+def test_an_inconsistent_result_is_scored_invalid(scored: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (scored / "01_RES" / "res_track.txt").write_text("1 0 3 0\n2 0 1 0\n3 2 4 2\n4 2 4 2\n")  # 1 is in mask004
+    code, out, err = seg_tra(scored, capsys)
+    assert code == 0 and err == ""
+    scores = scores_of(out)
+    assert scores["valid"] == "0.00000" and scores["TRA"] == "n/a"
+    assert "mask004.tif" in scores["invalid_reason"]

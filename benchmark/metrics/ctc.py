@@ -15,13 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.ctc import CTCFormatError, CTCSequence, ResultSequence, read_tiff, validate_result
+from benchmark.ctc import (
+    CTCFormatError,
+    CTCSequence,
+    ResultSequence,
+    read_tiff,
+    read_tracks,
+    validate_gt,
+    validate_result,
+)
+from benchmark.ctc.io import format_tracks
 from benchmark.ctc.sequence import indexed_files
+from benchmark.ctc.validate import Problem, errors, first_shape, raise_for_errors
 
 TRACKING_METRICS = ("DET", "TRA", "LNK")
 AOGM_KEYS = ("AOGM", "AOGM_0", "AOGM_NS", "AOGM_FN", "AOGM_FP", "AOGM_ED", "AOGM_EA", "AOGM_EC")
@@ -40,11 +51,48 @@ def _evaluate(res_dir: Path, gt_dir: Path, metrics: list[str], threads: int) -> 
         return evaluate_sequence(str(res_dir), str(gt_dir), metrics=list(metrics), threads=threads)
 
 
-def _check_gt(gt_dir: Path, need_seg: bool) -> None:
-    if not (gt_dir / "TRA" / "man_track.txt").is_file():
-        raise CTCFormatError(gt_dir / "TRA", "man_track.txt is missing (GT TRA is needed for every CTC metric)")
-    if need_seg and not indexed_files(gt_dir / "SEG", "man_seg"):
-        raise CTCFormatError(gt_dir / "SEG", "no man_segTTT.tif files")
+def _scorable_result(res_dir: Path, gt_dir: Path) -> tuple[ResultSequence, list[Problem]]:
+    """The result, after checking GT and result as strictly as each other: any GT problem, or a result file that
+    cannot be read as CTC (missing, unreadable, float, negative, another shape than the GT, masks and GT frames
+    in different numbers) raises a one-line CTCFormatError naming the file; py-ctcmetrics would crash on them
+    or, worse, score a broken GT. A readable result whose labels and lineage disagree stays scorable as invalid:
+    those problems are returned."""
+    raise_for_errors(validate_gt(gt_dir))
+    tra_files = indexed_files(gt_dir / "TRA", "man_track")
+    res = ResultSequence(res_dir)
+    if len(tra_files) != len(res.mask_files):
+        raise CTCFormatError(res_dir, f"{len(res.mask_files)} result masks but {len(tra_files)} GT TRA frames in "
+                                      f"{gt_dir / 'TRA'} (py-ctcmetrics needs equal counts)")
+    problems = validate_result(res_dir, n_frames=len(tra_files), shape=first_shape(tra_files))
+    raise_for_errors([p for p in problems if p.kind == "format"])
+    return res, errors(problems)
+
+
+def _mirror(source: Path, target: Path, track_file: Path, table: str) -> None:
+    """Symlink every entry of ``source`` under ``target``, except ``track_file``, written as ``table``."""
+    target.mkdir(parents=True)
+    for entry in source.iterdir():
+        if entry == track_file:
+            (target / entry.name).write_text(table)
+        elif entry in track_file.parents:
+            _mirror(entry, target / entry.name, track_file, table)
+        else:
+            (target / entry.name).symlink_to(entry.resolve())
+
+
+@contextlib.contextmanager
+def _canonical_tracks(folder: Path, track_file: Path) -> Iterator[Path]:
+    """``folder`` itself when its track table is written ``L B E P`` with single spaces, one line a track;
+    otherwise a symlinked mirror with that table rewritten so. Our reader accepts tabs, blank lines and mixed
+    separators; py-ctcmetrics' does not (``invalid literal for int()``), and the numbers mean the same."""
+    table = format_tracks(read_tracks(track_file))
+    if track_file.read_text() == table:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="synthvid-tracks-") as tmp:
+        mirror = Path(tmp) / folder.name
+        _mirror(folder, mirror, track_file, table)
+        yield mirror
 
 
 def score_tracking(res_dir: str | Path, gt_dir: str | Path, threads: int = 1,
@@ -53,22 +101,25 @@ def score_tracking(res_dir: str | Path, gt_dir: str | Path, threads: int = 1,
 
     Returns floats (None where a metric could not be computed), ``valid`` (1.0/0.0) and, for an
     invalid result, ``invalid_reason`` (first problems found by our validator). GT must be complete:
-    as many TRA frames as result masks (py-ctcmetrics' rule).
+    as many TRA frames as result masks (py-ctcmetrics' rule). A broken GT or an unreadable result
+    raises CTCFormatError naming the file.
     """
     res_dir, gt_dir = Path(res_dir), Path(gt_dir)
-    res = ResultSequence(res_dir)
-    n_gt = len(indexed_files(gt_dir / "TRA", "man_track"))
-    _check_gt(gt_dir, need_seg=False)
-    if n_gt != len(res.mask_files):
-        raise CTCFormatError(res_dir, f"{len(res.mask_files)} result masks but {n_gt} GT TRA frames in "
-                                      f"{gt_dir / 'TRA'} (py-ctcmetrics needs equal counts)")
-    out: dict[str, float | str | None] = {}
+    res, problems = _scorable_result(res_dir, gt_dir)
     if _detects_nothing(res):
         return _nothing_detected(res_dir, gt_dir, seg)
+    with (_canonical_tracks(res_dir, res.track_file) as res_copy,
+          _canonical_tracks(gt_dir, gt_dir / "TRA" / "man_track.txt") as gt_copy):
+        return _score_checked(res_copy, gt_copy, problems, threads, seg)
+
+
+def _score_checked(res_dir: Path, gt_dir: Path, problems: list[Problem], threads: int,
+                   seg: bool) -> dict[str, float | str | None]:
+    """py-ctcmetrics on a checked, canonical result and GT; ``problems`` (labels vs lineage) make it invalid."""
+    out: dict[str, float | str | None] = {}
     if seg:
         has_seg = bool(indexed_files(gt_dir / "SEG", "man_seg"))
         out["SEG"] = _as_float(_evaluate(res_dir, gt_dir, ["SEG"], threads).get("SEG")) if has_seg else None
-    problems = [p for p in validate_result(res_dir, n_frames=n_gt) if p.severity == "error"]
     raw = _evaluate(res_dir, gt_dir, ["Valid", *TRACKING_METRICS], threads)
     valid = bool(raw.get("Valid")) and not problems
     out["valid"] = 1.0 if valid else 0.0
