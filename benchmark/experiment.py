@@ -21,6 +21,8 @@ from typing import Any
 
 import mlflow
 
+from benchmark.paths import require_writable
+
 PACKAGES = ("synthvid-benchmark", "torch", "diffusers", "voxelmorph", "tensorflow-cpu", "stardist", "py-ctcmetrics",
             "pytorch-fid", "mlflow", "numpy", "scikit-image", "scikit-learn")
 EXPERIMENT_PREFIX = "synthvid"
@@ -32,9 +34,28 @@ def tracking_uri() -> str:
 
 
 def configure() -> str:
+    """Point MLflow at ``tracking_uri()`` after checking a local store can be written: an unwritable
+    ``MLFLOW_TRACKING_URI`` fails here with one line naming it, not deep inside MLflow."""
     uri = tracking_uri()
+    store = _local_store(uri)
+    if store is not None:
+        require_writable(store, f"the MLflow store of MLFLOW_TRACKING_URI={uri}")
+        if store.exists() and (store.is_dir() if uri.startswith("sqlite:") else not store.is_dir()):
+            raise ValueError(f"{store}: MLflow store of MLFLOW_TRACKING_URI={uri} is of the wrong kind "
+                             f"(a {'folder' if store.is_dir() else 'file'})")
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def _local_store(uri: str) -> Path | None:
+    """The file (SQLite) or folder (file store) a local tracking URI writes to; None for a server."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("file:"):
+        return Path(uri.removeprefix("file://").removeprefix("file:"))
+    if "://" not in uri:
+        return Path(uri)
+    return None
 
 
 def experiment_name(dataset: str) -> str:
@@ -43,15 +64,19 @@ def experiment_name(dataset: str) -> str:
 
 def ensure_experiment(name: str) -> str:
     """Experiment id for ``name``; artifacts live beside a SQLite store (``mlartifacts/``)."""
-    configure()
-    existing = mlflow.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    uri = tracking_uri()
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    uri = configure()
+    try:
+        existing = mlflow.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        return mlflow.create_experiment(name, artifact_location=location)
+    except Exception as exc:  # MLflow wraps SQLAlchemy/OS errors in many types; the user needs the store named
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"MLFLOW_TRACKING_URI={uri}: cannot open the MLflow store ({type(exc).__name__}: {first})") \
+            from None
 
 
 def package_versions() -> dict[str, str]:

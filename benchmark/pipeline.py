@@ -24,6 +24,7 @@ import mlflow
 from benchmark import experiment
 from benchmark.config import PROFILES, RunConfig, build_run_config, stable_hash
 from benchmark.ctc import CTCSequence, list_sequences, window_sequence
+from benchmark.ctc.validate import check_input_sequence
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
 from benchmark.paths import cache_dir
 
@@ -254,6 +255,50 @@ def fit_stage(ctx: RunContext, generator_cls: type) -> StageResult:
                           artifacts=lambda f: _log_small_artifacts(f / "model", "model"))
 
 
+def check_inputs(config: RunConfig, data_root: str | None) -> None:
+    """Everything a run can be refused for, checked before MLflow or the first stage is touched: the stage
+    configs (``check_run_config``) and both real sequences, so a broken input fails naming its own file,
+    never a stage's copy of it (``window-*.partial``) nor after stages have run."""
+    check_run_config(config)
+    source = resolve_dataset(config.dataset, data_root)
+    for name in dict.fromkeys((config.train_sequence, config.test_sequence)):
+        check_input_sequence(source, name)
+
+
+def check_run_config(config: RunConfig) -> None:
+    """Build every stage's config dataclass from ``config`` once, before the first stage: an unknown or
+    ill-typed parameter (``--param '{"max_fit_frames": "abc"}'``) fails now with one line, not after the
+    stages before the one that uses it have run."""
+    from benchmark.metrics.realism import RealismConfig
+    from downstream.segmenter import SegmenterConfig
+    from downstream.tracker.model import TrackerConfig
+    from generators.base import config_from_dict
+    from generators.registry import get_generator
+
+    config_from_dict(get_generator(config.generator).config_class, config.generator_params)
+    config_from_dict(SegmenterConfig, {"seed": config.seed, **config.segmenter})
+    config_from_dict(TrackerConfig, {"seed": config.seed, **config.tracker})
+    config_from_dict(RealismConfig, config.realism)
+    for name in ("n_sequences", "n_frames"):
+        value = getattr(config, name)
+        if value < (1 if name == "n_sequences" else 0):
+            raise ValueError(f"profile {config.profile!r}: run.{name} = {value} is out of range")
+
+
+def parse_param_json(text: str | None) -> dict[str, Any]:
+    """``--param`` of ``run``/``oracle``: a JSON object of generator parameters (one line naming it otherwise)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--param {text!r}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--param {text!r}: expected a JSON object of generator parameters, "
+                         "e.g. '{\"t_first\": 400}'")
+    return value
+
+
 def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None) -> dict[str, Any]:
     """Run every stage for one generator; returns the summary row (metrics + stage times)."""
     from benchmark.metrics.ctc import score_tracking, tracking_unavailable
@@ -262,6 +307,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
     from generators.base import GenerateSpec, config_from_dict
     from generators.registry import get_generator
 
+    check_inputs(config, data_root)
     out_dir = Path(out_dir)
     stages_root = out_dir / config.dataset / "stages"
     experiment.configure()
@@ -437,7 +483,7 @@ def format_summary(row: dict[str, Any]) -> str:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    overrides = dict(json.loads(args.param)) if args.param else {}
+    overrides = parse_param_json(args.param)
     config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
     row = run_benchmark(config, Path(args.out), args.data_root)
     print(format_summary(row), file=sys.stdout)
@@ -452,6 +498,7 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
     generator_cls = get_generator(config.generator)
     if not generator_cls.needs_fit:
         raise ValueError(f"generator {config.generator!r} has no frame model of its own: nothing to render")
+    check_inputs(config, data_root)
     experiment.configure()
     with experiment.start_run(f"{config.generator}-oracle-s{config.seed}-{config.profile}", config.dataset,
                               config=config.to_dict(), tags={"generator": config.generator, "profile": config.profile,
@@ -472,7 +519,7 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
 
 
 def _oracle_command(args: argparse.Namespace) -> int:
-    overrides = dict(json.loads(args.param)) if args.param else {}
+    overrides = parse_param_json(args.param)
     config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
     row = run_oracle(config, Path(args.out), args.data_root)
     lines = [f"oracle of {row['generator']} (MLflow run {row['run_id']}): real training textures through its frame path"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,17 +128,51 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(config_class: type[C], values: dict[str, Any]) -> C:
-    """Build a config dataclass from a dict, rejecting unknown keys with a clear message."""
+    """Build a config dataclass from a dict, rejecting unknown keys and values of the wrong type with a clear
+    message: a string where a count belongs must fail here, not after an hour of earlier stages."""
     names = {f.name: f for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ValueError(f"{config_class.__name__}: unknown parameters {unknown}; known: {sorted(names)}")
+    hints = typing.get_type_hints(config_class)
     kwargs = {}
     for key, value in values.items():
+        if not _fits(value, hints.get(key, Any)):
+            raise ValueError(f"{config_class.__name__}: parameter {key!r} = {value!r} is not of type "
+                             f"{_type_name(hints[key])}")
         if isinstance(value, list):
             value = tuple(value)  # TOML/JSON arrays -> tuples (configs stay hashable)
         kwargs[key] = value
     return config_class(**kwargs)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a plain (TOML/JSON) value fits a config field's annotation: int, float (an int too), bool, str,
+    ``X | None`` and tuples; anything else is not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 _REGISTRY: dict[str, type[Generator]] = {}

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from benchmark.config import positive_int
 from benchmark.ctc import CTCSequence
 from benchmark.ctc.io import atomic_directory, atomic_write_bytes
-from benchmark.paths import cache_dir
+from benchmark.ctc.validate import check_input_sequence
+from benchmark.paths import cache_dir, require_writable
 from generators.base import GenerateSpec, Generator, config_to_dict
 from generators.registry import available_generators, get_generator
 
@@ -99,27 +100,12 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _probe_writable(out: Path) -> None:
-    """Fail now, naming ``out``, if its folder cannot take the sibling temporary folder the output is built in
-    (read-only place, a file in the way): better than a traceback after an expensive fit."""
-    anchor = out.parent
-    while not anchor.exists() and anchor != anchor.parent:
-        anchor = anchor.parent
-    if not anchor.is_dir():
-        raise ValueError(f"{out}: cannot create the output folder, {anchor} is not a folder")
-    try:
-        probe = tempfile.mkdtemp(prefix=".synthvid-probe.", dir=anchor)
-    except OSError as exc:
-        raise ValueError(f"{out}: cannot write the output folder here ({exc.strerror})") from None
-    Path(probe).rmdir()
-
-
 def check_output_folder(out: Path, generator: str, overwrite: bool) -> None:
     """Refuse to replace anything that ``generate`` did not write itself for the same generator, unless
     ``overwrite``: a real dataset (or someone's files) in ``--out`` must never be lost to a typo."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
-    _probe_writable(out)
+    require_writable(out, "the output folder")
     if overwrite or not out.exists():
         return
     entries = sorted(p.name for p in out.iterdir())
@@ -155,11 +141,13 @@ def run_generate(args: argparse.Namespace) -> int:
     sequence = args.train_sequence or dataset_info(args.dataset).train_sequence
     seq = CTCSequence(folder, sequence)
     cls = get_generator(args.generator)
+    params = _parse_params(args.param or [])
+    params.setdefault("progress", not args.quiet)
+    cls.from_params(params)  # unknown or ill-typed parameters fail here, before anything is read or fitted
     out = Path(args.out)
     if cls.writes_output:
         check_output_folder(out, args.generator, args.overwrite)
-    params = _parse_params(args.param or [])
-    params.setdefault("progress", not args.quiet)
+    check_input_sequence(folder, sequence)
     generator = fitted_generator(args.generator, params, seq, Path(args.cache) if args.cache else None, args.refit)
     spec = GenerateSpec(n_sequences=args.sequences, n_frames=args.frames,
                         shape=tuple(args.shape) if args.shape else None, seed=args.seed)

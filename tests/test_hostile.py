@@ -235,46 +235,46 @@ def test_a_perfect_result_scores_one(scored: Path, capsys: pytest.CaptureFixture
     assert scores["valid"] == "1.00000" and scores["TRA"] == "1.00000" and scores["SEG"] == "1.00000"
 
 
-def _gt_parent_cycle(ds: Path) -> tuple[Path, str]:
-    track_file = ds / "01_GT" / "TRA" / "man_track.txt"
+def _gt_parent_cycle(ds: Path, name: str = "01") -> tuple[Path, str]:
+    track_file = ds / f"{name}_GT" / "TRA" / "man_track.txt"
     track_file.write_text("1 0 4 0\n2 0 1 4\n3 2 4 2\n4 2 4 2\n")
     return track_file, "parent cycle 2 -> 4 -> 2"
 
 
-def _gt_self_parent(ds: Path) -> tuple[Path, str]:
-    track_file = ds / "01_GT" / "TRA" / "man_track.txt"
+def _gt_self_parent(ds: Path, name: str = "01") -> tuple[Path, str]:
+    track_file = ds / f"{name}_GT" / "TRA" / "man_track.txt"
     track_file.write_text("1 0 4 1\n2 0 1 0\n3 2 4 2\n4 2 4 2\n")
     return track_file, "parent cycle 1 -> 1"
 
 
-def _gt_empty_tra_frame(ds: Path) -> tuple[Path, str]:
-    frame = ds / "01_GT" / "TRA" / "man_track002.tif"
+def _gt_empty_tra_frame(ds: Path, name: str = "01") -> tuple[Path, str]:
+    frame = ds / f"{name}_GT" / "TRA" / "man_track002.tif"
     write_frame(frame, np.zeros((40, 40), np.uint16))
     return frame, "tracks [1, 3, 4] are alive at frame 2"
 
 
-def _gt_negative_label(ds: Path) -> tuple[Path, str]:
-    frame = ds / "01_GT" / "TRA" / "man_track001.tif"
+def _gt_negative_label(ds: Path, name: str = "01") -> tuple[Path, str]:
+    frame = ds / f"{name}_GT" / "TRA" / "man_track001.tif"
     labels = label_frames()[1].astype(np.int16)
     labels[labels == 1] = -1
     write_frame(frame, labels)
     return frame, "negative labels"
 
 
-def _gt_unlisted_parent(ds: Path) -> tuple[Path, str]:
-    track_file = ds / "01_GT" / "TRA" / "man_track.txt"
+def _gt_unlisted_parent(ds: Path, name: str = "01") -> tuple[Path, str]:
+    track_file = ds / f"{name}_GT" / "TRA" / "man_track.txt"
     track_file.write_text("1 0 4 0\n2 0 1 999\n3 2 4 2\n4 2 4 2\n")
     return track_file, "names parent 999, which is not listed"
 
 
-def _gt_empty_seg_file(ds: Path) -> tuple[Path, str]:
-    frame = ds / "01_GT" / "SEG" / "man_seg002.tif"
+def _gt_empty_seg_file(ds: Path, name: str = "01") -> tuple[Path, str]:
+    frame = ds / f"{name}_GT" / "SEG" / "man_seg002.tif"
     frame.write_bytes(b"")
     return frame, "unreadable TIFF"
 
 
-def _gt_float_seg(ds: Path) -> tuple[Path, str]:
-    frame = ds / "01_GT" / "SEG" / "man_seg003.tif"
+def _gt_float_seg(ds: Path, name: str = "01") -> tuple[Path, str]:
+    frame = ds / f"{name}_GT" / "SEG" / "man_seg003.tif"
     write_frame(frame, label_frames()[3].astype(np.float32))
     return frame, "dtype float32"
 
@@ -370,3 +370,147 @@ def test_an_inconsistent_result_is_scored_invalid(scored: Path, capsys: pytest.C
     scores = scores_of(out)
     assert scores["valid"] == "0.00000" and scores["TRA"] == "n/a"
     assert "mask004.tif" in scores["invalid_reason"]
+
+
+# ------------------------------------------------------------------ 3, 4. run / generate: the real input and parameters
+@pytest.fixture
+def real_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder holding a tiny synthetic ``Fluo-N2DH-GOWT1/{01,02}``; MLflow and the cache point into tmp_path."""
+    from benchmark.ctc import write_sequence
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("SYNTHVID_CACHE", str(tmp_path / "cache"))
+    labels = label_frames()
+    for name in ("01", "02"):
+        write_sequence(tmp_path / "root" / GOWT1, name, [(f > 0).astype(np.uint8) * 100 for f in labels], labels,
+                       {3: 2, 4: 2})
+    return tmp_path / "root"
+
+
+def _in_float_labels(ds: Path, name: str) -> tuple[Path, str]:
+    frame = ds / f"{name}_GT" / "TRA" / "man_track002.tif"
+    write_frame(frame, label_frames()[2].astype(np.float32))
+    return frame, "dtype float32"
+
+
+def _in_unlisted_label(ds: Path, name: str) -> tuple[Path, str]:
+    frame = ds / f"{name}_GT" / "TRA" / "man_track003.tif"
+    labels = label_frames()[3]
+    labels[35:38, 35:38] = 77
+    write_frame(frame, labels)
+    return frame, "labels [77] are not listed in man_track.txt"
+
+
+def _in_unreadable_image(ds: Path, name: str) -> tuple[Path, str]:
+    (ds / name / "t001.tif").write_bytes(b"")
+    return ds / name / "t001.tif", "unreadable TIFF"
+
+
+BROKEN_REAL = {"float labels": _in_float_labels, "negative labels": _gt_negative_label,
+               "parent cycle": _gt_parent_cycle, "empty TRA frame": _gt_empty_tra_frame,
+               "label not in lineage": _in_unlisted_label, "unreadable image": _in_unreadable_image}
+
+
+def run_args(root: Path, out: Path, *extra: str, generator: str = "real") -> list[str]:
+    return ["run", "--generator", generator, "--profile", "ci", "--dataset", GOWT1, "--data-root", str(root),
+            "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("sequence", ["01", "02"])
+@pytest.mark.parametrize("case", sorted(BROKEN_REAL))
+def test_run_refuses_broken_real_input_before_any_stage(case: str, sequence: str, real_root: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path, problem = BROKEN_REAL[case](real_root / GOWT1, sequence)  # 01 trains, 02 is held out
+    before = snapshot(real_root)
+    code, _, err = run_cli(run_args(real_root, tmp_path / "runs"), capsys)
+    assert code == 2
+    line = one_error_line(err, f"{path}: ", problem)
+    assert ".partial" not in line  # the user's file, never the window stage's copy of it
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+    assert snapshot(real_root) == before
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_REAL))
+def test_generate_refuses_broken_real_input_before_fitting(case: str, real_root: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path, problem = BROKEN_REAL[case](real_root / GOWT1, "01")
+    before = snapshot(real_root)
+    args = ["generate", "--generator", "mitogen", "--dataset", GOWT1, "--data-root", real_root, "--frames", "3",
+            "--quiet", "--out", tmp_path / "out"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    one_error_line(err, f"{path}: ", problem)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    assert snapshot(real_root) == before
+
+
+def test_partial_real_input_is_accepted_with_warnings(real_root: Path) -> None:
+    from benchmark.ctc.validate import check_input_sequence
+
+    (real_root / GOWT1 / "01" / "t002.tif").unlink()  # like the shared HeLa copy: frames missing
+    (real_root / GOWT1 / "01_GT" / "TRA" / "man_track002.tif").unlink()
+    problems = check_input_sequence(real_root / GOWT1, "01")
+    assert problems and all(p.severity == "warning" for p in problems)
+
+
+@pytest.mark.parametrize(("param", "needles"), [
+    ("[1,2]", ["--param '[1,2]'", "JSON object"]),
+    ("{max_fit_frames: 3}", ["--param", "not valid JSON"]),
+    ('{"max_fit_frames": "abc"}', ["max_fit_frames", "'abc'", "not of type int"]),
+    ('{"no_such_field": 1}', ["unknown parameters ['no_such_field']"]),
+])
+def test_run_rejects_bad_param_before_any_stage(param: str, needles: list[str], real_root: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(run_args(real_root, tmp_path / "runs", "--param", param, generator="mitogen"), capsys)
+    assert code == 2
+    one_error_line(err, *needles)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_generate_rejects_an_ill_typed_param_before_fitting(real_root: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["generate", "--generator", "mitogen", "--dataset", GOWT1, "--data-root", real_root, "--quiet",
+            "--param", "max_fit_frames=abc", "--out", tmp_path / "out"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    one_error_line(err, "max_fit_frames", "not of type int")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_config_types_are_checked() -> None:
+    from generators.base import config_from_dict
+    from generators.mitogen import MitoGenConfig
+
+    config = config_from_dict(MitoGenConfig, {"max_fit_frames": np.int64(4), "progress": False})
+    assert config.max_fit_frames == 4
+    for bad in ({"max_fit_frames": "4"}, {"max_fit_frames": 4.5}, {"max_fit_frames": True}, {"progress": 1}):
+        with pytest.raises(ValueError, match="is not of type"):
+            config_from_dict(MitoGenConfig, bad)
+
+
+def test_unwritable_mlflow_store_is_one_line(real_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for uri, needle in ((f"sqlite:///{blocker}/mlflow.db", "is not a folder"),
+                        (f"sqlite:///{tmp_path}", "wrong kind"),
+                        *([("sqlite:////proc/synthvid/mlflow.db", "cannot write")] if Path("/proc/self").is_dir()
+                          else [])):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        code, _, err = run_cli(run_args(real_root, tmp_path / "runs"), capsys)
+        assert code == 2
+        one_error_line(err, "MLFLOW_TRACKING_URI=", needle)
+        assert not (tmp_path / "runs").exists()
+    assert blocker.read_text() == "x"
+
+
+def test_a_corrupt_mlflow_store_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark import experiment
+
+    store = tmp_path / "mlflow.db"
+    store.write_text("not a database")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    with pytest.raises(ValueError, match="MLFLOW_TRACKING_URI=.*cannot open the MLflow store") as info:
+        experiment.ensure_experiment("synthvid/hostile")
+    assert "\n" not in str(info.value)
+    assert store.read_text() == "not a database"

@@ -6,6 +6,7 @@ what a partial copy lacks (missing frames) so callers can decide.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 from benchmark.ctc.errors import CTCFormatError
 from benchmark.ctc.io import Track, read_tiff, read_tracks
 from benchmark.ctc.sequence import CTCSequence, ResultSequence, indexed_files
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,18 @@ def validate_sequence(dataset_dir: str | Path, name: str = "01", require_complet
     shape = next(iter(shapes)) if len(shapes) == 1 else None
     _read_all(seq.st_files, problems, shape, integer=True)
     problems += _check_annotations(seq.gt_dir, seq.n_frames, shape, severity, "the sequence's")
+    return problems
+
+
+def check_input_sequence(dataset_dir: str | Path, name: str) -> list[Problem]:
+    """Refuse a real input sequence (training or held-out) with any error, as one CTCFormatError line naming the
+    file, before a stage reads it: a float or negative label, a parent cycle or an empty TRA frame would
+    otherwise be wrapped to uint16 or silently re-derived by the writers. Missing frames (partial copies such
+    as the shared HeLa) are only warnings, logged and returned."""
+    problems = validate_sequence(dataset_dir, name, require_complete=False)
+    raise_for_errors(problems)
+    for problem in problems:
+        logger.warning("%s", problem)
     return problems
 
 

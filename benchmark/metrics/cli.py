@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+from benchmark.config import positive_int
 from benchmark.ctc import CTCSequence, list_sequences
 from benchmark.metrics.intervals import INTERVAL_SUMMARY
 
@@ -18,7 +19,7 @@ def add_metrics_commands(subparsers) -> None:
     seg_tra = sub.add_parser("seg-tra", help="SEG, DET, TRA, LNK and AOGM of NN_RES against NN_GT (py-ctcmetrics)")
     seg_tra.add_argument("--res", required=True, help="result folder (maskTTT.tif + res_track.txt)")
     seg_tra.add_argument("--gt", required=True, help="GT folder NN_GT (TRA/ and SEG/)")
-    seg_tra.add_argument("--threads", type=int, default=1)
+    seg_tra.add_argument("--threads", type=positive_int, default=1, help="py-ctcmetrics worker processes")
     _common(seg_tra)
     seg_tra.set_defaults(func=_cmd_seg_tra)
 
