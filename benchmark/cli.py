@@ -23,7 +23,7 @@ COMMAND_HOOKS = (
 
 
 def _data_info(args: argparse.Namespace) -> int:
-    from benchmark.ctc.validate import frame_ranges
+    from benchmark.ctc import frame_ranges
     from benchmark.datasets import describe_dataset, resolve_dataset
 
     folder = resolve_dataset(args.name, args.data_root)
@@ -33,17 +33,34 @@ def _data_info(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.name}: {folder}")
     for f in facts:
-        cells = f["cells_per_frame"]
-        print(f"  sequence {f['sequence']}: {f['frames']} frames of {f['shape'][0]}x{f['shape'][1]} {f['dtype']}, "
-              f"{f['frames_present']} present")
+        print(f"  sequence {f['sequence']}: {f['frames']} frames of {_frame_kind(f)}, {f['frames_present']} present")
         print(f"    missing frames: {frame_ranges(f['missing_frames']) or 'none'}")
         print(f"    annotations: GT SEG {f['gt_seg_frames']} frames, GT TRA {f['gt_tra_frames']} frames, "
               f"ST SEG {f['st_seg_frames']} frames")
-        print(f"    lineage: {f['tracks']} tracks, {f['tracks_with_parent']} with a parent, {f['divisions']} dividing cells")
+        if f["tracks"] is None:
+            print("    lineage: unknown (no readable man_track.txt)")
+        else:
+            print(f"    lineage: {f['tracks']} tracks, {f['tracks_with_parent']} with a parent, "
+                  f"{f['divisions']} dividing cells")
+        cells = f["cells_per_frame"]
         if cells:
             print(f"    cells per frame (TRA): min {cells[0]}, mean {cells[1]:.1f}, max {cells[2]}")
-        print(f"    intensity range: {f['intensity_range'][0]}..{f['intensity_range'][1]}")
+        if f["intensity_range"] is not None:
+            print(f"    intensity range: {f['intensity_range'][0]}..{f['intensity_range'][1]}")
+        for problem in f["problems"]:
+            print(f"    {problem}")
     return 0
+
+
+def _frame_kind(facts: dict) -> str:
+    """``1024x1024 uint8``, or every shape and dtype with its frame count when the frames differ."""
+    if facts["shape"] is not None and facts["dtype"] is not None:
+        return f"{facts['shape'][0]}x{facts['shape'][1]} {facts['dtype']}"
+    if not facts["shapes"]:
+        return "no readable raw frame"
+    shapes = ", ".join(f"{k} ({n})" for k, n in facts["shapes"].items())
+    dtypes = ", ".join(f"{k} ({n})" for k, n in facts["dtypes"].items())
+    return f"MIXED shapes {shapes} and dtypes {dtypes}"
 
 
 def _data_fetch(args: argparse.Namespace) -> int:

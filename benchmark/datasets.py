@@ -9,13 +9,14 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmark.ctc import CTCSequence, list_sequences
+from benchmark.ctc import CTCFormatError, CTCSequence, list_sequences, validate_sequence
 from benchmark.paths import cache_dir
 
 DATA_ROOT_ENV = "SYNTHVID_DATA_ROOT"
@@ -138,30 +139,67 @@ def fetch_dataset(name: str, progress: bool = True) -> Path:
     return target
 
 
-def describe_sequence(seq: CTCSequence) -> dict:
-    """Facts `data info` prints: frames present/missing, annotations, lineage counts, cells, intensities."""
-    tracks = seq.tracks if seq.has_tracks else {}
-    cells = [int(np.count_nonzero(np.unique(seq.tra(t)))) - 1 for t in seq.tra_files] if seq.tra_files else []
-    lo, hi = np.inf, -np.inf
+def _frame_facts(seq: CTCSequence) -> tuple[Counter, Counter, tuple[int, int] | None]:
+    """Shapes and dtypes of EVERY readable raw frame (with counts) and the intensity range over them all;
+    unreadable frames are left to the validator's report."""
+    shapes: Counter = Counter()
+    dtypes: Counter = Counter()
+    lo, hi = None, None
     for t in seq.frames:
-        image = seq.image(t)
-        lo, hi = min(lo, image.min()), max(hi, image.max())
-    n_parents = len({t.parent for t in tracks.values() if t.parent})
+        try:
+            image = seq.image(t)
+        except CTCFormatError:
+            continue
+        shapes[image.shape] += 1
+        dtypes[str(image.dtype)] += 1
+        lo = image.min() if lo is None else min(lo, image.min())
+        hi = image.max() if hi is None else max(hi, image.max())
+    return shapes, dtypes, (int(lo), int(hi)) if lo is not None else None
+
+
+def _cells_per_frame(seq: CTCSequence) -> list[int]:
+    """Number of labelled cells (non-zero labels) in each readable GT TRA frame; an empty frame counts 0."""
+    cells = []
+    for t in seq.tra_files:
+        try:
+            cells.append(int(np.count_nonzero(np.unique(seq.tra(t)))))
+        except CTCFormatError:
+            continue
+    return cells
+
+
+def describe_sequence(seq: CTCSequence) -> dict:
+    """Facts `data info` prints, each true of every frame: frames present/missing, shapes and dtypes (all of
+    them when they differ), annotations, lineage counts (None without a readable man_track.txt), cells per
+    TRA frame, intensities; ``problems`` lists what the validator finds wrong (missing frames aside)."""
+    problems = [str(p) for p in validate_sequence(seq.dataset_dir, seq.name) if p.severity == "error"]
+    try:
+        tracks = seq.tracks if seq.has_tracks else None
+    except CTCFormatError:
+        tracks = None
+    if tracks is None and seq.tra_files and not seq.has_tracks:
+        problems.append(f"warning: {seq.track_file}: missing, so the lineage of the {len(seq.tra_files)} "
+                        "TRA frames is unknown")
+    shapes, dtypes, intensity = _frame_facts(seq)  # frames that differ are among the validator's problems
+    cells = _cells_per_frame(seq)
     return {
         "sequence": seq.name,
         "frames": seq.n_frames,
         "frames_present": len(seq.frames),
         "missing_frames": seq.missing_frames,
-        "shape": seq.frame_shape,
-        "dtype": str(seq.dtype),
+        "shape": next(iter(shapes)) if len(shapes) == 1 else None,
+        "dtype": next(iter(dtypes)) if len(dtypes) == 1 else None,
+        "shapes": {"x".join(map(str, k)): n for k, n in shapes.items()},
+        "dtypes": dict(dtypes),
         "gt_seg_frames": len(seq.seg_files),
         "gt_tra_frames": len(seq.tra_files),
         "st_seg_frames": len(seq.st_files),
-        "tracks": len(tracks),
-        "tracks_with_parent": sum(1 for t in tracks.values() if t.parent),
-        "divisions": n_parents,
+        "tracks": len(tracks) if tracks is not None else None,
+        "tracks_with_parent": sum(1 for t in tracks.values() if t.parent) if tracks is not None else None,
+        "divisions": len({t.parent for t in tracks.values() if t.parent}) if tracks is not None else None,
         "cells_per_frame": (min(cells), float(np.mean(cells)), max(cells)) if cells else None,
-        "intensity_range": (int(lo), int(hi)),
+        "intensity_range": intensity,
+        "problems": problems,
     }
 
 

@@ -26,7 +26,7 @@ from benchmark.config import PROFILES, RunConfig, build_run_config, stable_hash
 from benchmark.ctc import CTCSequence, list_sequences, window_sequence
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
-from benchmark.paths import cache_dir
+from benchmark.paths import cache_dir, require_writable
 
 
 @dataclass
@@ -255,11 +255,12 @@ def fit_stage(ctx: RunContext, generator_cls: type) -> StageResult:
                           artifacts=lambda f: _log_small_artifacts(f / "model", "model"))
 
 
-def check_inputs(config: RunConfig, data_root: str | None) -> None:
+def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> None:
     """Everything a run can be refused for, checked before MLflow or the first stage is touched: the stage
     configs (``check_run_config``) and both real sequences, so a broken input fails naming its own file,
     never a stage's copy of it (``window-*.partial``) nor after stages have run."""
     check_run_config(config)
+    require_writable(out_dir / config.dataset / "stages", "the stage outputs of --out")
     source = resolve_dataset(config.dataset, data_root)
     for name in dict.fromkeys((config.train_sequence, config.test_sequence)):
         check_input_sequence(source, name)
@@ -307,8 +308,8 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
     from generators.base import GenerateSpec, config_from_dict
     from generators.registry import get_generator
 
-    check_inputs(config, data_root)
     out_dir = Path(out_dir)
+    check_inputs(config, data_root, out_dir)
     stages_root = out_dir / config.dataset / "stages"
     experiment.configure()
     run_name = f"{config.generator}-s{config.seed}-{config.profile}"
@@ -498,7 +499,7 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
     generator_cls = get_generator(config.generator)
     if not generator_cls.needs_fit:
         raise ValueError(f"generator {config.generator!r} has no frame model of its own: nothing to render")
-    check_inputs(config, data_root)
+    check_inputs(config, data_root, Path(out_dir))
     experiment.configure()
     with experiment.start_run(f"{config.generator}-oracle-s{config.seed}-{config.profile}", config.dataset,
                               config=config.to_dict(), tags={"generator": config.generator, "profile": config.profile,

@@ -514,3 +514,73 @@ def test_a_corrupt_mlflow_store_is_one_line(tmp_path: Path, monkeypatch: pytest.
         experiment.ensure_experiment("synthvid/hostile")
     assert "\n" not in str(info.value)
     assert store.read_text() == "not a database"
+
+
+def test_run_refuses_an_unwritable_out_before_any_stage(real_root: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = run_cli(run_args(real_root, blocker), capsys)
+    assert code == 2
+    one_error_line(err, str(blocker), "not a folder")
+    assert blocker.read_text() == "x" and not (tmp_path / "mlflow.db").exists()
+
+
+# ------------------------------------------------------------------ 6. data info: what is true of every frame
+def data_info(root: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    return run_cli(["data", "info", GOWT1, "--data-root", root, *extra], capsys)
+
+
+def test_data_info_counts_cells_of_every_frame(real_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = data_info(real_root, capsys)
+    assert code == 0
+    assert "sequence 01: 5 frames of 40x40 uint8, 5 present" in out
+    assert "cells per frame (TRA): min 2, mean 2.6, max 3" in out  # 2, 2, 3, 3, 3 cells (label_frames)
+    assert "lineage: 4 tracks, 2 with a parent, 1 dividing cells" in out
+    assert "error:" not in out and "warning:" not in out
+
+
+def test_data_info_on_an_empty_tra_frame_says_zero_and_names_it(real_root: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    frame, problem = _gt_empty_tra_frame(real_root / GOWT1, "01")
+    code, out, _ = data_info(real_root, capsys)
+    assert code == 0
+    assert "cells per frame (TRA): min 0, mean 2.0, max 3" in out and "min -1" not in out
+    assert f"error: {frame}: {problem}" in out
+
+
+def test_data_info_reports_every_shape_and_dtype(real_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_frame(real_root / GOWT1 / "01" / "t003.tif", np.zeros((32, 40), np.uint16))
+    code, out, _ = data_info(real_root, capsys)
+    assert code == 0
+    assert "sequence 01: 5 frames of MIXED shapes 40x40 (4), 32x40 (1) and dtypes uint8 (4), uint16 (1)" in out
+    assert f"error: {real_root / GOWT1 / '01'}: raw frames disagree in shape/dtype" in out
+    code, out, _ = data_info(real_root, capsys, "--json")
+    facts = json.loads(out)[0]
+    assert facts["shape"] is None and facts["shapes"] == {"40x40": 4, "32x40": 1}
+    assert facts["dtypes"] == {"uint8": 4, "uint16": 1}
+
+
+def test_data_info_without_man_track_says_lineage_unknown(real_root: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    track_file = real_root / GOWT1 / "01_GT" / "TRA" / "man_track.txt"
+    track_file.unlink()
+    code, out, _ = data_info(real_root, capsys)
+    assert code == 0
+    section = out.split("sequence 02")[0]
+    assert "lineage: unknown (no readable man_track.txt)" in section and "0 tracks" not in section
+    assert f"warning: {track_file}: missing" in section
+    assert "cells per frame (TRA): min 2, mean 2.6, max 3" in section
+    assert json.loads(data_info(real_root, capsys, "--json")[1])[0]["tracks"] is None
+
+
+def test_data_info_gowt1_cells_match_the_tra_files(gowt1: Path) -> None:
+    import tifffile
+
+    from benchmark.datasets import describe_sequence
+
+    seq = CTCSequence(gowt1, "01")
+    counts = [len(set(np.unique(tifffile.imread(path)).tolist()) - {0}) for path in seq.tra_files.values()]
+    facts = describe_sequence(seq)
+    assert facts["cells_per_frame"] == (min(counts), pytest.approx(np.mean(counts)), max(counts))
+    assert facts["problems"] == [] and facts["shapes"] == {"1024x1024": 92}
