@@ -459,9 +459,11 @@ def test_partial_real_input_is_accepted_with_warnings(real_root: Path) -> None:
     ('{"max_fit_frames": "abc"}', ["max_fit_frames", "'abc'", "not of type int"]),
     ('{"no_such_field": 1}', ["unknown parameters ['no_such_field']"]),
 ])
-def test_run_rejects_bad_param_before_any_stage(param: str, needles: list[str], real_root: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(run_args(real_root, tmp_path / "runs", "--param", param, generator="mitogen"), capsys)
+@pytest.mark.parametrize("command", ["run", "oracle"])
+def test_run_rejects_bad_param_before_any_stage(command: str, param: str, needles: list[str], real_root: Path,
+                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = run_args(real_root, tmp_path / "runs", "--param", param, generator="mitogen")
+    code, _, err = run_cli([command, *args[1:]], capsys)
     assert code == 2
     one_error_line(err, *needles)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
@@ -584,3 +586,15 @@ def test_data_info_gowt1_cells_match_the_tra_files(gowt1: Path) -> None:
     facts = describe_sequence(seq)
     assert facts["cells_per_frame"] == (min(counts), pytest.approx(np.mean(counts)), max(counts))
     assert facts["problems"] == [] and facts["shapes"] == {"1024x1024": 92}
+
+
+def test_seg_tra_json_is_written_whole(scored: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "scores.json"
+    code, _, _ = run_cli(["metrics", "seg-tra", "--res", scored / "01_RES", "--gt", scored / "01_GT",
+                          "--json", target], capsys)
+    assert code == 0 and json.loads(target.read_text())["TRA"] == pytest.approx(1.0)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    code, _, err = run_cli(["metrics", "seg-tra", "--res", scored / "01_RES", "--gt", scored / "01_GT",
+                            "--threads", "0"], capsys)
+    assert code == 2
+    one_error_line(err, "--threads", "positive integer")

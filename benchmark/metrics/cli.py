@@ -9,6 +9,7 @@ from pathlib import Path
 
 from benchmark.config import positive_int
 from benchmark.ctc import CTCSequence, list_sequences
+from benchmark.ctc.io import atomic_write_bytes
 from benchmark.metrics.intervals import INTERVAL_SUMMARY
 
 
@@ -73,8 +74,8 @@ def _fmt(value) -> str:
 
 
 def _finish(args, result: dict, run_name: str, config: dict) -> int:
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    if args.json:  # atomic: a half-written JSON never looks like a result
+        atomic_write_bytes(Path(args.json), json.dumps(result, indent=2, default=str).encode())
     if args.mlflow:
         from benchmark import experiment
 
