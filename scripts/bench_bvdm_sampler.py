@@ -11,12 +11,22 @@ Also printed: the UNet's FLOPs per cell-step (``torch.utils.flop_counter``), the
 reaches, and with ``--batch-sweep 1 8 32`` the UNet's own throughput per batch size: the ceiling any
 batching can reach on this device is the best of those over batch 1.
 
+Efficiency against the device, in the same run: the batched sampler runs in fp32 and, when
+``--precision`` resolves to bf16 (``auto``: where the CPU has AVX512-BF16 or AMX, or a CUDA GPU bf16),
+in bf16 too (``bf16/fp32 N.NNx``); the dense-matmul peak of each precision is measured here as well
+(best of square GEMMs of 1024-4096), and the sampler's GFLOP/s is reported as a fraction of it. The
+CPU model and flags are printed first: compare figures only within one run on one machine.
+
     .venv/bin/python scripts/bench_bvdm_sampler.py --frames 5 --loop-jobs 12
+    .venv/bin/python scripts/bench_bvdm_sampler.py --precision auto --frames 3 --skip-loop   # GOWT1-sized
+    .venv/bin/python scripts/bench_bvdm_sampler.py --precision auto --frames 3 --skip-loop \
+        --dataset ../shared/assets/ctc/Fluo-N2DL-HeLa                                         # HeLa-sized
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -38,6 +48,7 @@ from generators.bvdm.sampler import (
     sample_textures_per_cell,
 )
 from generators.masks.synth import MaskVideoConfig, MaskVideoModel
+from generators.precision import PRECISIONS, cpu_description, resolve_precision
 
 
 def _models(args: argparse.Namespace, crop: int) -> tuple[TextureDDPM, MaskFlow]:
@@ -75,6 +86,39 @@ def unet_throughput(ddpm: TextureDDPM, crop: int, batch: int, device: str, secon
         return calls * batch / (time.perf_counter() - start)
 
 
+def matmul_peak(device: str, precision: str, seconds: float = 2.0) -> float:
+    """Best GFLOP/s of square dense matmuls (n = 1024, 2048, 4096) in ``precision``: the device's practical peak."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    best = 0.0
+    for n in (1024, 2048, 4096):
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        a @ b
+        calls, times = 0, []
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds or calls < 3:
+            tick = time.perf_counter()
+            a @ b
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - tick)
+            calls += 1
+        best = max(best, 2 * n**3 / min(times) / 1e9)
+    return best
+
+
+def time_batched(video, ddpm: TextureDDPM, flow: MaskFlow, config: SamplerConfig, seed: int, device: str) -> float:
+    """Seconds of one batched sampling of ``video`` (after a short warm-up of the same precision)."""
+    warm = dataclasses.replace(config, t_first=2, t_next=1)
+    sample_textures([dataclasses.replace(video, frames=video.frames[:1])], ddpm, flow, warm, seed)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    sample_textures([video], ddpm, flow, config, seed)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="../shared/assets/ctc/Fluo-N2DH-GOWT1")
@@ -89,11 +133,15 @@ def main() -> None:
     parser.add_argument("--loop-jobs", type=int, default=12, help="cell-frames of the loop to time (0 = all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="sampler precision; bf16 (or auto resolving to it) also times fp32 for the ratio")
+    parser.add_argument("--skip-loop", action="store_true", help="do not time the per-cell loop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-sweep", type=int, nargs="*", default=[], help="UNet-only throughput at these batch sizes")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"device {args.device}: {cpu_description() if args.device == 'cpu' else torch.cuda.get_device_name(0)}")
 
     seq = CTCSequence(args.dataset, args.sequence)
     if args.generator_dir:
@@ -125,13 +173,24 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    sync()
-    start = time.perf_counter()
-    sample_textures([video], ddpm, flow, config, args.seed)
-    sync()
-    batched_s = time.perf_counter() - start
-    batched_rate = total_steps / batched_s
-    print(f"batched: {batched_s:.1f} s, {batched_rate:.1f} cell-steps/s = {batched_rate * flops / 1e9:.1f} GFLOP/s")
+    precision = resolve_precision(args.precision, args.device)
+    efficiency = {}
+    for name in dict.fromkeys(("fp32", precision)):
+        peak = matmul_peak(args.device, name)
+        seconds = time_batched(video, ddpm, flow, dataclasses.replace(config, precision=name), args.seed, args.device)
+        rate = total_steps / seconds
+        efficiency[name] = {"batched_s": seconds, "cell_steps_per_s": rate, "gflops": rate * flops / 1e9,
+                            "peak_gflops": peak, "fraction_of_peak": rate * flops / 1e9 / peak}
+        print(f"batched {name}: {seconds:.1f} s, {rate:.1f} cell-steps/s = {rate * flops / 1e9:.1f} GFLOP/s; "
+              f"dense {name} matmul peak {peak:.1f} GFLOP/s; sampler at {100 * rate * flops / 1e9 / peak:.0f} % of it")
+    if "bf16" in efficiency:
+        print(f"bf16/fp32 {efficiency['fp32']['batched_s'] / efficiency['bf16']['batched_s']:.2f}x "
+              "(batched sampler, same video, same run)")
+    batched_s = efficiency[precision]["batched_s"]
+    config = dataclasses.replace(config, precision=precision)
+    if args.skip_loop:
+        _write_json(args, video, jobs, total_steps, flops, sweep, efficiency, precision, None)
+        return
 
     limit = args.loop_jobs or None
     timed_steps = sum(j.t_start for j in per_cell_order(jobs)[: limit or len(jobs)])
@@ -146,13 +205,19 @@ def main() -> None:
     print(f"per-cell loop: {loop_s:.1f} s for {timed_steps} cell-steps, {loop_rate:.1f} cell-steps/s "
           f"= {loop_rate * flops / 1e9:.1f} GFLOP/s; "
           f"full video {loop_full:.1f} s ({kind})")
-    print(f"speed-up batched / per-cell loop: {loop_full / batched_s:.2f}x")
+    print(f"speed-up batched / per-cell loop ({precision}): {loop_full / batched_s:.2f}x")
+    loop = {"loop_cell_steps_per_s": loop_rate, "loop_full_s": loop_full, "loop_timing": kind,
+            "speedup": loop_full / batched_s}
+    _write_json(args, video, jobs, total_steps, flops, sweep, efficiency, precision, loop)
+
+
+def _write_json(args, video, jobs, total_steps, flops, sweep, efficiency, precision, loop) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "device": args.device, "frames": len(video), "cell_frames": len(jobs), "cell_steps": total_steps,
-            "batched_s": batched_s, "batched_cell_steps_per_s": batched_rate, "loop_cell_steps_per_s": loop_rate,
-            "loop_full_s": loop_full, "loop_timing": kind, "speedup": loop_full / batched_s,
-            "unet_gflop_per_cell_step": flops / 1e9, "unet_cell_steps_per_s_by_batch": sweep}, indent=1))
+            "device": args.device, "cpu": cpu_description(), "precision": precision, "frames": len(video),
+            "frame_shape": list(video.shape), "cell_frames": len(jobs), "cell_steps": total_steps,
+            "unet_gflop_per_cell_step": flops / 1e9, "unet_cell_steps_per_s_by_batch": sweep,
+            "efficiency": efficiency, **(loop or {})}, indent=1))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from generators.bvdm.data import IntensityStats
+from generators.precision import autocast, check_precision, memory_format, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class DDPMConfig:
     checkpoint_every: int = 1000
     augment: bool = True
     seed: int = 0
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision, "DDPM training precision")
 
 
 def make_scheduler() -> DDPMScheduler:
@@ -81,13 +86,15 @@ class TextureDDPM:
     def crop_size(self) -> int:
         return int(self.unet.config.sample_size)
 
-    def to(self, device: str | torch.device) -> TextureDDPM:
-        self.unet.to(device)
+    def to(self, device: str | torch.device, layout: torch.memory_format = torch.contiguous_format) -> TextureDDPM:
+        """Move the UNet to ``device`` with its weights in ``layout`` (channels-last for bf16 on CPU)."""
+        self.unet.to(device, memory_format=layout)
         return self
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        self.unet.to(memory_format=torch.contiguous_format)  # safetensors saves contiguous tensors only
         self.unet.save_pretrained(directory / "unet")
         self.scheduler.save_pretrained(directory / "scheduler")
         (directory / "stats.json").write_text(json.dumps(self.stats.to_dict(), indent=1))
@@ -128,7 +135,10 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     data = torch.from_numpy(np.ascontiguousarray(crops, np.float32))[:, None]
-    unet = build_unet(config, data.shape[-1]).to(device).train()
+    precision = resolve_precision(config.precision, device)
+    layout = memory_format(precision, device)
+    logger.info("BVDM DDPM: training in %s (requested %s) on %s", precision, config.precision, device)
+    unet = build_unet(config, data.shape[-1]).to(device, memory_format=layout).train()
     scheduler = make_scheduler()
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
     ema.to(device)
@@ -158,8 +168,9 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator)
         xt = scheduler.add_noise(x0, noise, t)
-        pred = unet(xt.to(device), t.to(device)).sample
-        loss = torch.nn.functional.mse_loss(pred, noise.to(device))
+        with autocast(precision, device):
+            pred = unet(xt.to(device, memory_format=layout), t.to(device)).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), noise.to(device))
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"DDPM training diverged at step {step} (loss {loss.item()})")
         optimiser.zero_grad(set_to_none=True)
@@ -178,6 +189,7 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
         if callback is not None:
             callback(step, losses[-1])
     ema.copy_to(unet.parameters())
+    unet = unet.to(memory_format=torch.contiguous_format)  # safetensors saves contiguous tensors only
     return TextureDDPM(unet.eval(), scheduler, stats, losses)
 
 

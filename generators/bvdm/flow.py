@@ -21,6 +21,7 @@ import voxelmorph as vxm
 from tqdm.auto import tqdm
 
 from generators.bvdm.ddpm import random_dihedral
+from generators.precision import autocast, check_precision, resolve_precision
 
 ENCODER = (32, 32, 32, 32)
 DECODER = (32, 32, 32, 16)
@@ -36,6 +37,10 @@ class FlowConfig:
     grad_weight: float = 0.01
     augment: bool = True
     seed: int = 0
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision, "flow training precision")
 
 
 class MaskFlow(torch.nn.Module):
@@ -88,6 +93,7 @@ def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu",
     torch.manual_seed(config.seed)
     data = torch.from_numpy(np.ascontiguousarray(pairs, np.float32))
     model = MaskFlow(data.shape[-1]).to(device).train()
+    precision = resolve_precision(config.precision, device)
     mse, smooth = ne.nn.modules.MSE(), ne.nn.modules.SpatialGradient(penalty="l2")
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     losses: list[float] = []
@@ -97,7 +103,9 @@ def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu",
             batch = random_dihedral(batch, generator)
         batch = batch.to(device)
         moving, fixed = batch[:, :1], batch[:, 1:]
-        flow = model.flow(moving, fixed)
+        with autocast(precision, device):  # the network in bf16; warp and loss in fp32
+            flow = model.flow(moving, fixed)
+        flow = flow.float()
         loss = mse(model.warp(moving, flow), fixed) + config.grad_weight * smooth(flow)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

@@ -21,6 +21,11 @@ ablation can set ``preset='paper'`` and sweep ``t_first``/``t_next`` without ref
   map (N = 313 crops, floor 53.6, DDPM of the cpu schedule): flat start at t_first 200 87.1, at 400 80.3,
   textured start (``start='field'``, ``sampler.start_field``) at 200 94.2, the ``paper`` preset 103.4.
   The deeper start lets the DDPM draw the nucleoli and brightness gradients a flat fill pins.
+
+Precision (``generators.precision``): ``train_precision`` (DDPM and flow training, a fit field) and
+``precision`` (sampling, a sampling field, so the same fit can be sampled both ways) are 'fp32' (the
+default: the figures and CI thresholds were measured in fp32), 'bf16' or 'auto' (bf16 where the device
+has native bf16). The ``cpu-paper`` and ``paper`` profiles use 'auto'.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from generators.imaging import ImagingModel
 from generators.masks.compose import compose_frame, extend_beyond_mask
 from generators.masks.synth import MaskVideoConfig, MaskVideoModel
 from generators.masks.video import CellState, MaskVideo
+from generators.precision import check_precision
 from generators.real_cells import clean_cell_crops, oracle_frames, oracle_state, real_parents
 
 logger = logging.getLogger(__name__)
@@ -98,7 +104,8 @@ class BVDMConfig(GeneratorConfig):
     max_batch: int = 64
     warp_mode: str | None = None
     fill_holes: bool | None = None
-    bf16: bool = True
+    precision: str = "fp32"
+    train_precision: str = "fp32"
     anchor_stats: bool | None = None
     anchor_spread: bool | None = None
     edge_sigma: float | None = None
@@ -108,6 +115,8 @@ class BVDMConfig(GeneratorConfig):
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"BVDM preset {self.preset!r}: use one of {sorted(PRESETS)}")
+        check_precision(self.precision, "BVDM precision")
+        check_precision(self.train_precision, "BVDM train_precision")
 
     def resolved(self, name: str) -> Any:
         """A preset-controlled field: its own value, or the preset's when it is None."""
@@ -115,13 +124,16 @@ class BVDMConfig(GeneratorConfig):
         return PRESETS[self.preset][name] if value is None else value
 
     def ddpm(self) -> DDPMConfig:
-        return DDPMConfig(tuple(self.ddpm_channels), self.ddpm_layers_per_block, self.ddpm_norm_groups,
-                          self.ddpm_batch_size, self.ddpm_lr, self.ddpm_iterations, self.ddpm_ema_decay,
-                          self.ddpm_checkpoint_every, self.augment, self.seed)
+        return DDPMConfig(block_out_channels=tuple(self.ddpm_channels), layers_per_block=self.ddpm_layers_per_block,
+                          norm_num_groups=self.ddpm_norm_groups, batch_size=self.ddpm_batch_size, lr=self.ddpm_lr,
+                          iterations=self.ddpm_iterations, ema_decay=self.ddpm_ema_decay,
+                          checkpoint_every=self.ddpm_checkpoint_every, augment=self.augment, seed=self.seed,
+                          precision=self.train_precision)
 
     def flow(self) -> FlowConfig:
-        return FlowConfig(self.flow_batch_size, self.flow_lr, self.flow_iterations, self.flow_grad_weight,
-                          self.augment, self.seed)
+        return FlowConfig(batch_size=self.flow_batch_size, lr=self.flow_lr, iterations=self.flow_iterations,
+                          grad_weight=self.flow_grad_weight, augment=self.augment, seed=self.seed,
+                          precision=self.train_precision)
 
     def sampler(self) -> SamplerConfig:
         """The sampler settings of the same names, presets resolved (``cpu_chunk`` keeps its default)."""
@@ -134,7 +146,7 @@ class BVDMGenerator(Generator):
     config_class = BVDMConfig
     # the ablation (paper's Table 2) sweeps these without refitting the DDPM and flow model
     sampling_fields = frozenset({"preset", "t_first", "t_next", "start", "daughters_inherit", "max_batch", "warp_mode",
-                                 "fill_holes", "bf16", "anchor_stats", "anchor_spread", "edge_sigma"})
+                                 "fill_holes", "precision", "anchor_stats", "anchor_spread", "edge_sigma"})
     config: BVDMConfig
 
     def __init__(self, config: BVDMConfig | None = None) -> None:

@@ -37,8 +37,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -49,6 +48,7 @@ from generators.bvdm.data import BACKGROUND
 from generators.bvdm.ddpm import TextureDDPM
 from generators.bvdm.flow import MaskFlow
 from generators.masks.video import MaskVideo
+from generators.precision import autocast, check_precision, memory_format, resolve_precision
 
 JobKey = tuple[int, int, int]  # (video, frame, index of the cell in that frame's list)
 
@@ -61,8 +61,9 @@ class SamplerConfig:
     (False: restart from the bare mask with ``t_first`` steps, as the original). ``warp_mode``:
     'bilinear' (ours) or 'nearest' (original). ``fill_holes``: pixels of the new mask that the warped
     previous mask does not cover get the cell's mean texture value instead of background.
-    ``bf16``: autocast the UNet to bfloat16 on CUDA. CPU runs stay float32, so a CPU's output does not
-    depend on whether it has native bf16 instructions.
+    ``precision``: the UNet's arithmetic, 'fp32', 'bf16' or 'auto' (bf16 where the device has native
+    bf16: CUDA >= sm80, AVX512-BF16 or AMX CPUs; ``generators.precision``). bf16 rounds differently, so a
+    run's output depends on the resolved precision; fp32 is the default for that reason.
     ``cpu_chunk``: on CPU the UNet runs the batch in chunks of this many crops (large batches of
     128-px activations fall out of cache and run slower per sample than small ones).
     ``anchor_stats``: re-centre a warped texture on its track's first-frame in-mask mean before
@@ -79,12 +80,15 @@ class SamplerConfig:
     max_batch: int = 64
     warp_mode: str = "bilinear"
     fill_holes: bool = True
-    bf16: bool = True
+    precision: str = "fp32"
     device: str = "cpu"
     cpu_chunk: int = 8
     anchor_stats: bool = True
     anchor_spread: bool = True
     start: str = "flat"
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision, "sampling precision")
 
 
 START_MODES = ("flat", "field")
@@ -174,17 +178,25 @@ def ancestral_step(x: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, noise: t
     return mean + std * noise
 
 
-def _autocast(device: torch.device, config: SamplerConfig):
-    if config.bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def prepare_models(ddpm: TextureDDPM, flow: MaskFlow | None, config: SamplerConfig) -> SamplerConfig:
+    """Put the models on the config's device (the UNet in its precision's layout); returns the config with
+    ``precision`` resolved to 'fp32' or 'bf16' for this device."""
+    device = torch.device(config.device)
+    precision = resolve_precision(config.precision, device)
+    ddpm.to(device, memory_format(precision, device))
+    if flow is not None:
+        flow.to(device).eval()
+    return replace(config, precision=precision)
 
 
 def predict_eps(ddpm: TextureDDPM, x: torch.Tensor, t: torch.Tensor, config: SamplerConfig) -> torch.Tensor:
+    """The UNet's noise prediction in fp32, evaluated in ``config.precision`` (resolved) and CPU-sized chunks."""
     t = t.to(x.device)
     chunk = config.cpu_chunk if x.device.type == "cpu" and config.cpu_chunk > 0 else len(x)
-    with torch.inference_mode(), _autocast(x.device, config):
-        return torch.cat([ddpm.unet(x[i : i + chunk], t[i : i + chunk]).sample.float() for i in range(0, len(x), chunk)])
+    layout = memory_format(config.precision, x.device)
+    with torch.inference_mode(), autocast(config.precision, x.device):
+        return torch.cat([ddpm.unet(x[i : i + chunk].contiguous(memory_format=layout), t[i : i + chunk]).sample.float()
+                          for i in range(0, len(x), chunk)])
 
 
 def prepare_jobs(jobs: Sequence[Job], outputs: dict[JobKey, torch.Tensor], all_jobs: dict[JobKey, Job],
@@ -277,9 +289,7 @@ def sample_textures(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flow: MaskFl
                     seed: int = 0, progress: bool = False) -> list[list[list[np.ndarray]]]:
     """Batched sampler: ``textures[v][f][i]`` (S, S) float32 normalised, for ``videos[v].frames[f][i]``."""
     device = torch.device(config.device)
-    ddpm.to(device)
-    if flow is not None:
-        flow.to(device).eval()
+    config = prepare_models(ddpm, flow, config)
     jobs = plan_jobs(videos, config, seed, ddpm.crop_size)
     dependents: dict[JobKey, list[JobKey]] = defaultdict(list)
     ready: list[JobKey] = []
@@ -357,9 +367,7 @@ def sample_textures_per_cell(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flo
     ``max_jobs`` stops after that many cell-frames (for timing a slow loop); missing textures are None.
     """
     device = torch.device(config.device)
-    ddpm.to(device)
-    if flow is not None:
-        flow.to(device).eval()
+    config = prepare_models(ddpm, flow, config)
     scheduler = DDPMScheduler.from_config(ddpm.scheduler.config)  # fresh: full 1000-step chain, prev_t = t - 1
     jobs = plan_jobs(videos, config, seed, ddpm.crop_size)
     outputs: dict[JobKey, torch.Tensor] = {}

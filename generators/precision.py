@@ -1,0 +1,106 @@
+"""Numeric precision of the torch models (``fp32`` | ``bf16`` | ``auto``), resolved per device.
+
+bf16 halves the bytes a convolution moves and, on CPUs with native bf16 dot products (AVX512-BF16 on
+AMD Zen 4 and Intel Cooper Lake, AMX on Intel Sapphire Rapids and later), doubles or more the
+arithmetic rate of oneDNN's kernels. Without them torch still runs bf16, emulated and slower than
+fp32, so ``auto`` only picks bf16 where the hardware has it. Autocast keeps weights, optimiser state,
+losses and EMA in fp32; only the network's matmuls and convolutions run in bf16. On CPU the networks
+also switch to channels-last, the layout oneDNN's bf16 convolutions are fast in.
+
+A run's outputs depend on its resolved precision (bf16 rounds differently), so ``fp32`` stays the
+default of every profile whose thresholds and figures were measured in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "auto")
+#: /proc/cpuinfo flags that give native bf16 dot products to oneDNN
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_description() -> str:
+    """Model, core count and the flags that decide matmul speed: printed beside every performance figure."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+    flags = " ".join(f for f in wanted if f in cpu_flags()) or "none of avx2/avx512/amx"
+    return f"{cpu_model()} x{torch.get_num_threads()} threads [{flags}]"
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` runs bf16 matmuls natively (CUDA: compute capability >= 8.0)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+    return False
+
+
+def check_precision(precision: str, what: str = "precision") -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"{what} {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``fp32`` or ``bf16``: ``auto`` becomes bf16 where ``device`` has native bf16, else fp32."""
+    check_precision(precision)
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "bf16" and not native_bf16(device):
+        logger.warning("bf16 requested on %s without native bf16 support: emulated, likely slower than fp32", device)
+    return precision
+
+
+@contextlib.contextmanager
+def autocast(precision: str, device: torch.device | str) -> Iterator[None]:
+    """Autocast to bf16 when the resolved ``precision`` is bf16; a no-op for fp32."""
+    device = torch.device(device)
+    if precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def memory_format(precision: str, device: torch.device | str) -> torch.memory_format:
+    """channels-last for bf16 on CPU (oneDNN's fast bf16 convolutions); the default layout otherwise, so
+    that fp32 results stay those of the contiguous kernels."""
+    if precision == "bf16" and torch.device(device).type == "cpu":
+        return torch.channels_last
+    return torch.contiguous_format
