@@ -11,6 +11,7 @@ so the original's two extra full-resolution decoder convolutions are dropped).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +85,11 @@ class MaskFlow(torch.nn.Module):
         return model.eval()
 
 
-def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu",
-               progress: bool = False) -> tuple[MaskFlow, list[float]]:
-    """Train on ``pairs`` (P, 2, S, S) bool (moving = t, fixed = t+1); returns the model and its loss curve."""
+def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu", progress: bool = False,
+               callback: Callable[[int, float], None] | None = None) -> tuple[MaskFlow, list[float]]:
+    """Train on ``pairs`` (P, 2, S, S) bool (moving = t, fixed = t+1); returns the model and its loss curve.
+
+    ``callback(step, loss)`` runs after every step (1-based), as in ``train_ddpm``."""
     if len(pairs) == 0:
         raise ValueError("no consecutive mask pairs to train the flow model on (no TRA-linked consecutive frames)")
     generator = torch.Generator().manual_seed(config.seed)
@@ -97,7 +100,7 @@ def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu",
     mse, smooth = ne.nn.modules.MSE(), ne.nn.modules.SpatialGradient(penalty="l2")
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     losses: list[float] = []
-    for _ in tqdm(range(config.iterations), desc="BVDM flow", disable=not progress, leave=False):
+    for step in tqdm(range(1, config.iterations + 1), desc="BVDM flow", disable=not progress, leave=False):
         batch = data[torch.randint(0, len(data), (config.batch_size,), generator=generator)]
         if config.augment:
             batch = random_dihedral(batch, generator)
@@ -111,4 +114,6 @@ def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu",
         loss.backward()
         optimiser.step()
         losses.append(float(loss.item()))
+        if callback is not None:
+            callback(step, losses[-1])
     return model.eval(), losses

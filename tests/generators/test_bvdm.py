@@ -329,3 +329,22 @@ def test_bf16_training_keeps_fp32_weights_and_saves(training_data: TrainingData,
         torch.testing.assert_close(a, b)
     flow, losses = train_flow(data.pairs, FlowConfig(batch_size=4, iterations=3, precision="bf16"))
     assert len(losses) == 3 and all(np.isfinite(losses))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batched_equals_per_cell_loop_on_cuda(real_mask_video: MaskVideo, tiny_models, precision: str) -> None:
+    """The CUDA path (``-m gpu``): the continuous batch equals the batch-1 loop on the GPU, in fp32 to the
+    CPU test's tolerance and in bf16 (autocast) to bf16's rounding of batched vs single convolutions."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    ddpm, flow = tiny_models
+    config = SamplerConfig(t_first=16, t_next=4, max_batch=5, device="cuda", precision=precision)
+    batched = sample_textures([real_mask_video], ddpm, flow, config, seed=7)
+    looped = sample_textures_per_cell([real_mask_video], ddpm, flow, config, seed=7)
+    tolerance = 1e-4 if precision == "fp32" else 5e-2
+    for frame_b, frame_l in zip(batched[0], looped[0], strict=True):
+        for tex_b, tex_l in zip(frame_b, frame_l, strict=True):
+            np.testing.assert_allclose(tex_b, tex_l, atol=tolerance, rtol=0)
+    ddpm.to("cpu")
+    flow.to("cpu")
