@@ -1,7 +1,8 @@
 """Speed of BVDM training, fp32 vs bf16, and the wall time of the paper's budget it implies.
 
-Runs the real training loops on `--device` (CUDA when present) (``train_ddpm``: UNet step + RAdam + EMA; ``train_flow``: VoxelMorph step +
-Adam) for a few iterations at the paper's batch size on crops of the dataset's crop size
+Runs the real training loops on ``--device`` (CUDA when present): ``train_ddpm`` (UNet step + RAdam +
+EMA) and ``train_flow`` (VoxelMorph step + Adam), for a few iterations at the paper's batch size on crops of
+the dataset's crop size
 (``crop_size_for``: 128 px GOWT1, 96 px HeLa), in fp32 and in the resolved ``--precision``, and prints
 iterations/s, the bf16/fp32 ratio and the projected wall time of the paper-budget fit (DDPM 32 x 10 000,
 flow 32 x 2 000). Step time does not depend on the pixel values, so the crops are random. The CPU model
