@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from benchmark.ctc.io import atomic_write_bytes
+from benchmark.paths import cache_dir
 
 DOWNLOAD_TIMEOUT_S = 20.0
 
@@ -137,13 +138,8 @@ REGISTRY: dict[str, tuple[WeightVariant, ...]] = {
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
-def cache_root() -> Path:
-    """``$SYNTHVID_CACHE`` or ``~/.cache/synthvid``: weights, features and other derived files."""
-    return Path(os.environ.get("SYNTHVID_CACHE") or Path.home() / ".cache" / "synthvid")
-
-
 def weights_dir() -> Path:
-    return cache_root() / "weights"
+    return cache_dir() / "weights"
 
 
 def sha256_of(path: Path) -> str:

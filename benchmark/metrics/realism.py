@@ -34,7 +34,7 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from benchmark.assets import ResolvedWeight, cache_root, resolve
+from benchmark.assets import ResolvedWeight, resolve
 from benchmark.ctc import CTCSequence, Track
 from benchmark.ctc.crops import annotated_frames, full_masks
 from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N, Samples
@@ -45,6 +45,7 @@ from benchmark.metrics.intervals import (
     frechet_interval,
     kernel_interval,
 )
+from benchmark.paths import cache_dir as default_cache_dir
 
 PROTOCOL_VERSION = "2"
 CLIP_MODES = ("track", "lineage")
@@ -496,7 +497,7 @@ def realism_scores(real: CTCSequence, synthetic: list[CTCSequence], config: Real
     were computed on (``reference_<kind>`` / ``synthetic_<kind>``), for paired comparisons.
     """
     config = config or RealismConfig()
-    cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     extractors = extractors or Extractors()
     lo, hi = config.intensity_range or intensity_range([real], config.percentiles)
     result: dict = {"intensity_lo": lo, "intensity_hi": hi, "crop_size": config.crop_size,
