@@ -19,6 +19,8 @@ COMMAND_HOOKS = (
     ("benchmark.metrics.cli", "add_metrics_commands"),
     ("benchmark.pipeline", "add_run_command"),
     ("reports.cli", "add_report_commands"),
+    ("benchmark.sweep", "add_sweep_command"),
+    ("benchmark.gate", "add_check_command"),
 )
 
 

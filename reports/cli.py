@@ -1,10 +1,10 @@
-"""Subcommands ``report``, ``sweep`` and ``check`` (hooked into ``python -m benchmark``)."""
+"""Subcommand ``report`` (hooked into ``python -m benchmark``); ``sweep`` and ``check`` are orchestration and
+live in ``benchmark.sweep`` and ``benchmark.gate``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from benchmark.datasets import DATASETS, DEFAULT_DATASET
@@ -36,26 +36,7 @@ def _report_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_command(args: argparse.Namespace) -> int:
-    from benchmark import experiment
-    from reports.sweep import run_sweep, sweep_markdown, sweep_table, write_sweep_report
-
-    experiment.configure()
-    failures: list[str] = []
-    if not args.report_only:
-        _, failures = run_sweep(args.dataset, args.profile, Path(args.out), args.generator, args.seed, args.data_root)
-    paths = write_sweep_report(args.dataset, args.profile, Path(args.out), args.generator)
-    print(sweep_markdown(sweep_table(args.dataset, args.profile, args.generator), "Table 2"))
-    for path in paths:
-        print(f"wrote {path}")
-    for failure in failures:
-        print(f"error: sweep point failed: {failure}", file=sys.stderr)
-    return 1 if failures else 0
-
-
 def add_report_commands(sub: argparse._SubParsersAction) -> None:
-    from benchmark.gate import add_check_command
-
     report = sub.add_parser("report", help="Table 1 (Markdown, CSV) and an HTML report from the MLflow runs",
                             description="Newest finished parent run per generator -> <out>/reports/<dataset>-<profile>/"
                             " table1.md, table1.csv, report.html (self-contained), figures/; logged as a 'report' run.")
@@ -70,17 +51,3 @@ def add_report_commands(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--n-bootstrap", type=int, default=200,
                         help="bootstrap replicates of the paired differences (default 200)")
     report.set_defaults(func=_report_command)
-
-    sweep = sub.add_parser("sweep", help="Table 2: BVDM SDEdit depths T_f0 x T_fnon0, sharing the fitted model",
-                           description="T_f0 in {100,200,400,600} at T_fnon0=10 and T_fnon0 in {0,10,30,50,200} at "
-                           "T_f0=200 (200 = independent frames), each through the full pipeline.")
-    sweep.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS))
-    sweep.add_argument("--profile", required=True)
-    sweep.add_argument("--generator", default="bvdm")
-    sweep.add_argument("--seed", type=int, default=0)
-    sweep.add_argument("--out", default="runs")
-    sweep.add_argument("--data-root", help="folder holding <dataset>/")
-    sweep.add_argument("--report-only", action="store_true", help="only rebuild Table 2 from logged sweep runs")
-    sweep.set_defaults(func=_sweep_command)
-
-    add_check_command(sub)

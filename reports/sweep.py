@@ -3,18 +3,18 @@
 Grid: T_f0 in {100, 200, 400, 600} at T_fnon0 = 10, and T_fnon0 in {0, 10, 30, 50, 200} at T_f0 = 200
 (T_fnon0 = 200 >= T_f0: every frame independent). Both are sampling-only fields, so every point
 reuses the fitted model (the pipeline's stage cache keys ``fit`` on the non-sampling params only).
-Each point's parent run is tagged ``sweep=table2`` and ``sweep_t_first``/``sweep_t_next`` afterwards.
+Each point's parent run is tagged ``sweep=table2`` and ``sweep_t_first``/``sweep_t_next`` afterwards
+(by ``benchmark.sweep``, which runs the grid; this module only defines it and reads the runs back).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from reports import figures
 from reports.runs import TABLE_METRICS, metric, parent_runs
@@ -46,31 +46,6 @@ def sweep_points() -> list[SweepPoint]:
     for t_next in T_NEXT_SERIES:
         series.setdefault((T_FIRST_AT, t_next), []).append("t_next")
     return [SweepPoint(tf, tn, tuple(s)) for (tf, tn), s in series.items()]
-
-
-def run_sweep(dataset: str, profile: str, out_dir: Path, generator: str = "bvdm", seed: int = 0,
-              data_root: str | None = None, points: Sequence[SweepPoint] | None = None,
-              runner: Callable[..., dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run every grid point through ``run_benchmark``; returns (rows, failures). A failing point does not
-    stop the others (its message is collected)."""
-    from benchmark.config import build_run_config
-    from benchmark.pipeline import run_benchmark
-
-    runner = runner or run_benchmark
-    client = MlflowClient()
-    rows, failures = [], []
-    for point in points or sweep_points():
-        config = build_run_config(profile, dataset, generator, seed, point.overrides)
-        try:
-            row = runner(config, Path(out_dir), data_root)
-        except Exception as exc:  # noqa: BLE001 - report and continue with the next point
-            failures.append(f"T_f0={point.t_first} T_fnon0={point.t_next}: {type(exc).__name__}: {exc}")
-            continue
-        client.set_tag(row["run_id"], "sweep", SWEEP_NAME)
-        client.set_tag(row["run_id"], "sweep_t_first", str(point.t_first))
-        client.set_tag(row["run_id"], "sweep_t_next", str(point.t_next))
-        rows.append(row)
-    return rows, failures
 
 
 def sweep_table(dataset: str, profile: str | None, generator: str = "bvdm",

@@ -28,8 +28,9 @@ from test_reports_data import (
 from benchmark import experiment
 from benchmark.cli import main
 from benchmark.ctc import CTCSequence
+from benchmark.sweep import run_sweep
 from reports.runs import latest_per_generator, parent_runs
-from reports.sweep import SWEEP_NAME, run_sweep, sweep_points, sweep_table, write_sweep_report
+from reports.sweep import SWEEP_NAME, sweep_points, sweep_table, write_sweep_report
 from reports.tables import FLOOR_ROW, display_table, n_summary
 
 ROOT = Path(__file__).resolve().parents[1]
