@@ -154,7 +154,7 @@ def prepare_context(config: RunConfig, stages: Stages, data_root: str | None) ->
 WEIGHT_FIELDS = ("fid_weight_sha256", "fvd_weight_sha256", "fid_weight_route", "fvd_weight_route")
 
 
-def _realism_artifacts(json_name: str) -> Callable[[Path], None]:
+def realism_artifacts(json_name: str) -> Callable[[Path], None]:
     """Log a realism-type stage's scores and equal-N feature sets (the report's paired comparisons read
     them back), and tag the stage run with the metric weights it used (a report never mixes them)."""
 
@@ -184,7 +184,7 @@ def floor_stage(ctx: RunContext) -> StageResult:
         return _upper_realism(scores)
 
     return ctx.stages.run("floor", (ctx.data_key, ctx.realism_key()), body, params=ctx.config.realism,
-                          artifacts=_realism_artifacts("floor.json"),
+                          artifacts=realism_artifacts("floor.json"),
                           tags={"generator": "real-vs-real", "profile": ctx.config.profile, **ctx.protocol_tags()})
 
 
@@ -197,7 +197,7 @@ def realism_stage(ctx: RunContext, generated: StageResult, synthetic: list[CTCSe
         return _upper_realism(scores)
 
     return ctx.stages.run("realism", (generated.folder.name, ctx.realism_key()), body, params=ctx.config.realism,
-                          artifacts=_realism_artifacts("realism.json"), tags=ctx.protocol_tags())
+                          artifacts=realism_artifacts("realism.json"), tags=ctx.protocol_tags())
 
 
 def oracle_stage(ctx: RunContext, generator_cls: type, fitted: StageResult) -> StageResult:
@@ -215,7 +215,7 @@ def oracle_stage(ctx: RunContext, generator_cls: type, fitted: StageResult) -> S
         return _upper_realism(scores, "ORACLE_")
 
     return ctx.stages.run("oracle", (fitted.folder.name, ctx.realism_key(), ctx.train.name), body,
-                          params=ctx.config.realism, artifacts=_realism_artifacts("oracle.json"),
+                          params=ctx.config.realism, artifacts=realism_artifacts("oracle.json"),
                           tags=ctx.protocol_tags())
 
 
@@ -338,7 +338,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
 
         generated = stages.run("generate", (gen_key, sampling, spec.__dict__), generate,
                                params={"spec": spec.__dict__, "sampling": sampling},
-                               artifacts=lambda f: _log_sample_frames(f / "synthetic"))
+                               artifacts=lambda f: log_sample_frames(f / "synthetic"))
         synthetic_dir = generated.folder / "synthetic"
         synthetic = [CTCSequence(synthetic_dir, p.name) for p in sorted(synthetic_dir.iterdir())
                      if p.is_dir() and p.name.isdigit()]
@@ -428,7 +428,7 @@ def _log_history(model_dir: Path) -> None:
         mlflow.log_artifact(str(history))
 
 
-def _log_sample_frames(dataset_dir: Path, n: int = 3) -> None:
+def log_sample_frames(dataset_dir: Path, n: int = 3) -> None:
     """A few synthetic frames with mask outlines, as PNGs."""
     import matplotlib
 

@@ -14,7 +14,7 @@ import numbers
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -177,6 +177,18 @@ def _type_name(hint: Any) -> str:
 
 _REGISTRY: dict[str, type[Generator]] = {}
 ENTRY_POINT_GROUP = "synthvid.generators"
+
+
+def registered_generators() -> Mapping[str, type[Generator]]:
+    """The generators registered so far, by name: a read-only view, so that only ``register_generator``
+    and ``adopt_generator`` change the registry."""
+    return types.MappingProxyType(_REGISTRY)
+
+
+def adopt_generator(name: str, cls: type[Generator]) -> type[Generator]:
+    """Register a class loaded from an entry point under ``name`` unless the name is taken (importing it may
+    already have registered it with ``register_generator``); returns the class registered under ``name``."""
+    return _REGISTRY.setdefault(name, cls)
 
 
 def register_generator(name: str) -> Callable[[type[Generator]], type[Generator]]:

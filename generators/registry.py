@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from generators.base import _REGISTRY, ENTRY_POINT_GROUP, Generator
+from generators.base import ENTRY_POINT_GROUP, Generator, adopt_generator, registered_generators
 
 #: built-in generators and the module that registers each (imported lazily: torch/TF are heavy)
 BUILTIN = {
@@ -18,21 +18,20 @@ BUILTIN = {
 
 
 def available_generators() -> list[str]:
-    names = set(BUILTIN) | set(_REGISTRY)
+    names = set(BUILTIN) | set(registered_generators())
     names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return sorted(names)
 
 
 def get_generator(name: str) -> type[Generator]:
     """The generator class registered under ``name``; a clear error lists what exists."""
-    if name not in _REGISTRY:
+    if name not in registered_generators():
         if name in BUILTIN:
             importlib.import_module(BUILTIN[name])
         else:
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 if ep.name == name:
-                    cls = ep.load()
-                    _REGISTRY.setdefault(name, cls)
-    if name not in _REGISTRY:
+                    adopt_generator(name, ep.load())
+    if name not in registered_generators():
         raise KeyError(f"unknown generator {name!r}; available: {', '.join(available_generators())}")
-    return _REGISTRY[name]
+    return registered_generators()[name]

@@ -121,3 +121,14 @@ def test_plugins_and_reports_do_not_import_orchestration() -> None:
            if pair[1] == "orchestration" or (pair[0] == "reports" and pair[1] in PLUGINS)
            or (pair[0] in PLUGINS and pair[1] == "reports")}
     assert not bad, f"imports that point the wrong way: {bad}"
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """``from x import _name`` couples a module to another's internals; owners give such names a public one."""
+    found = []
+    for path in [*source_files(), *sorted((ROOT / "scripts").rglob("*.py")), *sorted((ROOT / "tests").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, f"private names imported across modules: {found}"

@@ -26,7 +26,7 @@ import numpy as np
 from benchmark import experiment
 from benchmark.ctc import CTCSequence, window_sequence, write_result, write_sequence
 from benchmark.ctc.crops import full_masks
-from benchmark.pipeline import Stages, _log_sample_frames, _realism_artifacts
+from benchmark.pipeline import Stages, log_sample_frames, realism_artifacts
 
 DATASET = "Fluo-N2DH-GOWT1"
 
@@ -108,7 +108,7 @@ def log_scored_run(generator: str, profile: str, window: Path, synthetic_dir: Pa
             return {}
 
         generated = stages.run("generate", (generator, str(synthetic_dir)), generate,
-                               artifacts=lambda f: _log_sample_frames(f / "synthetic", n=2)
+                               artifacts=lambda f: log_sample_frames(f / "synthetic", n=2)
                                if (f / "synthetic" / "01").is_dir() else None)
         if realism:
             folder = generated.folder / "synthetic"
@@ -119,7 +119,7 @@ def log_scored_run(generator: str, profile: str, window: Path, synthetic_dir: Pa
                 (out / "realism.json").write_text(json.dumps(scores, default=str))
                 return scores
 
-            stages.run("realism", str(synthetic_dir), score, artifacts=_realism_artifacts("realism.json"),
+            stages.run("realism", str(synthetic_dir), score, artifacts=realism_artifacts("realism.json"),
                        tags=protocol())
         stages.run("eval-real", str(res_dir), lambda _out: ctc_scores(res_dir, test_seq.gt_dir, ("SEG", "DET", "TRA")))
         row: dict[str, Any] = {}
