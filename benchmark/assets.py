@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from benchmark.ctc.io import atomic_write_bytes
+from benchmark.io import atomic_write, atomic_write_bytes
 from benchmark.paths import cache_dir
 
 DOWNLOAD_TIMEOUT_S = 20.0
@@ -175,12 +175,11 @@ def _recorded_source(path: Path) -> str:
 
 def _install_verified(stream, variant: WeightVariant, target: Path, progress: bool, total: int | None) -> None:
     """Copy ``stream`` into ``target`` atomically, refusing it unless the sha256 matches."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
-                                               disable=not progress, leave=False) as bar:
+
+    def write(tmp: Path) -> None:
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
+                                          disable=not progress, leave=False) as bar:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 out.write(block)
                 digest.update(block)
@@ -189,9 +188,8 @@ def _install_verified(stream, variant: WeightVariant, target: Path, progress: bo
             raise WeightError(f"{target.name}: sha256 {digest.hexdigest()[:16]}... does not match the registry's "
                               f"{variant.sha256[:16]}...")
         os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    atomic_write(target, write)
 
 
 def _download(variant: WeightVariant, target: Path, progress: bool) -> str:

@@ -177,7 +177,7 @@ def render_thresholds(tree: Mapping[str, Any], header: str) -> str:
 
 def write_thresholds(path: Path, profile: str, derived: Mapping[str, Any], margin: float, time_margin: float) -> Path:
     """Merge derived bounds into ``path`` (other profiles, datasets and generators kept); atomic write."""
-    from reports.tables import write_text_atomic
+    from benchmark.io import atomic_write_text
 
     tree: dict[str, Any] = load_thresholds(path) if Path(path).is_file() else {}
     for dataset, generators in derived.items():  # a gate run of some generators keeps the others' bounds
@@ -189,7 +189,7 @@ def write_thresholds(path: Path, profile: str, derived: Mapping[str, Any], margi
               f"min = measured * (1 - {margin}) for SEG/TRA; max = measured * (1 + {margin}) for FID/FVD;\n"
               f"stage times max = measured * (1 + {time_margin}) + {TIME_SLACK_S:g} s.\n"
               "Sections of other profiles, datasets and generators were kept as they were.")
-    return write_text_atomic(Path(path), render_thresholds(tree, header))
+    return atomic_write_text(Path(path), render_thresholds(tree, header))
 
 
 def known_datasets() -> list[str]:

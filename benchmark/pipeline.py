@@ -26,6 +26,7 @@ from benchmark.config import PROFILES, RunConfig, build_run_config, stable_hash
 from benchmark.ctc import CTCSequence, list_sequences, window_sequence
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
+from benchmark.io import replace_directory
 from benchmark.paths import cache_dir, require_writable
 
 
@@ -72,8 +73,7 @@ class Stages:
             seconds = time.perf_counter() - start
             (partial / "stage.json").write_text(json.dumps({"metrics": metrics, "seconds": seconds, "key": key},
                                                            indent=2, default=str))
-            shutil.rmtree(folder, ignore_errors=True)
-            partial.rename(folder)
+            replace_directory(partial, folder)
             shutil.rmtree(self.resume_folder(name, key), ignore_errors=True)
             result = StageResult(name, folder, metrics, seconds, cached=False)
             self.log(f"[{name}] done in {seconds:.1f} s")

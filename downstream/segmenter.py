@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -30,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.ctc import CTCFormatError, CTCSequence, list_sequences
+from benchmark.io import replace_directory, staging_directory
 
 PERCENTILES = (1.0, 99.8)
 HISTORY_FILE = "history.json"
@@ -232,9 +230,7 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
         train_epochs=config.epochs, train_steps_per_epoch=config.steps_per_epoch,
         train_tensorboard=False, train_sample_cache=False,
     )
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", suffix=".partial", dir=model_dir.parent))
-    try:
+    with staging_directory(model_dir) as tmp:  # StarDist creates <basedir>/<name> itself
         model = StarDist2D(conf, name=model_dir.name, basedir=str(tmp))
         model.prepare_for_training()
         timer = _epoch_timer()
@@ -260,11 +256,7 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
             "pretrained": False,
         }
         (folder / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        os.replace(folder, model_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace_directory(folder, model_dir)
     return model_dir
 
 

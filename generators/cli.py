@@ -11,8 +11,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,8 @@ from tqdm.auto import tqdm
 
 from benchmark.config import positive_int
 from benchmark.ctc import CTCSequence
-from benchmark.ctc.io import atomic_directory, atomic_write_bytes
 from benchmark.ctc.validate import check_input_sequence
+from benchmark.io import atomic_directory, atomic_write_bytes
 from benchmark.paths import cache_dir, require_writable
 from generators.base import GenerateSpec, Generator, config_to_dict
 from generators.registry import available_generators, get_generator
@@ -66,15 +64,8 @@ def fitted_generator(name: str, params: dict, seq: CTCSequence, cache: Path | No
         loaded.config = generator.config  # runtime-only fields (progress, device) from this call
         return loaded
     generator.fit(seq)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_directory(folder, overwrite=True) as tmp:
         generator.save(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return generator
 
 

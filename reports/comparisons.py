@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 
+from benchmark.io import atomic_write_text
 from benchmark.metrics.frechet import Samples
 from benchmark.metrics.intervals import paired_difference
 from benchmark.metrics.realism import load_feature_sets
@@ -94,10 +94,7 @@ def paired_comparisons(floor_uri: str, generators: dict[str, str], n_boot: int =
                          "difference": interval.point, "ci_low": interval.low, "ci_high": interval.high,
                          "se": interval.se, "excludes_zero": bool(interval.excludes_zero),
                          "better": (a if interval.point < 0 else b) if interval.excludes_zero else "neither"})
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp")
-    tmp.write_text(json.dumps(rows))
-    tmp.replace(cached)
+    atomic_write_text(cached, json.dumps(rows))
     return pd.DataFrame(rows)
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from benchmark import experiment
+from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
 from reports.comparisons import comparisons_display, comparisons_markdown, paired_comparisons
 from reports.html import Section, image_tag, render_page, table_html
@@ -41,7 +42,6 @@ from reports.tables import (
     to_markdown,
     unavailable_footnote,
     write_csv,
-    write_text_atomic,
 )
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     markdown_text += "\n" + comparisons_markdown(comparisons, f"Table 1b — paired realism differences, {dataset}")
     if excluded:
         markdown_text += "\nExcluded (not comparable with this table's protocol): " + "; ".join(excluded) + "\n"
-    markdown = write_text_atomic(folder / "table1.md", markdown_text)
+    markdown = atomic_write_text(folder / "table1.md", markdown_text)
     csv = write_csv(table, folder / "table1.csv")
     written: list[Path] = []
     if not comparisons.empty:
@@ -214,7 +214,7 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     bars = figures.metric_bars(table)
     if bars is not None:
         png = figures.figure_png(bars)
-        written.append(write_text_atomic(fig_dir / "metrics.png", png))
+        written.append(atomic_write_bytes(fig_dir / "metrics.png", png))
         sections.append(Section("Scores with confidence intervals", [image_tag(png, alt="metric bars")]))
 
     samples = Section("Synthetic samples (mask outlines in yellow)")
@@ -226,8 +226,8 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
         if sequence is not None:
             png = figures.figure_png(figures.sample_frames(folder_syn, sequence))
             gif = figures.preview_gif(folder_syn, sequence, n_frames=preview_frames)
-            written.append(write_text_atomic(fig_dir / f"samples-{name}.png", png))
-            written.append(write_text_atomic(fig_dir / f"preview-{name}.gif", gif))
+            written.append(atomic_write_bytes(fig_dir / f"samples-{name}.png", png))
+            written.append(atomic_write_bytes(fig_dir / f"preview-{name}.gif", gif))
             parts.append('<div class="row"><figure>' + image_tag(png, alt=f"{name} sample frames")
                          + f"<figcaption>frames of synthetic sequence {sequence}</figcaption></figure><figure>"
                          + image_tag(gif, "image/gif", alt=f"{name} preview")
@@ -242,7 +242,7 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     timings = figures.timing_bars(table)
     if timings is not None:
         png = figures.figure_png(timings)
-        written.append(write_text_atomic(fig_dir / "timings.png", png))
+        written.append(atomic_write_bytes(fig_dir / "timings.png", png))
         sections.append(Section("Wall time per stage", [image_tag(png, alt="stage timings")]))
 
     provenance = Section("Runs")
@@ -254,7 +254,7 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = render_page(f"synthvid benchmark — {dataset}", f"profile {profile or 'any'}; generated {stamp}", sections)
-    html_path = write_text_atomic(folder / "report.html", page)
+    html_path = atomic_write_text(folder / "report.html", page)
     report = Report(folder, markdown, csv, html_path, table, written)
     if log:
         report.run_id = log_report(report, dataset, profile, list(runs["run_id"]))

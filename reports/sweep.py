@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
 from reports.runs import TABLE_METRICS, metric, parent_runs
-from reports.tables import format_value, n_summary, write_csv, write_text_atomic
+from reports.tables import format_value, n_summary, write_csv
 
 SWEEP_NAME = "table2"
 T_FIRST_SERIES = (100, 200, 400, 600)
@@ -97,10 +98,10 @@ def write_sweep_report(dataset: str, profile: str | None, out_dir: Path, generat
     table = sweep_table(dataset, profile, generator)
     folder = report_folder(out_dir, dataset, profile)
     title = f"Table 2 — {generator} SDEdit depths, {dataset}, profile {profile or 'any'}"
-    paths = [write_text_atomic(folder / "table2.md", sweep_markdown(table, title))]
+    paths = [atomic_write_text(folder / "table2.md", sweep_markdown(table, title))]
     if not table.empty:
         paths.append(write_csv(table, folder / "table2.csv"))
         fig = figures.sweep_lines(table)
         if fig is not None:
-            paths.append(write_text_atomic(folder / "table2.png", figures.figure_png(fig)))
+            paths.append(atomic_write_bytes(folder / "table2.png", figures.figure_png(fig)))
     return paths

@@ -9,14 +9,13 @@ KVD/KID are unbiased MMD estimates and need no such mark.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from benchmark.io import atomic_write_text
 from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N
 from benchmark.metrics.intervals import INTERVAL_SUMMARY
 from reports.runs import REALISM_N, TABLE_METRICS, metric, stage_times
@@ -164,16 +163,5 @@ def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_
     return "\n".join(lines) + "\n"
 
 
-def write_text_atomic(path: Path, text: str | bytes) -> Path:
-    """Write via a temporary file in the same folder, then rename (no half-written reports)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(text.encode() if isinstance(text, str) else text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_csv(table: pd.DataFrame, path: Path) -> Path:
-    return write_text_atomic(path, table.to_csv(index=False))
+    return atomic_write_text(path, table.to_csv(index=False))

@@ -1,12 +1,8 @@
-"""Low-level CTC file I/O: TIFF frames and ``L B E P`` track tables, with atomic writes."""
+"""Low-level CTC file I/O: TIFF frames and ``L B E P`` track tables, written atomically (``benchmark.io``)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +10,7 @@ import numpy as np
 import tifffile
 
 from benchmark.ctc.errors import CTCFormatError
+from benchmark.io import atomic_write, atomic_write_bytes
 
 
 @dataclass(frozen=True, order=True)
@@ -81,55 +78,8 @@ def read_tiff(path: str | Path) -> np.ndarray:
 
 def write_tiff(path: str | Path, array: np.ndarray, compress: bool = True) -> None:
     """Write a 2D frame atomically (temporary name in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        tifffile.imwrite(tmp, np.ascontiguousarray(array), compression="zlib" if compress else None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``target``, on failure it is removed.
-
-    An existing ``target`` is only replaced when ``overwrite`` is true, so finished work is never
-    lost to a half-done rewrite.
-    """
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target}: already exists (pass overwrite=True to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    frame = np.ascontiguousarray(array)
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, frame, compression="zlib" if compress else None))
 
 
 def frame_name(prefix: str, t: int, digits: int = 3) -> str:

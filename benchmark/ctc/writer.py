@@ -7,9 +7,6 @@ Everything written therefore passes py-ctcmetrics' validation by construction, a
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +15,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.ctc.errors import CTCFormatError
-from benchmark.ctc.io import Track, atomic_directory, frame_name, write_tiff, write_tracks
+from benchmark.ctc.io import Track, frame_name, write_tiff, write_tracks
+from benchmark.io import atomic_directory, replace_directory, staging_directory
 
 MAX_LABEL = 65_000  # py-ctcmetrics offsets labels internally; stay well below the uint16 limit
 
@@ -145,9 +143,7 @@ def write_sequence(
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target}: already exists (pass overwrite=True to replace it)")
     lineage = lineage_from_labels(labels, parents, progress)
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dataset_dir))
-    try:
+    with staging_directory(dataset_dir / name) as tmp:
         for t in tqdm(range(len(images)), desc=f"write {name}", disable=not progress, leave=False):
             write_tiff(tmp / name / frame_name("t", t), np.asarray(images[t]))
         _write_label_frames(tmp / f"{name}_GT" / "TRA", "man_track", labels, lineage, "write TRA", False)
@@ -163,9 +159,5 @@ def write_sequence(
         if problems:
             raise CTCFormatError(dataset_dir / name, f"writer self-check failed: {problems[0].message}")
         for target in targets:
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp / target.name, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            replace_directory(tmp / target.name, target)
     return lineage.tracks

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from benchmark.config import positive_int
 from benchmark.ctc import CTCSequence, list_sequences
-from benchmark.ctc.io import atomic_write_bytes
+from benchmark.io import atomic_write_bytes
 from benchmark.metrics.intervals import INTERVAL_SUMMARY
 
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from benchmark.assets import ResolvedWeight, resolve
 from benchmark.ctc import CTCSequence, Track
 from benchmark.ctc.crops import annotated_frames, full_masks
+from benchmark.io import atomic_write
 from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N, Samples
 from benchmark.metrics.intervals import (
     INTERVAL_TAG,
@@ -391,10 +392,13 @@ def _cap_units(units: Units, kind: str, cap: int, rng: np.random.Generator) -> U
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{np.random.default_rng().integers(1 << 30)}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    """``np.savez`` atomically; through an open file, so that numpy appends no ``.npz`` to the name."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
 
 
 def _concat(sets: list[FeatureSet]) -> FeatureSet:

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,6 +30,7 @@ from tqdm.auto import tqdm
 
 from benchmark.ctc import CTCFormatError, CTCSequence, Track, list_sequences, write_result
 from benchmark.ctc.crops import full_masks
+from benchmark.io import atomic_directory
 from downstream.tracker.features import (
     DIVISION_FEATURES,
     PAIR_FEATURES,
@@ -240,16 +238,9 @@ def train_tracker(dataset_dir: Path, config: TrackerConfig, model_dir: Path, *, 
     summary = {"config": asdict(config), "sequences": [s.name for s in seqs], "counts": counts,
                "validation": chosen, "division_model": division is not None,
                "features_seconds": features_seconds, "fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started}
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", suffix=".partial", dir=model_dir.parent))
-    try:
+    with atomic_directory(model_dir, overwrite=True) as tmp:
         joblib.dump(payload, tmp / MODEL_FILE)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        os.replace(tmp, model_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return model_dir
 
 

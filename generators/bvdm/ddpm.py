@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from benchmark.io import atomic_write
 from generators.bvdm.data import IntensityStats
 from generators.precision import autocast, check_precision, memory_format, resolve_precision
 
@@ -224,7 +224,4 @@ def checkpoints(directory: Path, fingerprint: str) -> list[Path]:
 def _checkpoint(directory: Path, step: int, state: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"checkpoint-{step}.pt"
-    tmp = path.with_suffix(".pt.partial")
-    torch.save(state, tmp)
-    shutil.move(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from benchmark.ctc import CTCSequence, write_sequence
 from benchmark.ctc.crops import crop_size_for, full_masks
+from benchmark.io import atomic_write_text
 from generators.base import GenerateSpec, Generator, GeneratorConfig, register_generator
 from generators.bvdm.data import collect_training_data
 from generators.bvdm.ddpm import DDPMConfig, TextureDDPM, train_ddpm
@@ -182,9 +183,7 @@ class BVDMGenerator(Generator):
     def _save_state(self, directory: Path) -> None:
         self._require_fitted()
         for name, payload in (("mask_model.json", self.mask_model.to_dict()), ("imaging.json", self.imaging.to_dict())):
-            tmp = directory / f"{name}.partial"
-            tmp.write_text(json.dumps(payload))
-            tmp.replace(directory / name)
+            atomic_write_text(directory / name, json.dumps(payload))
         self.ddpm.save_pretrained(directory / "ddpm")
         self.flow.save_pretrained(directory / "flow", self.flow_loss)
 

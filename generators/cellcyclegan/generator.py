@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from benchmark.ctc import CTCSequence, write_sequence
 from benchmark.ctc.crops import crop_size_for, full_masks, iter_cell_crops
+from benchmark.io import atomic_write_text
 from generators.base import GenerateSpec, Generator, register_generator
 from generators.cellcyclegan.data import (
     IntensityScale,
@@ -183,8 +184,8 @@ class CellCycleGANGenerator(Generator):
             "reference_level": self.reference_level,
             "dtype": self.dtype,
         }
-        _atomic_write(directory / "state.json", json.dumps(state, indent=1))
-        _atomic_write(directory / "history.json",
+        atomic_write_text(directory / "state.json", json.dumps(state, indent=1))
+        atomic_write_text(directory / "history.json",
                       json.dumps({"seconds": self.train_seconds, "history": self.history}, indent=1))
         if self._probe is not None:
             save_sample_grid(self.network.cpu(), *self._probe, directory / "samples.png", seed=self.config.seed)
@@ -217,9 +218,3 @@ def reference_level(crops: TrainingCrops) -> float:
     if not math.isfinite(level) or level <= 0:
         raise ValueError("cellcyclegan: real nuclei are not brighter than the background")
     return level
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmark.io import atomic_write, atomic_write_text
 from generators.base import GeneratorConfig
 from generators.cellcyclegan.data import TrainingCrops, condition
 from generators.cellcyclegan.networks import PatchDiscriminator, UNetGenerator
@@ -186,22 +187,15 @@ def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_generator(generator, out / "generator.pt")
-        _atomic_text(out / "history.json", json.dumps({"seconds": seconds, "history": history}, indent=1))
+        atomic_write_text(out / "history.json", json.dumps({"seconds": seconds, "history": history}, indent=1))
         save_sample_grid(generator, probe_target, probe_cond, out / "samples.png", seed=config.seed)
     return TrainResult(generator, history, seconds)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def save_generator(generator: UNetGenerator, path: Path) -> None:
     """Weights plus the widths needed to rebuild the network (atomic)."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"widths": list(generator.widths), "state_dict": generator.state_dict()}, tmp)
-    tmp.replace(path)
+    payload = {"widths": list(generator.widths), "state_dict": generator.state_dict()}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_generator(path: Path) -> UNetGenerator:
@@ -230,6 +224,4 @@ def save_sample_grid(generator: UNetGenerator, target: np.ndarray, cond: np.ndar
         c[:, 2] = torch.rand(c[:, 2].shape, generator=gen)
         rows.append((generator(c) * (c[:, :1] > 0)).numpy()[:, 0])
     grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    plt.imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: plt.imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png"))
