@@ -17,11 +17,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
-
-import mlflow
+from typing import TYPE_CHECKING, Any
 
 from benchmark.paths import require_writable
+
+if TYPE_CHECKING:
+    import mlflow
 
 PACKAGES = ("synthvid-benchmark", "torch", "diffusers", "voxelmorph", "tensorflow-cpu", "stardist", "py-ctcmetrics",
             "pytorch-fid", "mlflow", "numpy", "scikit-image", "scikit-learn")
@@ -36,6 +37,8 @@ def tracking_uri() -> str:
 def configure() -> str:
     """Point MLflow at ``tracking_uri()`` after checking a local store can be written: an unwritable
     ``MLFLOW_TRACKING_URI`` fails here with one line naming it, not deep inside MLflow."""
+    import mlflow  # here, not at module load: `python -m benchmark --help` stays fast
+
     uri = tracking_uri()
     store = _local_store(uri)
     if store is not None:
@@ -64,6 +67,8 @@ def experiment_name(dataset: str) -> str:
 
 def ensure_experiment(name: str) -> str:
     """Experiment id for ``name``; artifacts live beside a SQLite store (``mlartifacts/``)."""
+    import mlflow
+
     uri = configure()
     try:
         existing = mlflow.get_experiment_by_name(name)
@@ -159,6 +164,8 @@ def start_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Open (or resume, with ``run_id``) a run; log the whole config as params and ``config.json``,
     plus version, commit and device tags."""
+    import mlflow
+
     experiment_id = ensure_experiment(experiment_name(dataset))
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=experiment_id,
                           nested=nested) as run:
@@ -180,6 +187,8 @@ def start_run(
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
+    import mlflow
+
     clean = clean_metrics(metrics)
     if clean:
         mlflow.log_metrics({f"{prefix}{k}": v for k, v in clean.items()}, step=step)

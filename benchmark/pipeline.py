@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
-
 from benchmark import experiment
 from benchmark.config import PROFILES, RunConfig, build_run_config, stable_hash
 from benchmark.ctc import CTCSequence, list_sequences, window_sequence
@@ -57,6 +55,8 @@ class Stages:
 
     def run(self, name: str, key: Any, body: Callable[[Path], dict[str, Any]], params: dict[str, Any] | None = None,
             artifacts: Callable[[Path], None] | None = None, tags: dict[str, str] | None = None) -> StageResult:
+        import mlflow  # here, not at module load: `python -m benchmark --help` stays fast
+
         folder = self.folder(name, key)
         record = folder / "stage.json"
         if record.is_file():
@@ -157,6 +157,8 @@ WEIGHT_FIELDS = ("fid_weight_sha256", "fvd_weight_sha256", "fid_weight_route", "
 def realism_artifacts(json_name: str) -> Callable[[Path], None]:
     """Log a realism-type stage's scores and equal-N feature sets (the report's paired comparisons read
     them back), and tag the stage run with the metric weights it used (a report never mixes them)."""
+    import mlflow
+
 
     def log(folder: Path) -> None:
         for name in ("features.npz", json_name):
@@ -302,6 +304,8 @@ def parse_param_json(text: str | None) -> dict[str, Any]:
 
 def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None) -> dict[str, Any]:
     """Run every stage for one generator; returns the summary row (metrics + stage times)."""
+    import mlflow
+
     from benchmark.metrics.ctc import score_tracking, tracking_unavailable
     from downstream.segmenter import SegmenterConfig, segment_sequence, train_segmenter
     from downstream.tracker.model import TrackerConfig, track_sequence, train_tracker
@@ -414,11 +418,15 @@ def _metric_name(key: str) -> str:
 
 
 def _log_small_artifacts(folder: Path, name: str, limit: int = 50_000_000) -> None:
+    import mlflow
+
     if folder.is_dir() and sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < limit:
         mlflow.log_artifacts(str(folder), name)
 
 
 def _log_history(model_dir: Path) -> None:
+    import mlflow
+
     history = model_dir / "history.json"
     if history.is_file():
         for key, values in json.loads(history.read_text()).items():
@@ -431,6 +439,7 @@ def _log_history(model_dir: Path) -> None:
 def log_sample_frames(dataset_dir: Path, n: int = 3) -> None:
     """A few synthetic frames with mask outlines, as PNGs."""
     import matplotlib
+    import mlflow
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -494,6 +503,8 @@ def _run_command(args: argparse.Namespace) -> int:
 def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -> dict[str, Any]:
     """Fit (or reuse the run's cached fit), render the real training textures through the generator's frame
     path and score them like its synthetic videos, beside the floor; logged as an ``oracle-run`` parent."""
+    import mlflow
+
     from generators.registry import get_generator
 
     generator_cls = get_generator(config.generator)

@@ -10,7 +10,6 @@ from pathlib import Path
 from benchmark.config import positive_int
 from benchmark.ctc import CTCSequence, list_sequences
 from benchmark.io import atomic_write_bytes
-from benchmark.metrics.intervals import INTERVAL_SUMMARY
 
 
 def add_metrics_commands(subparsers) -> None:
@@ -124,6 +123,8 @@ def _cmd_realism(args) -> int:
     for name in ("fid", "fvd"):
         if f"{name}_detector" in result:
             rows.append((f"{name} detector", f"{result[name + '_detector']} ({result[name + '_weight_route']})"))
+    from benchmark.metrics.intervals import INTERVAL_SUMMARY  # scipy.stats: not at --help time
+
     print(f"realism: real {result['real']} vs synthetic {result['synthetic']} ({INTERVAL_SUMMARY})")
     print(_table(rows))
     params = {k: v for k, v in vars(args).items() if k != "func"}
