@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from benchmark.ctc import CTCSequence, validate_result, write_sequence
 from benchmark.ctc.crops import full_masks
-from downstream.scoring import ctc_scores
+from benchmark.metrics.ctc import ctc_scores
 from downstream.segmenter import SegmenterConfig, segment_sequence, train_segmenter
 from downstream.tracker import TrackerConfig, track_nearest, track_sequence, train_tracker
 

@@ -240,7 +240,7 @@ def test_sweep_grid_is_the_papers_table2() -> None:
 def test_sweep_runs_are_tagged_and_tabulated(logged: dict, data: ScoredData) -> None:
     """run_sweep with a runner that logs a scored run per point (the real pipeline is exercised by
     test_pipeline; here the BVDM fit would take far too long)."""
-    from downstream.scoring import ctc_scores
+    from benchmark.metrics.ctc import ctc_scores
 
     scores = ctc_scores(data.good_res, CTCSequence(data.window, "02").gt_dir, ("SEG", "DET", "TRA"))
     seen: list[dict] = []

@@ -93,8 +93,8 @@ def broken_result(window: Path, res_dir: Path, seed: int = 0, per_frame: int = 1
 def log_scored_run(generator: str, profile: str, window: Path, synthetic_dir: Path, res_dir: Path, stage_root: Path,
                    cache: Path, realism: bool = True, tags: dict[str, str] | None = None) -> dict[str, Any]:
     """One parent run with generate / realism / eval-real stage runs; metrics from real scoring."""
+    from benchmark.metrics.ctc import ctc_scores
     from benchmark.metrics.realism import realism_scores
-    from downstream.scoring import ctc_scores
 
     experiment.configure()
     test_seq = CTCSequence(window, REFERENCE)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +128,27 @@ def _score_checked(res_dir: Path, gt_dir: Path, problems: list[Problem], threads
     if not valid:
         reasons = [str(p) for p in problems[:3]] or ["py-ctcmetrics reported Valid=0"]
         out["invalid_reason"] = "; ".join(reasons)
+    return out
+
+
+def ctc_scores(res_dir: str | Path, gt_dir: str | Path, metrics: Sequence[str] = ("DET", "TRA"),
+               threads: int = 1) -> dict[str, float]:
+    """py-ctcmetrics' own numbers for ``metrics`` of ``res_dir`` against ``gt_dir``, without our checks.
+
+    For side-by-side comparisons of result folders (downstream experiments, tests) where ``score_tracking``'s
+    validation and AOGM breakdown are not wanted: keys py-ctcmetrics returns as None (an invalid result) are
+    dropped rather than reported. SEG, when asked for with other metrics, runs in its own call.
+    """
+    wanted = list(metrics)
+    calls = [["SEG"]] if "SEG" in wanted else []
+    rest = [m for m in wanted if m != "SEG"]
+    if rest:
+        calls.append(rest)
+    out: dict[str, float] = {}
+    for call in calls:
+        for key, value in _evaluate(Path(res_dir), Path(gt_dir), call, threads).items():
+            if value is not None and np.isscalar(value) and not isinstance(value, str):
+                out[key] = float(value)
     return out
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from benchmark.ctc import CTCSequence, ResultSequence, validate_result, write_result
 from benchmark.ctc.crops import full_masks
-from downstream.scoring import ctc_scores
+from benchmark.metrics.ctc import ctc_scores
 from downstream.tracker import TrackerConfig, track_nearest, track_sequence, train_tracker
 from downstream.tracker.features import detect, frame_pair
 from downstream.tracker.linking import build_tracks

@@ -7,7 +7,7 @@ import pytest
 
 from benchmark.ctc import CTCSequence, read_tiff, write_result, write_tiff
 from benchmark.ctc.crops import full_masks
-from benchmark.metrics.ctc import score_segmentation_frames, score_tracking
+from benchmark.metrics.ctc import ctc_scores, score_segmentation_frames, score_tracking
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,16 @@ def test_gt_to_res_round_trip_is_perfect(gt_as_result):
     assert scores["valid"] == 1.0
     assert scores["DET"] == 1.0 and scores["TRA"] == 1.0 and scores["AOGM"] == 0.0
     assert isinstance(scores["SEG"], float) and 0.0 < scores["SEG"] < 1.0  # markers are smaller than nuclei
+
+
+def test_plain_ctc_scores_are_score_trackings_numbers(gt_as_result, tmp_path):
+    """The unchecked wrapper (downstream comparisons) and score_tracking run py-ctcmetrics the same way."""
+    res, seq = gt_as_result
+    full = score_tracking(res, seq.gt_dir)
+    plain = ctc_scores(res, seq.gt_dir, ("SEG", "DET", "TRA"))
+    assert {k: plain[k] for k in ("SEG", "DET", "TRA")} == {k: full[k] for k in ("SEG", "DET", "TRA")}
+    assert plain["AOGM"] == full["AOGM"]  # py-ctcmetrics' by-products come along, as floats
+    assert set(ctc_scores(res, seq.gt_dir)) >= {"DET", "TRA"} and "SEG" not in ctc_scores(res, seq.gt_dir)
 
 
 def test_invalid_result_keeps_seg_and_gives_a_reason(gt_as_result, tmp_path):
