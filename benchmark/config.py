@@ -54,14 +54,37 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: the tables a profile may hold; their keys are checked when the stage configs are built
+PROFILE_SECTIONS = ("run", "window", "generators", "segmenter", "tracker", "realism")
+#: scalar keys of ``[run]`` (a sub-table of ``[run]`` overrides them for one dataset)
+RUN_KEYS = ("n_sequences", "n_frames", "oracle")
+
+
+def check_profile(profile: str | Path, raw: dict[str, Any]) -> None:
+    """Refuse what would otherwise be ignored: an unknown section (``[segmentor]``) or ``[run]`` key, or a
+    section that is not a table; one line naming the profile, before any work starts."""
+    for key, value in raw.items():
+        if key not in PROFILE_SECTIONS:
+            raise ValueError(f"profile {profile!r}: unknown section [{key}]; known: {', '.join(PROFILE_SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ValueError(f"profile {profile!r}: [{key}] must be a table, got {value!r}")
+    for key, value in raw.get("run", {}).items():
+        tables = value.items() if isinstance(value, dict) else [(key, value)]
+        for name, _ in tables:
+            if name not in RUN_KEYS:
+                where = f'[run."{key}"]' if isinstance(value, dict) else "[run]"
+                raise ValueError(f"profile {profile!r}: unknown key {name!r} in {where}; known: {', '.join(RUN_KEYS)}")
+
+
 def load_profile(profile: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Raw TOML of a named profile or a path to a TOML file; a clear error for unknown names.
+    """Raw TOML of a named profile or a path to a TOML file; a clear error for unknown names and sections.
 
     A profile may start from another one: top-level ``extends = "cpu"`` deep-merges its tables over
     that profile's (the child's keys win).
     """
     raw = _read_profile(profile)
     base = raw.pop("extends", None)
+    check_profile(profile, raw)
     if base is None:
         return raw
     if str(base) in _seen:

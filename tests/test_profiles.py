@@ -1,0 +1,41 @@
+"""Profiles are checked when they are loaded: a misspelt section or ``[run]`` key is one line naming the
+profile and the key, before any stage or MLflow run, instead of being silently ignored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.config import PROFILES, build_run_config, load_profile
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_shipped_profile_loads(profile: str) -> None:
+    assert load_profile(profile)["run"]
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ('extends = "ci"\n[segmentor]\nepochs = 3\n', "[segmentor]"),
+    ('extends = "ci"\n[run]\nn_sequence = 3\n', "'n_sequence' in [run]"),
+    ('extends = "ci"\n[run."Fluo-N2DH-GOWT1"]\nframes = 3\n', "'frames' in [run.\"Fluo-N2DH-GOWT1\"]"),
+    ('extends = "ci"\nsegmenter = 3\n', "[segmenter] must be a table"),
+])
+def test_an_unknown_section_or_key_is_refused_at_load(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="profile") as info:
+        build_run_config(str(path), "Fluo-N2DH-GOWT1", "mitogen")
+    assert named in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_cli_refuses_a_bad_profile_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text('extends = "ci"\n[segmentor]\nepochs = 3\n')
+    out = tmp_path / "runs"
+    code = main(["run", "--generator", "mitogen", "--dataset", "Fluo-N2DH-GOWT1", "--profile", str(path),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "[segmentor]" in err and len(err.splitlines()) == 1
+    assert not out.exists()
