@@ -102,10 +102,17 @@ class Generator(ABC):
     @classmethod
     def load(cls, directory: str | Path) -> Generator:
         directory = Path(directory)
-        config = config_from_dict(cls.config_class, json.loads((directory / "config.json").read_text()))
+        saved = cls.upgrade_saved_config(json.loads((directory / "config.json").read_text()))
+        config = config_from_dict(cls.config_class, saved)
         generator = cls(config)
         generator._load_state(directory)
         return generator
+
+    @classmethod
+    def upgrade_saved_config(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Hook: map the config of a state saved by an older version onto today's fields (renamed or
+        replaced ones), so a cached fit keeps loading after an upgrade."""
+        return values
 
     def with_sampling(self, overrides: dict[str, Any]) -> Generator:
         """Apply sampling-only overrides to a fitted generator (anything else is an error)."""

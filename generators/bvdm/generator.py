@@ -150,6 +150,17 @@ class BVDMGenerator(Generator):
                                  "fill_holes", "precision", "anchor_stats", "anchor_spread", "edge_sigma"})
     config: BVDMConfig
 
+    @classmethod
+    def upgrade_saved_config(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """States saved before the precision option carry ``bf16`` (autocast on CUDA only, CPU in fp32):
+        it becomes ``precision`` 'auto' on CUDA and 'fp32' elsewhere, which samples exactly as before."""
+        values = dict(values)
+        if "bf16" in values:
+            legacy = bool(values.pop("bf16"))
+            values.setdefault("precision", "auto" if legacy and str(values.get("device", "cpu")).startswith("cuda")
+                              else "fp32")
+        return values
+
     def __init__(self, config: BVDMConfig | None = None) -> None:
         super().__init__(config)
         self.mask_model: MaskVideoModel | None = None

@@ -9,6 +9,7 @@ stay fast (GOWT1 nuclei larger than 64 px are cut at the crop edge, still real s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +349,16 @@ def test_batched_equals_per_cell_loop_on_cuda(real_mask_video: MaskVideo, tiny_m
             np.testing.assert_allclose(tex_b, tex_l, atol=tolerance, rtol=0)
     ddpm.to("cpu")
     flow.to("cpu")
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cpu", "fp32"), ("cuda", "auto")])
+def test_a_state_saved_before_the_precision_option_still_loads(fitted_generator: BVDMGenerator, tmp_path: Path,
+                                                               device: str, expected: str) -> None:
+    """A cached fit written with the old boolean ``bf16`` (CUDA-only autocast) loads, sampling as it did."""
+    fitted_generator.save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    values = json.loads(path.read_text())
+    del values["precision"], values["train_precision"]
+    path.write_text(json.dumps({**values, "bf16": True, "device": device}))
+    loaded = BVDMGenerator.load(tmp_path / "model")
+    assert loaded.config.precision == expected and loaded.config.train_precision == "fp32"
