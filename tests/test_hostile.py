@@ -235,16 +235,19 @@ def test_a_perfect_result_scores_one(scored: Path, capsys: pytest.CaptureFixture
     assert scores["valid"] == "1.00000" and scores["TRA"] == "1.00000" and scores["SEG"] == "1.00000"
 
 
-def _gt_parent_cycle(ds: Path, name: str = "01") -> tuple[Path, str]:
+def _gt_tracks(ds: Path, name: str, table: str) -> Path:
+    """Replace the GT lineage of sequence ``name`` with ``table``; returns the track file."""
     track_file = ds / f"{name}_GT" / "TRA" / "man_track.txt"
-    track_file.write_text("1 0 4 0\n2 0 1 4\n3 2 4 2\n4 2 4 2\n")
-    return track_file, "parent cycle 2 -> 4 -> 2"
+    track_file.write_text(table)
+    return track_file
+
+
+def _gt_parent_cycle(ds: Path, name: str = "01") -> tuple[Path, str]:
+    return _gt_tracks(ds, name, "1 0 4 0\n2 0 1 4\n3 2 4 2\n4 2 4 2\n"), "parent cycle 2 -> 4 -> 2"
 
 
 def _gt_self_parent(ds: Path, name: str = "01") -> tuple[Path, str]:
-    track_file = ds / f"{name}_GT" / "TRA" / "man_track.txt"
-    track_file.write_text("1 0 4 1\n2 0 1 0\n3 2 4 2\n4 2 4 2\n")
-    return track_file, "parent cycle 1 -> 1"
+    return _gt_tracks(ds, name, "1 0 4 1\n2 0 1 0\n3 2 4 2\n4 2 4 2\n"), "parent cycle 1 -> 1"
 
 
 def _gt_empty_tra_frame(ds: Path, name: str = "01") -> tuple[Path, str]:
@@ -262,9 +265,7 @@ def _gt_negative_label(ds: Path, name: str = "01") -> tuple[Path, str]:
 
 
 def _gt_unlisted_parent(ds: Path, name: str = "01") -> tuple[Path, str]:
-    track_file = ds / f"{name}_GT" / "TRA" / "man_track.txt"
-    track_file.write_text("1 0 4 0\n2 0 1 999\n3 2 4 2\n4 2 4 2\n")
-    return track_file, "names parent 999, which is not listed"
+    return _gt_tracks(ds, name, "1 0 4 0\n2 0 1 999\n3 2 4 2\n4 2 4 2\n"), "names parent 999, which is not listed"
 
 
 def _gt_empty_seg_file(ds: Path, name: str = "01") -> tuple[Path, str]:
