@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -102,8 +104,6 @@ class OneLineParser(argparse.ArgumentParser):
 
 def error_line(exc: BaseException) -> str:
     """The one line an expected failure prints: the message, with the file an OS error is about."""
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
     if isinstance(exc, OSError) and exc.strerror:  # raised by the OS: name the file it is about
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror}"
@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "generate, train StarDist + a tracker on the synthetic data, score SEG/DET/TRA on a real held-out "
         "video and FID/FVD/KID/KVD; everything logged to MLflow.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of the one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     for module_name, function in COMMAND_HOOKS:
@@ -130,13 +132,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler's kill, ``timeout``) unwinds like Ctrl-C: open MLflow runs are marked KILLED,
+    temporary outputs removed; finished stages stay, so the same command resumes."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return int(args.func(args) or 0)
-    except (CTCFormatError, DatasetNotFound, KeyError, ValueError, OSError) as exc:
+    except (CTCFormatError, DatasetNotFound, ValueError, OSError) as exc:
+        # what a user can fix (bad input, argument, path) is one line; any other exception is a bug and
+        # keeps its traceback; --debug shows the traceback of these too
+        if args.debug:
+            raise
         print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        why = f"by {exc.args[0]}" if exc.args else "by Ctrl-C"
+        print(f"error: interrupted {why}; finished stages are kept and the same command resumes", file=sys.stderr)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,22 @@ def stable_hash(*parts: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+#: seeds every library accepts (numpy wants >= 0; TensorFlow's op seeds are 32-bit signed)
+MAX_SEED = 2**31 - 1
+
+
+def seed_int(text: str) -> int:
+    """argparse type of ``--seed``: an integer in [0, 2**31 - 1], refused before any stage runs (numpy,
+    torch and TensorFlow would each fail on some of the rest, minutes in)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed {value} is out of range [0, {MAX_SEED}]")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type of a count (frames, sequences, pixels, threads): an integer >= 1."""
     try:

@@ -66,7 +66,7 @@ class DatasetNotFound(FileNotFoundError):
 
 def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
 
 

@@ -7,11 +7,13 @@ file store) unless ``MLFLOW_TRACKING_URI`` says otherwise. Open the UI with
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
+import logging
 import math
 import os
 import platform
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,11 +21,17 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmark.io import folder_lock
+from benchmark.machine import cpu_description, machine_class
 from benchmark.paths import require_writable
 
 if TYPE_CHECKING:
     import mlflow
 
+logger = logging.getLogger(__name__)
+
+#: tags naming the process that opened a run, so that a later run can close it when that process is gone
+HOST_TAG, PID_TAG = "host", "pid"
 PACKAGES = ("synthvid-benchmark", "torch", "diffusers", "voxelmorph", "tensorflow-cpu", "stardist", "py-ctcmetrics",
             "pytorch-fid", "mlflow", "numpy", "scikit-image", "scikit-learn")
 EXPERIMENT_PREFIX = "synthvid"
@@ -70,14 +78,18 @@ def ensure_experiment(name: str) -> str:
     import mlflow
 
     uri = configure()
+    store = _local_store(uri)
     try:
-        existing = mlflow.get_experiment_by_name(name)
-        if existing is not None:
-            return existing.experiment_id
-        location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-        return mlflow.create_experiment(name, artifact_location=location)
+        # two processes opening a new SQLite store at once race in MLflow's schema migration (one fails
+        # with an alembic error), and both may create the experiment: one at a time per store
+        with folder_lock(store) if store is not None else contextlib.nullcontext():
+            existing = mlflow.get_experiment_by_name(name)
+            if existing is not None:
+                return existing.experiment_id
+            location = None
+            if uri.startswith("sqlite:///"):
+                location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+            return mlflow.create_experiment(name, artifact_location=location)
     except Exception as exc:  # MLflow wraps SQLAlchemy/OS errors in many types; the user needs the store named
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ValueError(f"MLFLOW_TRACKING_URI={uri}: cannot open the MLflow store ({type(exc).__name__}: {first})") \
@@ -112,18 +124,6 @@ def device_name() -> str:
     except ImportError:
         pass
     return f"cpu:{platform.processor() or platform.machine()}x{os.cpu_count()}"
-
-
-def folder_checksum(folder: str | Path) -> str:
-    """sha256 over relative paths and contents of every file below ``folder`` (sorted)."""
-    digest = hashlib.sha256()
-    root = Path(folder)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode())
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -167,11 +167,14 @@ def start_run(
     import mlflow
 
     experiment_id = ensure_experiment(experiment_name(dataset))
+    if not nested and run_id is None:
+        close_stale_runs(experiment_id)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=experiment_id,
                           nested=nested) as run:
         if run_id is None:
             all_tags = {f"version.{k}": v for k, v in package_versions().items()}
-            all_tags.update({"device": device_name(), "dataset": dataset,
+            all_tags.update({"device": device_name(), "machine_class": machine_class(), "cpu": cpu_description(),
+                             HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), "dataset": dataset,
                              "ci": str(os.environ.get("CI", "false")).lower()})
             commit = git_commit()
             if commit:
@@ -183,7 +186,46 @@ def start_run(
                 for start in range(0, len(params), 100):
                     mlflow.log_params(dict(list(params.items())[start : start + 100]))
                 mlflow.log_dict(dict(config), "config.json")
-        yield run
+        try:
+            yield run
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI: KILLED, not FAILED
+            mlflow.end_run("KILLED")
+            raise
+
+
+def close_stale_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs left RUNNING by a process of this host that no longer exists (SIGKILL, power
+    loss: nothing in the process could close them), nested stage runs included. Returns their ids.
+
+    A run of a live process, or of another host, is left alone: it may still be working.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    host, stale = socket.gethostname(), []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if tags.get(HOST_TAG) != host or not str(tags.get(PID_TAG, "")).isdigit():
+            continue
+        if _process_alive(int(tags[PID_TAG])):
+            continue
+        client.set_terminated(run.info.run_id, "KILLED")
+        stale.append(run.info.run_id)
+    if stale:
+        logger.warning("MLflow: marked %d run(s) KILLED that a killed process left RUNNING", len(stale))
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:

@@ -108,3 +108,42 @@ def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Pa
     with staging_directory(target) as tmp:
         yield tmp
         replace_directory(tmp, target)
+
+
+@contextmanager
+def folder_lock(target: str | Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` (a file ``.<name>.lock`` beside it) for the ``with`` body.
+
+    Two processes writing the same output folder would race (one's ``.partial`` removed under the other);
+    with the lock the second waits for the first, then finds its finished output. ``on_wait`` is called
+    once, with a line naming the folder and the holder's pid, when the lock is busy. The lock is the
+    kernel's (``flock``): a killed holder releases it. The lock file stays (removing it would race).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.with_name(f".{target.name}.lock")
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+        yield
+        return
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            if on_wait is not None:
+                on_wait(f"{target}: busy, another process (pid {holder}) is writing it; waiting for it to finish")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fh.flush()
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import experiment
-from benchmark.config import PROFILES, RunConfig, build_run_config, stable_hash
+from benchmark.config import PROFILES, RunConfig, build_run_config, seed_int, stable_hash
 from benchmark.ctc import CTCSequence, list_sequences, window_sequence
+from benchmark.ctc.digest import sequence_digest
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
-from benchmark.io import replace_directory
+from benchmark.io import folder_lock, replace_directory
 from benchmark.paths import cache_dir, require_writable
 
 
@@ -58,25 +59,8 @@ class Stages:
         import mlflow  # here, not at module load: `python -m benchmark --help` stays fast
 
         folder = self.folder(name, key)
-        record = folder / "stage.json"
-        if record.is_file():
-            saved = json.loads(record.read_text())
-            result = StageResult(name, folder, saved["metrics"], saved["seconds"], cached=True)
-            self.log(f"[{name}] cached: {folder}")
-        else:
-            partial = folder.with_name(folder.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
-            self.log(f"[{name}] running -> {folder}")
-            start = time.perf_counter()
-            metrics = experiment.clean_metrics(body(partial) or {})
-            seconds = time.perf_counter() - start
-            (partial / "stage.json").write_text(json.dumps({"metrics": metrics, "seconds": seconds, "key": key},
-                                                           indent=2, default=str))
-            replace_directory(partial, folder)
-            shutil.rmtree(self.resume_folder(name, key), ignore_errors=True)
-            result = StageResult(name, folder, metrics, seconds, cached=False)
-            self.log(f"[{name}] done in {seconds:.1f} s")
+        with folder_lock(folder, on_wait=lambda line: self.log(f"[{name}] {line}")):
+            result = self._cached(name, folder) or self._compute(name, key, folder, body)
         with experiment.start_run(name, self.dataset, config=params,
                                   tags={"stage": name, "cached": str(result.cached).lower(), **(tags or {})},
                                   nested=True):
@@ -88,7 +72,36 @@ class Stages:
         return result
 
 
-def _prepare_real(config: RunConfig, data_root: str | None, stages: Stages) -> tuple[Path, str, str]:
+    def _cached(self, name: str, folder: Path) -> StageResult | None:
+        record = folder / "stage.json"
+        if not record.is_file():
+            return None
+        saved = json.loads(record.read_text())
+        self.log(f"[{name}] cached: {folder}")
+        return StageResult(name, folder, saved["metrics"], saved["seconds"], cached=True)
+
+    def _compute(self, name: str, key: Any, folder: Path, body: Callable[[Path], dict[str, Any]]) -> StageResult:
+        """Run ``body`` in ``<folder>.partial`` (under the stage lock) and move it into place when it returns."""
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        self.log(f"[{name}] running -> {folder}")
+        start = time.perf_counter()
+        try:
+            metrics = experiment.clean_metrics(body(partial) or {})
+        except BaseException:  # killed or failed: no half-written folder is left (checkpoints live elsewhere)
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        seconds = time.perf_counter() - start
+        (partial / "stage.json").write_text(json.dumps({"metrics": metrics, "seconds": seconds, "key": key},
+                                                       indent=2, default=str))
+        replace_directory(partial, folder)
+        shutil.rmtree(self.resume_folder(name, key), ignore_errors=True)
+        self.log(f"[{name}] done in {seconds:.1f} s")
+        return StageResult(name, folder, metrics, seconds, cached=False)
+
+
+def prepare_real(config: RunConfig, data_root: str | None, stages: Stages) -> tuple[Path, str, str]:
     """The real dataset folder to use: the original, or (profile ``ci``) a window cut out of it."""
     source = resolve_dataset(config.dataset, data_root)
     if not config.window:
@@ -101,7 +114,9 @@ def _prepare_real(config: RunConfig, data_root: str | None, stages: Stages) -> t
             window_sequence(CTCSequence(source, name), out / config.dataset, frames=frames, box=box)
         return {}
 
-    key = (str(source.resolve()), config.window, config.train_sequence, config.test_sequence)
+    # keyed on the bytes it reads, not the source path: a frame changed after a run re-cuts the window
+    key = (config.window, [(name, sequence_digest(CTCSequence(source, name)))
+                           for name in (config.train_sequence, config.test_sequence)])
     result = stages.run("window", key, body, params={"window": config.window})
     return result.folder / config.dataset, config.train_sequence, config.test_sequence
 
@@ -121,6 +136,7 @@ class RunContext:
     data_key: tuple
     intensity_map: tuple[float, float]
     map_source: str
+    reference_digest: str
 
     @property
     def realism_config(self):
@@ -131,8 +147,7 @@ class RunContext:
 
     def realism_key(self) -> tuple:
         """What a realism score depends on besides the synthetic data: reference, map and protocol."""
-        return (str(self.reference.dataset_dir.resolve()), self.reference.name,
-                experiment.folder_checksum(self.reference.gt_dir)[:16], self.intensity_map, self.config.realism)
+        return (self.reference.name, self.reference_digest, self.intensity_map, self.config.realism)
 
     def protocol_tags(self) -> dict[str, str]:
         from benchmark.metrics.realism import protocol_tags
@@ -144,11 +159,12 @@ class RunContext:
 def prepare_context(config: RunConfig, stages: Stages, data_root: str | None) -> RunContext:
     from benchmark.metrics.realism import reference_intensity_map
 
-    real_dir, train_name, test_name = _prepare_real(config, data_root, stages)
+    real_dir, train_name, test_name = prepare_real(config, data_root, stages)
     train, reference = CTCSequence(real_dir, train_name), CTCSequence(real_dir, test_name)
-    data_key = (str(real_dir.resolve()), train_name, experiment.folder_checksum(train.gt_dir)[:16])
+    # what the fit reads (raw frames + GT, by content) is its key; where the files live is not
+    data_key = (train_name, sequence_digest(train))
     intensity_map, source = reference_intensity_map(config.dataset, [train, reference])
-    return RunContext(config, stages, train, reference, data_key, intensity_map, source)
+    return RunContext(config, stages, train, reference, data_key, intensity_map, source, sequence_digest(reference))
 
 
 WEIGHT_FIELDS = ("fid_weight_sha256", "fvd_weight_sha256", "fid_weight_route", "fvd_weight_route")
@@ -234,7 +250,7 @@ def partial_eval_stage(ctx: RunContext, segmenter: StageResult) -> StageResult:
         masks = segment_frames(segmenter.folder / "stardist", reference, frames)
         return score_partial(masks, reference, out)
 
-    return ctx.stages.run("eval-real", (segmenter.folder.name, str(reference.gt_dir), "partial"), body,
+    return ctx.stages.run("eval-real", (segmenter.folder.name, reference.name, ctx.reference_digest, "partial"), body,
                           params={"test_sequence": reference.name, "partial": True})
 
 
@@ -322,7 +338,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
         stages = Stages(stages_root, config.dataset)
         ctx = prepare_context(config, stages, data_root)
         train_seq, test_seq, test_name = ctx.train, ctx.reference, ctx.reference.name
-        mlflow.set_tag("dataset_checksum", experiment.folder_checksum(train_seq.image_dir)[:16])
+        mlflow.set_tags({"dataset_checksum": ctx.data_key[1][:16], "reference_checksum": ctx.reference_digest[:16]})
         mlflow.set_tags(ctx.protocol_tags())
 
         generator_cls = get_generator(config.generator)
@@ -389,7 +405,8 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
                 track_sequence(tracker.folder / "tracker", test_seq, masks, res_dir)
                 return score_tracking(res_dir, test_seq.gt_dir)
 
-            evaluated = stages.run("eval-real", (segmenter.folder.name, tracker.folder.name, str(test_seq.gt_dir)),
+            evaluated = stages.run("eval-real", (segmenter.folder.name, tracker.folder.name, test_name,
+                                                 ctx.reference_digest),
                                    evaluate, params={"test_sequence": test_name},
                                    artifacts=lambda f: mlflow.log_artifacts(str(f / f"{test_name}_RES"), "result"))
             res_name = f"{test_name}_RES"
@@ -554,7 +571,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS))
     parser.add_argument("--data-root", help="folder holding <dataset>/ (default: $SYNTHVID_DATA_ROOT, then the cache)")
     parser.add_argument("--profile", default="cpu", help=f"{', '.join(PROFILES)} or a TOML file")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--out", default="runs", help="stage outputs (default: ./runs)")
     parser.add_argument("--param", help='generator parameter overrides as JSON, e.g. \'{"t_first": 400}\'')
 

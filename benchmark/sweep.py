@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmark.config import seed_int
 from benchmark.datasets import DATASETS, DEFAULT_DATASET
 
 if TYPE_CHECKING:  # reports.sweep loads pandas and MLflow: not at ``--help`` time
@@ -72,7 +73,7 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS))
     sweep.add_argument("--profile", required=True)
     sweep.add_argument("--generator", default="bvdm")
-    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--seed", type=seed_int, default=0)
     sweep.add_argument("--out", default="runs")
     sweep.add_argument("--data-root", help="folder holding <dataset>/")
     sweep.add_argument("--report-only", action="store_true", help="only rebuild Table 2 from logged sweep runs")

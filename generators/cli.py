@@ -11,35 +11,24 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from benchmark.config import positive_int
+from benchmark.config import positive_int, seed_int
 from benchmark.ctc import CTCSequence
+from benchmark.ctc.digest import sequence_digest
 from benchmark.ctc.validate import check_input_sequence
-from benchmark.io import atomic_directory, atomic_write_bytes
+from benchmark.io import atomic_directory, atomic_write_bytes, folder_lock
 from benchmark.paths import cache_dir, require_writable
 from generators.base import GenerateSpec, Generator, config_to_dict
 from generators.registry import available_generators, get_generator
 
+logger = logging.getLogger(__name__)
+
 CACHE_VERSION = 2  # bump when a fitted state's layout changes
 #: written into every ``generate --out`` folder: what wrote it and which entries are its own
 MANIFEST = ".synthvid-generate.json"
-
-
-def sequence_digest(seq: CTCSequence) -> str:
-    """sha256 over the names and bytes of the sequence's images and GT files (the data a fit sees)."""
-    digest = hashlib.sha256()
-    folders = [seq.image_dir, seq.gt_dir, seq.st_dir]
-    files = sorted(p for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file())
-    for path in tqdm(files, desc="hash data", leave=False, disable=len(files) < 50):
-        digest.update(str(path.relative_to(seq.dataset_dir)).encode())
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def state_key(name: str, generator: Generator, seq: CTCSequence) -> str:
@@ -117,7 +106,7 @@ def check_output_folder(out: Path, generator: str, overwrite: bool) -> None:
 def generate_into(generator: Generator, spec: GenerateSpec, out: Path, record: dict[str, Any]) -> Path:
     """Run ``generator.generate`` into a sibling temporary folder and swap it in for the WHOLE of ``out`` at
     the end, with a manifest: no stale sequence of an earlier call survives, nothing half-written is visible."""
-    with atomic_directory(out, overwrite=True) as tmp:
+    with folder_lock(out, on_wait=logger.warning), atomic_directory(out, overwrite=True) as tmp:
         generator.generate(spec, tmp)
         entries = sorted(p.name for p in tmp.iterdir())
         manifest = {"command": "generate", **record, "entries": entries}
@@ -163,7 +152,7 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sequences", type=positive_int, default=2, help="number of synthetic sequences (01, 02, ...)")
     p.add_argument("--shape", type=positive_int, nargs=2, metavar=("H", "W"),
                    help="frame size (default: the real one)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="generator config field (repeatable)")
     p.add_argument("--cache", help="cache folder (default: $SYNTHVID_CACHE or ~/.cache/synthvid)")
     p.add_argument("--refit", action="store_true", help="ignore a cached fitted state")

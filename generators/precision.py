@@ -14,13 +14,13 @@ default of every profile whose thresholds and figures were measured in fp32.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import platform
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
+
+from benchmark.machine import cpu_description as describe_cpu
+from benchmark.machine import cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -29,36 +29,9 @@ PRECISIONS = ("fp32", "bf16", "auto")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-@functools.cache
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cpu_description() -> str:
-    """Model, core count and the flags that decide matmul speed: printed beside every performance figure."""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
-    flags = " ".join(f for f in wanted if f in cpu_flags()) or "none of avx2/avx512/amx"
-    return f"{cpu_model()} x{torch.get_num_threads()} threads [{flags}]"
+    """``benchmark.machine.cpu_description`` with torch's thread count (what the figures ran on)."""
+    return describe_cpu(torch.get_num_threads())
 
 
 def native_bf16(device: torch.device | str) -> bool:

@@ -33,5 +33,5 @@ def get_generator(name: str) -> type[Generator]:
                 if ep.name == name:
                     adopt_generator(name, ep.load())
     if name not in registered_generators():
-        raise KeyError(f"unknown generator {name!r}; available: {', '.join(available_generators())}")
+        raise ValueError(f"unknown generator {name!r}; available: {', '.join(available_generators())}")
     return registered_generators()[name]

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from benchmark.machine import cpu_description
 from benchmark.metrics.frechet import Samples
 from benchmark.metrics.intervals import Interval, frechet_interval, kernel_interval, paired_difference
 
@@ -140,7 +140,7 @@ def main() -> int:
         designs = tuple(replace(d, n_boot=args.n_boot) for d in designs)
     if args.sims:
         designs = tuple(replace(d, sims=args.sims) for d in designs)
-    log.info("CPU: %s (%s), numpy %s; BLAS limited to 1 thread", _cpu_model(), platform.machine(), np.__version__)
+    log.info("CPU: %s, numpy %s; BLAS limited to 1 thread", cpu_description(), np.__version__)
     with threadpool_limits(1):  # many small eigenproblems: one thread each is fastest on a shared machine
         for design in designs:
             start = time.perf_counter()
@@ -151,14 +151,6 @@ def main() -> int:
                      out["mean_point"], out["sd_point"], out["mean_se"], out["excludes_zero"],
                      out["contains_point"], time.perf_counter() - start)
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

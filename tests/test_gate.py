@@ -10,6 +10,7 @@ from test_reports_data import DATASET, ScoredData, fresh_store, log_scored_run, 
 
 from benchmark.cli import main
 from benchmark.gate import DEFAULT_THRESHOLDS, check_runs, load_thresholds
+from benchmark.machine import machine_class
 
 MARGIN = 0.2
 
@@ -42,7 +43,7 @@ def test_gate_passes_good_and_fails_broken_generator(data: ScoredData, store: Pa
                  "--write-thresholds", str(MARGIN), "--time-margin", "1.0"]) == 0
     assert load_thresholds(thresholds)["ci"][DATASET]["other"] == {"min": {"SEG": 0.5}}  # kept, not dropped
     thresholds.write_text(thresholds.read_text().replace(f'[ci."{DATASET}".other.min]\nSEG = 0.5\n', ""))
-    written = load_thresholds(thresholds)["ci"][DATASET]["mitogen"]
+    written = load_thresholds(thresholds)["ci"][DATASET]["mitogen"][machine_class()]  # the class it ran on
     assert written["source_run"] == good["run_id"]
     assert written["min"]["SEG"] == pytest.approx(good["SEG"] * (1 - MARGIN), rel=1e-3)
     assert written["min"]["TRA"] == pytest.approx(good["TRA"] * (1 - MARGIN), rel=1e-3)
@@ -59,7 +60,7 @@ def test_gate_passes_good_and_fails_broken_generator(data: ScoredData, store: Pa
     assert main(["check", "--profile", "ci", "--thresholds", str(thresholds)]) == 1
     out = capsys.readouterr()
     assert "gate FAILED" in out.err
-    failed = {line.split()[2] for line in out.out.splitlines() if line.rstrip().endswith(broken["run_id"][:8])
+    failed = {line.split()[3] for line in out.out.splitlines() if line.rstrip().endswith(broken["run_id"][:8])
               and " FAIL " in line}
     assert {"SEG", "TRA", "FID"} <= failed
 
@@ -83,12 +84,50 @@ def test_gate_reports_missing_runs_and_bad_files(data: ScoredData, store: Path, 
     assert main(["check", "--profile", "paper", "--thresholds", str(DEFAULT_THRESHOLDS)]) == 2
 
 
+def test_each_run_is_held_to_the_bounds_of_its_machine_class(data: ScoredData, store: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Bounds per machine class: a run meets its own class's bounds; a class without bounds of its own meets
+    the loosest of the known ones; writing bounds for one class keeps the others'."""
+    thresholds = tmp_path / "t.toml"
+    thresholds.write_text(f'[ci."{DATASET}".mitogen.strict-class.min]\nSEG = 0.99\n'
+                          f'[ci."{DATASET}".mitogen.lenient-class.min]\nSEG = 0.0\n')
+
+    def check(machine: str) -> list:
+        log_scored_run("mitogen", "ci", data.window, data.good_synthetic, data.good_res, store / "stages",
+                       data.cache, realism=False, tags={"machine_class": machine})
+        return [(c.machine, c.metric, c.passed) for c in check_runs(load_thresholds(thresholds), "ci", [DATASET])]
+
+    assert check("strict-class") == [("strict-class", "SEG", False)]
+    assert check("lenient-class") == [("lenient-class", "SEG", True)]
+    assert check("unmeasured-class") == [("loosest", "SEG", True)]
+    assert main(["check", "--profile", "ci", "--dataset", DATASET, "--thresholds", str(thresholds)]) == 0
+    assert " loosest " in capsys.readouterr().out
+
+    assert main(["check", "--profile", "ci", "--dataset", DATASET, "--thresholds", str(thresholds),
+                 "--write-thresholds", str(MARGIN)]) == 0
+    written = load_thresholds(thresholds)["ci"][DATASET]["mitogen"]
+    assert set(written) == {"strict-class", "lenient-class", "unmeasured-class"}
+    assert written["strict-class"] == {"min": {"SEG": 0.99}}
+
+
+def test_the_machine_class_names_vendor_and_widest_isa(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark import machine
+
+    for vendor, flags, expected in [("GenuineIntel", "avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "intel-amx"),
+                                    ("AuthenticAMD", "avx2 avx512f avx512_bf16", "amd-avx512_bf16"),
+                                    ("AuthenticAMD", "avx2 fma", "amd-avx2")]:
+        monkeypatch.setattr(machine, "_cpuinfo_fields", lambda v=vendor, f=flags: {"vendor_id": v, "flags": f})
+        assert machine.machine_class() == expected
+
+
 def test_shipped_thresholds_are_valid() -> None:
     tree = load_thresholds(DEFAULT_THRESHOLDS)
     assert "ci" in tree
     for dataset, generators in tree["ci"].items():
-        for generator, entry in generators.items():
-            bounds = {**entry.get("min", {}), **entry.get("max", {})}
-            assert bounds, (dataset, generator)
-            assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bounds.values())
-            assert set(entry.get("min", {})) <= {"SEG", "TRA", "DET"}
+        for generator, classes in generators.items():
+            assert {"intel-amx", "amd-avx512_bf16"} <= set(classes), (dataset, generator)  # both CI machine kinds
+            for entry in classes.values():
+                bounds = {**entry.get("min", {}), **entry.get("max", {})}
+                assert bounds, (dataset, generator)
+                assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bounds.values())
+                assert set(entry.get("min", {})) <= {"SEG", "TRA", "DET"}

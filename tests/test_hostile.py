@@ -599,3 +599,268 @@ def test_seg_tra_json_is_written_whole(scored: Path, tmp_path: Path, capsys: pyt
                             "--threads", "0"], capsys)
     assert code == 2
     one_error_line(err, "--threads", "positive integer")
+
+
+# ------------------------------------------------------------------ 7. stale caches: every stage keyed on what it reads
+@pytest.fixture
+def window_root(gowt1_window: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable copy of the real GOWT1 cut (folder ``Fluo-N2DH-GOWT1``); MLflow and the cache in tmp_path."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("SYNTHVID_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(gowt1_window, tmp_path / "root" / GOWT1)
+    return tmp_path / "root"
+
+
+def _ci_config(window: dict | None):
+    import dataclasses
+
+    from benchmark.config import build_run_config
+
+    return dataclasses.replace(build_run_config("ci", GOWT1, "real"), window=window)
+
+
+def _brighten_raw_frame(root: Path, name: str, t: int) -> np.ndarray:
+    """Rewrite one raw frame in place with new pixel values (same name, shape and dtype)."""
+    path = root / GOWT1 / name / f"t{t:03d}.tif"
+    image = CTCSequence(root / GOWT1, name).image(t)
+    changed = (image.astype(np.int64) + 7).clip(0, np.iinfo(image.dtype).max).astype(image.dtype)
+    write_frame(path, changed)
+    return changed
+
+
+def test_the_window_stage_is_keyed_on_the_bytes_it_cuts(window_root: Path, tmp_path: Path) -> None:
+    from benchmark.pipeline import Stages, prepare_real
+
+    config = _ci_config({"frames": [0, 6], "box": [0, 0, 96, 96]})
+    logs: list[str] = []
+    stages = Stages(tmp_path / "stages", GOWT1, log=logs.append)
+    first, _, _ = prepare_real(config, str(window_root), stages)
+    assert prepare_real(config, str(window_root), stages)[0] == first and "[window] cached" in logs[-1]
+
+    changed = _brighten_raw_frame(window_root, "01", 3)
+    second, _, _ = prepare_real(config, str(window_root), stages)
+    assert second != first and "[window] running" in logs[-2]
+    assert np.array_equal(CTCSequence(second, "01").image(3), changed[:96, :96])
+    assert not np.array_equal(CTCSequence(first, "01").image(3), changed[:96, :96])  # the old cut stays intact
+
+
+def test_the_fit_and_realism_keys_follow_the_raw_frames(window_root: Path, tmp_path: Path) -> None:
+    """Unwindowed data: the fit key (``data_key``) covers the training raw frames and GT, the realism and
+    evaluation key (``reference_digest``) the held-out ones; neither depends on where the data lives."""
+    from benchmark.pipeline import Stages, prepare_context
+
+    config = _ci_config(None)
+    stages = Stages(tmp_path / "stages", GOWT1, log=lambda _: None)
+    before = prepare_context(config, stages, str(window_root))
+    _brighten_raw_frame(window_root, "01", 2)
+    after_train = prepare_context(config, stages, str(window_root))
+    assert after_train.data_key != before.data_key and after_train.reference_digest == before.reference_digest
+    _brighten_raw_frame(window_root, "02", 2)
+    after_reference = prepare_context(config, stages, str(window_root))
+    assert after_reference.data_key == after_train.data_key
+    assert after_reference.reference_digest != after_train.reference_digest
+
+    moved = tmp_path / "moved"
+    shutil.copytree(window_root / GOWT1, moved / GOWT1)
+    elsewhere = prepare_context(config, stages, str(moved))
+    assert (elsewhere.data_key, elsewhere.reference_digest) == (after_reference.data_key,
+                                                                after_reference.reference_digest)
+
+
+def test_file_digests_rehash_only_what_changed(window_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.ctc import digest
+
+    digest.forget_memo()
+    hashed: list[Path] = []
+    real_sha = digest._sha256
+    monkeypatch.setattr(digest, "_sha256", lambda p: hashed.append(p) or real_sha(p))
+    seq = CTCSequence(window_root / GOWT1, "01")
+    files = digest.sequence_files(seq)
+    first = digest.sequence_digest(seq)
+    assert sorted(hashed) == files
+    hashed.clear()
+    digest.forget_memo()  # a new process: the memo is read back from the cache
+    assert digest.sequence_digest(seq) == first and hashed == []
+    _brighten_raw_frame(window_root, "01", 4)
+    changed = digest.sequence_digest(seq)
+    assert changed != first and hashed == [window_root / GOWT1 / "01" / "t004.tif"]
+
+
+# ------------------------------------------------------------------ 8. concurrency: one writer per stage folder
+SLOW_STAGE = """
+import sys, time
+from pathlib import Path
+from benchmark.pipeline import Stages
+
+root, marker = Path(sys.argv[1]), Path(sys.argv[2])
+
+def body(out):
+    marker.write_text("started")
+    time.sleep(4)
+    (out / "made-by.txt").write_text("first")
+    return {"value": 1.0}
+
+Stages(root, "ds", log=lambda _: None).run("slow", "key", body)
+"""
+
+
+def test_a_second_run_waits_for_the_stage_another_is_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from benchmark.pipeline import Stages
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    marker = tmp_path / "started"
+    first = subprocess.Popen([sys.executable, "-c", SLOW_STAGE, str(tmp_path / "stages"), str(marker)])
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first writer did not start"
+            time.sleep(0.1)
+        logs: list[str] = []
+
+        def must_not_run(out: Path) -> dict:
+            raise AssertionError("the stage ran twice")
+
+        result = Stages(tmp_path / "stages", "ds", log=logs.append).run("slow", "key", must_not_run)
+    finally:
+        first.wait(timeout=120)
+    assert first.returncode == 0
+    assert "busy" in logs[0] and f"pid {first.pid}" in logs[0] and "waiting" in logs[0]
+    assert result.cached and result.metrics == {"value": 1.0}
+    assert (result.folder / "made-by.txt").read_text() == "first"
+
+
+def test_generate_into_a_folder_another_generate_is_writing_waits(tmp_path: Path) -> None:
+    from benchmark.io import folder_lock
+
+    waits: list[str] = []
+    with folder_lock(tmp_path / "out"):  # the same process may not take it twice: a thread stands in
+        import threading
+
+        done = threading.Event()
+
+        def second() -> None:
+            with folder_lock(tmp_path / "out", on_wait=waits.append):
+                done.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not done.wait(1.0)  # blocked while the first holds it
+    thread.join(timeout=10)
+    assert done.is_set() and len(waits) == 1 and str(tmp_path / "out") in waits[0]
+
+
+# ------------------------------------------------------------------ 9. killed runs are marked in MLflow
+def _parent_run_status(store: Path, dataset: str = GOWT1) -> list[tuple[str, str]]:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name(f"synthvid/{dataset}")
+    runs = client.search_runs([experiment.experiment_id], "tags.stage = 'run'")
+    return [(r.info.run_name, r.info.status) for r in runs]
+
+
+def test_sigterm_marks_the_run_killed_and_keeps_finished_stages(gowt1: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "SYNTHVID_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "runs"
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmark", *run_args(gowt1.parent, out)], env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        for line in proc.stdout:
+            if line.startswith("[floor] running"):  # the window stage has finished
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.stdout.read()
+        assert proc.wait(timeout=300) == 130
+    last = (tmp_path / "stderr.txt").read_text().strip().splitlines()[-1]
+    assert last == "error: interrupted by SIGTERM; finished stages are kept and the same command resumes"
+    assert _parent_run_status(tmp_path / "mlflow.db") == [("real-s0-ci", "KILLED")]
+    stages = out / GOWT1 / "stages"
+    assert not list(stages.glob("*.partial"))
+    windows = [p for p in stages.glob("window-*") if p.is_dir()]
+    assert len(windows) == 1 and (windows[0] / "stage.json").is_file()
+
+
+VICTIM = """
+import sys, time
+from pathlib import Path
+from benchmark import experiment
+
+with experiment.start_run(sys.argv[2], "ds"):
+    Path(sys.argv[1]).write_text("started")
+    time.sleep(600)
+"""
+
+
+def test_a_run_left_running_by_a_killed_process_is_closed_by_the_next(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    from benchmark import experiment
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    victims = {}
+    for name in ("killed", "alive"):
+        marker = tmp_path / name
+        victims[name] = subprocess.Popen([sys.executable, "-c", VICTIM, str(marker), name])
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert victims[name].poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+    try:
+        victims["killed"].kill()  # SIGKILL: nothing in the process can close its run
+        victims["killed"].wait(timeout=30)
+        with experiment.start_run("next", "ds"):
+            pass
+        client = mlflow.MlflowClient(store)
+        runs = client.search_runs([client.get_experiment_by_name("synthvid/ds").experiment_id])
+        status = {r.info.run_name: r.info.status for r in runs}
+        assert status == {"killed": "KILLED", "alive": "RUNNING", "next": "FINISHED"}
+    finally:
+        victims["alive"].kill()
+        victims["alive"].wait(timeout=30)
+
+
+# ------------------------------------------------------------------ 10. user mistakes are one line, bugs keep their traceback
+def test_a_user_mistake_is_one_line_and_debug_shows_its_traceback(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["run", "--generator", "real", "--param", "[1, 2]", "--out", tmp_path], capsys)
+    assert code == 2
+    one_error_line(err, "--param", "expected a JSON object")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        main(["--debug", "run", "--generator", "real", "--param", "[1, 2]", "--out", str(tmp_path)])
+
+
+def test_a_bug_is_not_disguised_as_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark import pipeline
+
+    def broken(text: str | None) -> dict:
+        return {}["missing"]  # a KeyError from the harness's own code, not from the user's input
+
+    monkeypatch.setattr(pipeline, "parse_param_json", broken)
+    with pytest.raises(KeyError, match="missing"):
+        main(["run", "--generator", "real", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("seed", ["-1", "2147483648", "1.5"])
+@pytest.mark.parametrize("command", ["run", "generate", "sweep"])
+def test_seeds_out_of_range_are_refused_before_any_work(command: str, seed: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli([command, "--seed", seed, "--out", tmp_path / "out"], capsys)
+    assert code == 2
+    one_error_line(err, "--seed", seed)
+    assert not (tmp_path / "out").exists()

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from benchmark.assets import ResolvedWeight, resolve
 from benchmark.ctc import CTCSequence, Track
 from benchmark.ctc.crops import annotated_frames, full_masks
+from benchmark.ctc.digest import file_digests
 from benchmark.io import atomic_write
 from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N, Samples
 from benchmark.metrics.intervals import (
@@ -333,21 +334,18 @@ def _batched(fn, data: np.ndarray, chunk: int, desc: str, progress: bool) -> np.
 
 
 def _inputs_fingerprint(seq: CTCSequence) -> list:
+    """Names and content hashes of the files the features are computed from (raw frames, GT TRA, tracks)."""
     files = list(seq.image_files.values()) + list(seq.tra_files.values())
     if seq.has_tracks:
         files.append(seq.track_file)
-    out = []
-    for path in files:
-        stat = path.stat()
-        out.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
-    return out
+    return [[p.relative_to(seq.dataset_dir).as_posix(), sha] for p, sha in zip(files, file_digests(files), strict=True)]
 
 
 def sequence_features(seq: CTCSequence, kind: str, lo: float, hi: float, config: RealismConfig,
                       extractors: Extractors, cache_dir: Path | None) -> FeatureSet:
     """Features of one sequence's crops (``kind='crops'``) or clips (``'clips'``), cached as npz.
 
-    The cache key hashes the input files (path, size, mtime), the weight sha256, the intensity
+    The cache key hashes the input files (names and contents), the weight sha256, the intensity
     constants and the protocol fields, so real features are computed once.
     """
     weight = extractors.fid_weight if kind == "crops" else extractors.fvd_weight
