@@ -311,13 +311,14 @@ def _cmd_fetch(args) -> int:
         try:
             got = resolve(name, path=args.path, download=not args.no_download, progress=True)
         except WeightError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)  # the CLI's one-line error form (exit 1)
             return 1
-        print(f"{name:18s} {got.route:8s} {got.sha256[:12]}  {got.path}  [{got.detector}]")
+        print(f"{name:18s} {got.route:8s} {got.sha256[:12]}  {got.path}  [{got.detector}]")  # the result
     return 0
 
 
 def _cmd_list(args) -> int:
+    """The listing is the command's result: stdout."""
     folder = weights_dir()
     print(f"cache: {folder}")
     for name, variants in REGISTRY.items():

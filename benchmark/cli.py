@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from typing import NoReturn
 
 from benchmark.ctc import CTCFormatError
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, DatasetNotFound
+from benchmark.logs import cli_logging
 
 #: (module, function) pairs that add their own subcommands to the parser
 COMMAND_HOOKS = (
@@ -27,6 +29,7 @@ COMMAND_HOOKS = (
 
 
 def _data_info(args: argparse.Namespace) -> int:
+    """The facts of a dataset are the command's result: printed on stdout (not logged), whatever -q says."""
     from benchmark.ctc import frame_ranges
     from benchmark.datasets import describe_dataset, resolve_dataset
 
@@ -70,7 +73,7 @@ def _frame_kind(facts: dict) -> str:
 def _data_fetch(args: argparse.Namespace) -> int:
     from benchmark.datasets import fetch_dataset
 
-    print(fetch_dataset(args.name))
+    print(fetch_dataset(args.name))  # the result: the unpacked folder, for a script to use
     return 0
 
 
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true",
                         help="on an error, show the full traceback instead of the one-line message")
+    _add_verbosity_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     for module_name, function in COMMAND_HOOKS:
@@ -132,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_verbosity_options(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q`` before the subcommand set how much progress goes to stderr; a command's result on
+    stdout is the same either way. (``generate --quiet``, after the subcommand, only hides progress bars.)"""
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
+                          help="also debug messages, each with its level and logger; third-party INFO too")
+    loudness.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
+                          help="only warnings and errors on stderr (no stage progress)")
+    parser.set_defaults(log_level=logging.INFO)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM (a scheduler's kill, ``timeout``) unwinds like Ctrl-C: open MLflow runs are marked KILLED,
     temporary outputs removed; finished stages stay, so the same command resumes."""
@@ -140,6 +155,13 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with cli_logging(args.log_level):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand; an expected failure is one ``error:`` line on stderr (printed, not logged: its
+    form is fixed whatever -v/-q say), Ctrl-C or SIGTERM exits 130."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:

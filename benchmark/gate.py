@@ -17,6 +17,7 @@ against the loosest bound of the known classes, and the table says so. A generat
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import re
 import sys
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = Path(__file__).with_name("thresholds.toml")
 MIN_METRICS = ("SEG", "TRA")
@@ -264,10 +267,12 @@ def _check_command(args: argparse.Namespace) -> int:
         if not derived:
             raise ValueError(f"no finished runs of profile {args.profile!r} for {', '.join(datasets) or 'any dataset'}")
         write_thresholds(path, args.profile, derived, args.write_thresholds, args.time_margin)
-        print(f"wrote {path}: {sum(len(g) for g in derived.values())} generator(s) in {', '.join(derived)}")
+        logger.info("wrote %s: %d generator(s) in %s", path, sum(len(g) for g in derived.values()),
+                    ", ".join(derived))
         return 0
     checks = check_runs(load_thresholds(path), args.profile, args.dataset)
     failed = [c for c in checks if not c.passed]
+    # the gate's result: the table on stdout, the verdict on stdout (passed) or stderr (FAILED), whatever -q says
     print(format_checks(checks, failures_only=args.failures_only))
     if failed:
         print(f"\ngate FAILED: {len(failed)} of {len(checks)} bounds violated or missing ({path})", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import shutil
 import sys
 import time
@@ -28,6 +29,8 @@ from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
 from benchmark.io import folder_lock, replace_directory
 from benchmark.paths import cache_dir, require_writable
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class StageResult:
@@ -39,9 +42,11 @@ class StageResult:
 
 
 class Stages:
-    """Runs stages with an on-disk cache; logs each as a nested MLflow run."""
+    """Runs stages with an on-disk cache; logs each as a nested MLflow run. Progress lines ("[fit] running
+    -> folder", "cached", "done in") go to ``log``: this module's logger at INFO unless a caller (a test)
+    collects them itself."""
 
-    def __init__(self, root: Path, dataset: str, log: Callable[[str], None] = print) -> None:
+    def __init__(self, root: Path, dataset: str, log: Callable[[str], None] = logger.info) -> None:
         self.root = root
         self.dataset = dataset
         self.log = log
@@ -513,7 +518,7 @@ def _run_command(args: argparse.Namespace) -> int:
     overrides = parse_param_json(args.param)
     config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
     row = run_benchmark(config, Path(args.out), args.data_root)
-    print(format_summary(row), file=sys.stdout)
+    print(format_summary(row), file=sys.stdout)  # the command's result: stdout, whatever -q says
     return 0
 
 
@@ -558,7 +563,7 @@ def _oracle_command(args: argparse.Namespace) -> int:
     if fid is not None and floor:
         lines.append(f"ceiling / floor FID ratio: {fid / floor:.3f}")
     lines.append(f"rendered: {row['result_dir']}")
-    print("\n".join(lines))
+    print("\n".join(lines))  # the command's result
     return 0
 
 

@@ -8,6 +8,7 @@ its parent run so that ``reports.sweep`` finds it.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ from benchmark.datasets import DATASETS, DEFAULT_DATASET
 
 if TYPE_CHECKING:  # reports.sweep loads pandas and MLflow: not at ``--help`` time
     from reports.sweep import SweepPoint
+
+logger = logging.getLogger(__name__)
 
 
 def run_sweep(dataset: str, profile: str, out_dir: Path, generator: str = "bvdm", seed: int = 0,
@@ -57,10 +60,10 @@ def _sweep_command(args: argparse.Namespace) -> int:
     if not args.report_only:
         _, failures = run_sweep(args.dataset, args.profile, Path(args.out), args.generator, args.seed, args.data_root)
     paths = write_sweep_report(args.dataset, args.profile, Path(args.out), args.generator)
-    print(sweep_markdown(sweep_table(args.dataset, args.profile, args.generator), "Table 2"))
+    print(sweep_markdown(sweep_table(args.dataset, args.profile, args.generator), "Table 2"))  # the result
     for path in paths:
-        print(f"wrote {path}")
-    for failure in failures:
+        logger.info("wrote %s", path)
+    for failure in failures:  # part of the result (exit 1): one ``error:`` line each, like the CLI's errors
         print(f"error: sweep point failed: {failure}", file=sys.stderr)
     return 1 if failures else 0
 

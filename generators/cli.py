@@ -137,7 +137,7 @@ def run_generate(args: argparse.Namespace) -> int:
         written = generate_into(generator, spec, out, record)
     else:
         written = generator.generate(spec, out)  # e.g. `folder`: the data exist already, nothing is written
-    print(json.dumps({**record, "out": str(written)}))
+    print(json.dumps({**record, "out": str(written)}))  # the result: one JSON line on stdout for scripts
     return 0
 
 

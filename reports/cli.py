@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from benchmark.datasets import DATASETS, DEFAULT_DATASET
+
+logger = logging.getLogger(__name__)
 
 
 def _report_command(args: argparse.Namespace) -> int:
@@ -22,17 +25,17 @@ def _report_command(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read the floor JSON ({exc})") from None
         run_id = log_floor(args.dataset, scores, args.profile, source=str(path))
-        print(f"logged real-vs-real floor from {path} as run {run_id}")
+        logger.info("logged real-vs-real floor from %s as run %s", path, run_id)
     report = build_report(args.dataset, args.profile, Path(args.out), log=not args.no_log,
                           n_boot=args.n_bootstrap, extra_profiles=args.extra_profile or ())
-    print(report.markdown.read_text())
+    print(report.markdown.read_text())  # the command's result: Table 1 on stdout
     extra = []
     if not sweep_table(args.dataset, args.profile).empty:
         extra = write_sweep_report(args.dataset, args.profile, Path(args.out))
     for path in [report.markdown, report.csv, report.html, *report.figures, *extra]:
-        print(f"wrote {path}")
+        logger.info("wrote %s", path)
     if report.run_id:
-        print(f"logged to MLflow run {report.run_id} (artifacts under report/)")
+        logger.info("logged to MLflow run %s (artifacts under report/)", report.run_id)
     return 0
 
 

@@ -74,7 +74,8 @@ def test_latest_run_per_generator_in_table_order(logged: dict) -> None:
     assert parent_runs(DATASET, "paper").empty
 
 
-def test_report_tables_match_mlflow(logged: dict, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_tables_match_mlflow(logged: dict, capsys: pytest.CaptureFixture[str],
+                                    caplog: pytest.LogCaptureFixture) -> None:
     out = logged["root"] / "out"
     assert main(["report", "--dataset", DATASET, "--profile", "ci", "--out", str(out)]) == 0
     folder = out / "reports" / f"{DATASET}-ci"
@@ -103,7 +104,9 @@ def test_report_tables_match_mlflow(logged: dict, capsys: pytest.CaptureFixture[
     assert lines[0].split("|")[1].strip() == "generator"
     assert [line.split("|")[1].strip() for line in lines[1:]] == ["real", "mitogen", "bvdm", FLOOR_ROW]
     assert f"{rows['bvdm']['fid']:.4g} [{rows['bvdm']['fid_ci_low']:.4g}, {rows['bvdm']['fid_ci_high']:.4g}]" in markdown
-    assert "wrote" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert markdown in out and "wrote" not in out  # stdout: Table 1 itself; the files written are progress
+    assert "wrote" in caplog.text
     # one reference and one intensity map, stated once for the floor and every row
     assert f"real held-out sequence {DATASET}/02; one intensity map 0..123" in markdown
     assert "Excluded" not in markdown

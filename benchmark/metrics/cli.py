@@ -87,7 +87,7 @@ def _cmd_seg_tra(args) -> int:
     from benchmark.metrics.ctc import score_tracking
 
     result = score_tracking(args.res, args.gt, threads=args.threads)
-    print(f"CTC metrics (py-ctcmetrics) {args.res} vs {args.gt}")
+    print(f"CTC metrics (py-ctcmetrics) {args.res} vs {args.gt}")  # the scores are the result: stdout
     print(_table([(k, _fmt(v)) for k, v in result.items()]))
     return _finish(args, result, "metrics-seg-tra", {"res": args.res, "gt": args.gt})
 

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 figures[f"{key}_{name}"] = value
         for key, value in compare(real_inc[half], real_inc[~half]).items():
             figures[f"{key}_real_split_floor"] = value
-    print(json.dumps(figures, indent=1))
+    print(json.dumps(figures, indent=1))  # the script's result, on stdout
     return figures
 
 
