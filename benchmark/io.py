@@ -111,8 +111,10 @@ def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Pa
 
 
 @contextmanager
-def folder_lock(target: str | Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on ``target`` (a file ``.<name>.lock`` beside it) for the ``with`` body.
+def folder_lock(target: str | Path, on_wait: Callable[[str], None] | None = None,
+                lock_file: str | Path | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` (a file ``.<name>.lock`` beside it, or ``lock_file`` where the
+    folder beside ``target`` is the user's and should hold nothing else) for the ``with`` body.
 
     Two processes writing the same output folder would race (one's ``.partial`` removed under the other);
     with the lock the second waits for the first, then finds its finished output. ``on_wait`` is called
@@ -120,8 +122,8 @@ def folder_lock(target: str | Path, on_wait: Callable[[str], None] | None = None
     kernel's (``flock``): a killed holder releases it. The lock file stays (removing it would race).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    path = target.with_name(f".{target.name}.lock")
+    path = Path(lock_file) if lock_file is not None else target.with_name(f".{target.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no lock, as before

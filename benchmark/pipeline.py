@@ -25,6 +25,7 @@ from benchmark.config import PROFILES, RunConfig, build_run_config, seed_int, st
 from benchmark.ctc import CTCSequence, list_sequences, window_sequence
 from benchmark.ctc.digest import sequence_digest
 from benchmark.ctc.validate import check_input_sequence
+from benchmark.ctc.window import check_window
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
 from benchmark.io import folder_lock, replace_directory
 from benchmark.paths import cache_dir, require_writable
@@ -279,14 +280,23 @@ def fit_stage(ctx: RunContext, generator_cls: type) -> StageResult:
 
 
 def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> None:
-    """Everything a run can be refused for, checked before MLflow or the first stage is touched: the stage
-    configs (``check_run_config``) and both real sequences, so a broken input fails naming its own file,
-    never a stage's copy of it (``window-*.partial``) nor after stages have run."""
+    """Everything a run can be refused for, checked before a run is logged or the first stage is touched:
+    the stage configs (``check_run_config``), --out, the MLflow store, both real sequences and the profile's
+    window on them, so a broken input fails naming its own file, never a stage's copy of it
+    (``window-*.partial``) nor after stages have run."""
     check_run_config(config)
     require_writable(out_dir / config.dataset / "stages", "the stage outputs of --out")
+    experiment.configure()  # an unwritable or broken MLflow store, before any data is read
     source = resolve_dataset(config.dataset, data_root)
-    for name in dict.fromkeys((config.train_sequence, config.test_sequence)):
+    names = list(dict.fromkeys((config.train_sequence, config.test_sequence)))
+    for name in names:
         check_input_sequence(source, name)
+    for name in names if config.window else []:  # the profile's window must fit the data, before any stage
+        box = tuple(config.window["box"]) if config.window.get("box") else None
+        try:
+            check_window(CTCSequence(source, name), range(*config.window["frames"]), box)
+        except ValueError as exc:  # CTCFormatError included: it names the sequence's folder
+            raise ValueError(f"profile {config.profile!r} [window]: {exc}") from None
 
 
 def check_run_config(config: RunConfig) -> None:

@@ -106,7 +106,9 @@ def check_output_folder(out: Path, generator: str, overwrite: bool) -> None:
 def generate_into(generator: Generator, spec: GenerateSpec, out: Path, record: dict[str, Any]) -> Path:
     """Run ``generator.generate`` into a sibling temporary folder and swap it in for the WHOLE of ``out`` at
     the end, with a manifest: no stale sequence of an earlier call survives, nothing half-written is visible."""
-    with folder_lock(out, on_wait=logger.warning), atomic_directory(out, overwrite=True) as tmp:
+    # the lock lives in the cache, not beside --out: the user's folder holds only what they asked for
+    lock = cache_dir() / "locks" / f"generate-{hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]}.lock"
+    with folder_lock(out, on_wait=logger.warning, lock_file=lock), atomic_directory(out, overwrite=True) as tmp:
         generator.generate(spec, tmp)
         entries = sorted(p.name for p in tmp.iterdir())
         manifest = {"command": "generate", **record, "entries": entries}

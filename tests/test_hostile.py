@@ -402,6 +402,21 @@ def _in_unlisted_label(ds: Path, name: str) -> tuple[Path, str]:
     return frame, "labels [77] are not listed in man_track.txt"
 
 
+def _in_nan_pixels(ds: Path, name: str) -> tuple[Path, str]:
+    for t, labels in enumerate(label_frames()):  # float raw frames are fine; a NaN in one of them is not
+        image = np.where(labels > 0, 100.0, 5.0).astype(np.float32)
+        if t == 2:
+            image[:2, :3] = np.nan
+        write_frame(ds / name / f"t{t:03d}.tif", image)
+    return ds / name / "t002.tif", "6 NaN or infinite pixel(s) in a raw frame"
+
+
+def _in_binary_track_file(ds: Path, name: str) -> tuple[Path, str]:
+    path = ds / f"{name}_GT" / "TRA" / "man_track.txt"
+    path.write_bytes(b"\xff\xfe\x00\x01")
+    return path, "not a text table of integers (byte 0xff at offset 0)"
+
+
 def _in_unreadable_image(ds: Path, name: str) -> tuple[Path, str]:
     (ds / name / "t001.tif").write_bytes(b"")
     return ds / name / "t001.tif", "unreadable TIFF"
@@ -409,7 +424,8 @@ def _in_unreadable_image(ds: Path, name: str) -> tuple[Path, str]:
 
 BROKEN_REAL = {"float labels": _in_float_labels, "negative labels": _gt_negative_label,
                "parent cycle": _gt_parent_cycle, "empty TRA frame": _gt_empty_tra_frame,
-               "label not in lineage": _in_unlisted_label, "unreadable image": _in_unreadable_image}
+               "label not in lineage": _in_unlisted_label, "unreadable image": _in_unreadable_image,
+               "NaN pixels": _in_nan_pixels, "binary track file": _in_binary_track_file}
 
 
 def run_args(root: Path, out: Path, *extra: str, generator: str = "real") -> list[str]:
@@ -772,16 +788,17 @@ def test_sigterm_marks_the_run_killed_and_keeps_finished_stages(gowt1: Path, tmp
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "SYNTHVID_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "runs"
-    with open(tmp_path / "stderr.txt", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmark", *run_args(gowt1.parent, out)], env=env,
-                                stdout=subprocess.PIPE, stderr=err, text=True)
-        for line in proc.stdout:
-            if line.startswith("[floor] running"):  # the window stage has finished
-                proc.send_signal(signal.SIGTERM)
-                break
-        proc.stdout.read()
-        assert proc.wait(timeout=300) == 130
-    last = (tmp_path / "stderr.txt").read_text().strip().splitlines()[-1]
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", *run_args(gowt1.parent, out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # progress is logged to stderr
+        lines.append(line)
+        if line.startswith("[floor] running"):  # the window stage has finished
+            proc.send_signal(signal.SIGTERM)
+            break
+    lines += proc.stderr.read().splitlines()
+    assert proc.wait(timeout=300) == 130
+    last = lines[-1].strip()
     assert last == "error: interrupted by SIGTERM; finished stages are kept and the same command resumes"
     assert _parent_run_status(tmp_path / "mlflow.db") == [("real-s0-ci", "KILLED")]
     stages = out / GOWT1 / "stages"
@@ -864,3 +881,21 @@ def test_seeds_out_of_range_are_refused_before_any_work(command: str, seed: str,
     assert code == 2
     one_error_line(err, "--seed", seed)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_track_file_with_a_byte_order_mark_reads_like_one_without(tmp_path: Path) -> None:
+    from benchmark.ctc import read_tracks
+
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    plain.write_text("1 0 4 0\n2 0 1 0\n3 2 4 2\n")
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes().replace(b"\n", b"\r\n"))  # Windows editors
+    assert read_tracks(marked) == read_tracks(plain)
+
+
+def test_a_window_that_does_not_fit_the_data_is_refused_before_any_stage(real_root: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The ``ci`` profile cuts a 384 x 384 box at (320, 320): the 40 x 40 frames here cannot hold it."""
+    code, _, err = run_cli(run_args(real_root, tmp_path / "runs"), capsys)
+    assert code == 2
+    one_error_line(err, "profile 'ci' [window]", str(real_root / GOWT1 / "01"), "does not fit", "40 x 40")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()

@@ -31,8 +31,13 @@ def read_tracks(path: str | Path) -> dict[int, Track]:
     path = Path(path)
     if not path.is_file():
         raise CTCFormatError(path, "track file is missing")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a BOM, as some Windows editors write, is not content
+    except UnicodeDecodeError as exc:  # a binary or mis-encoded file: the table holds digits and blanks only
+        raise CTCFormatError(path, f"not a text table of integers (byte {exc.object[exc.start]:#04x} at "
+                                   f"offset {exc.start})") from None
     tracks: dict[int, Track] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()

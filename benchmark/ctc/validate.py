@@ -196,6 +196,10 @@ def validate_sequence(dataset_dir: str | Path, name: str = "01", require_complet
     dtypes = {a.dtype for a in images.values()}
     if len(shapes) > 1 or len(dtypes) > 1:
         problems.append(Problem(seq.image_dir, f"raw frames disagree in shape/dtype: {sorted(shapes)} {sorted(map(str, dtypes))}"))
+    for t, image in sorted(images.items()):
+        if image.dtype.kind in "fc" and not np.isfinite(image).all():  # NaN/inf would poison every percentile
+            bad = int(image.size - np.isfinite(image).sum())
+            problems.append(Problem(seq.image_files[t], f"{bad} NaN or infinite pixel(s) in a raw frame"))
     shape = next(iter(shapes)) if len(shapes) == 1 else None
     _read_all(seq.st_files, problems, shape, integer=True)
     problems += _check_annotations(seq.gt_dir, seq.n_frames, shape, severity, "the sequence's")
