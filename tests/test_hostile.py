@@ -892,10 +892,20 @@ def test_a_track_file_with_a_byte_order_mark_reads_like_one_without(tmp_path: Pa
     assert read_tracks(marked) == read_tracks(plain)
 
 
-def test_a_window_that_does_not_fit_the_data_is_refused_before_any_stage(real_root: Path, tmp_path: Path,
+@pytest.mark.parametrize(("frames", "needles"), [
+    ("[0, 24]", ["cannot window frames 0-23", "no raw image or TRA marker at t=5-23"]),  # 5 frames here
+    ("[0, 5]", ["window box (y0, x0, height, width) = (320, 320, 384, 384) does not fit", "40 x 40 pixels"])])
+def test_a_window_that_does_not_fit_the_data_is_refused_before_any_stage(frames: str, needles: list[str],
+                                                                         real_root: Path, tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """The ``ci`` profile cuts a 384 x 384 box at (320, 320): the 40 x 40 frames here cannot hold it."""
-    code, _, err = run_cli(run_args(real_root, tmp_path / "runs"), capsys)
+    """The ``ci`` window (frames 0-23, a 384 x 384 box at (320, 320)) cannot be cut from 5 frames of 40 x 40."""
+    from benchmark.config import PROFILE_DIR
+
+    profile = tmp_path / "small.toml"
+    profile.write_text((PROFILE_DIR / "ci.toml").read_text().replace("frames = [0, 24]", f"frames = {frames}"))
+    args = run_args(real_root, tmp_path / "runs")
+    args[args.index("--profile") + 1] = str(profile)
+    code, _, err = run_cli(args, capsys)
     assert code == 2
-    one_error_line(err, "profile 'ci' [window]", str(real_root / GOWT1 / "01"), "does not fit", "40 x 40")
+    one_error_line(err, "profile 'small' [window]", f"{real_root / GOWT1 / '01'}: ", *needles)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
