@@ -306,16 +306,16 @@ def check_run_config(config: RunConfig) -> None:
     from benchmark.metrics.realism import RealismConfig
     from downstream.segmenter import SegmenterConfig
     from downstream.tracker.model import TrackerConfig
-    from generators.base import config_from_dict
+    from generators.base import MAX_SEQUENCES, config_from_dict
     from generators.registry import get_generator
 
     config_from_dict(get_generator(config.generator).config_class, config.generator_params)
     config_from_dict(SegmenterConfig, {"seed": config.seed, **config.segmenter})
     config_from_dict(TrackerConfig, {"seed": config.seed, **config.tracker})
     config_from_dict(RealismConfig, config.realism)
-    for name in ("n_sequences", "n_frames"):
+    for name, low, high in (("n_sequences", 1, MAX_SEQUENCES), ("n_frames", 0, None)):
         value = getattr(config, name)
-        if value < (1 if name == "n_sequences" else 0):
+        if value < low or (high is not None and value > high):
             raise ValueError(f"profile {config.profile!r}: run.{name} = {value} is out of range")
 
 

@@ -21,6 +21,9 @@ from typing import Any, ClassVar, TypeVar
 
 from benchmark.ctc import CTCSequence
 
+MAX_SEQUENCES = 99
+MAX_SIDE = 8192
+
 
 @dataclass(frozen=True)
 class GenerateSpec:
@@ -32,12 +35,19 @@ class GenerateSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        """Reject empty or negative sizes here, before any generator turns them into a numpy error."""
+        """Reject empty, negative or impossible sizes here, before any generator turns them into a numpy
+        error or tries to allocate tens of GB: CTC names sequences 01-99, and no 2D CTC dataset has frames
+        wider than ~2k pixels (``MAX_SIDE`` leaves room for 4x that)."""
         counts = {"n_sequences": self.n_sequences, "n_frames": self.n_frames, **(
             {"height": self.shape[0], "width": self.shape[1]} if self.shape is not None else {})}
         for name, value in counts.items():
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"GenerateSpec: {name} must be a positive integer, got {value!r}")
+        if self.n_sequences > MAX_SEQUENCES:
+            raise ValueError(f"GenerateSpec: n_sequences = {self.n_sequences}, but CTC names sequences "
+                             f"01-{MAX_SEQUENCES}")
+        if self.shape is not None and max(self.shape) > MAX_SIDE:
+            raise ValueError(f"GenerateSpec: shape {tuple(self.shape)} exceeds {MAX_SIDE} pixels a side")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import positive_int, seed_int
-from benchmark.ctc import CTCSequence
+from benchmark.ctc import CTCSequence, list_sequences
 from benchmark.ctc.digest import sequence_digest
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.io import atomic_directory, atomic_write_bytes, folder_lock
@@ -111,6 +111,12 @@ def generate_into(generator: Generator, spec: GenerateSpec, out: Path, record: d
     with folder_lock(out, on_wait=logger.warning, lock_file=lock), atomic_directory(out, overwrite=True) as tmp:
         generator.generate(spec, tmp)
         entries = sorted(p.name for p in tmp.iterdir())
+        record["written"] = {name: CTCSequence(tmp, name).n_frames for name in list_sequences(tmp)}
+        asked = {f"{i:02d}": spec.n_frames for i in range(1, spec.n_sequences + 1)}
+        if record["written"] != asked:  # e.g. `real`: one sequence, as long as the real one
+            logger.warning("%s wrote %s (sequence: frames), not the %d x %d frames asked",
+                           record.get("generator", "the generator"), record["written"], spec.n_sequences,
+                           spec.n_frames)
         manifest = {"command": "generate", **record, "entries": entries}
         atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
     return out
@@ -130,9 +136,9 @@ def run_generate(args: argparse.Namespace) -> int:
     if cls.writes_output:
         check_output_folder(out, args.generator, args.overwrite)
     check_input_sequence(folder, sequence)
-    generator = fitted_generator(args.generator, params, seq, Path(args.cache) if args.cache else None, args.refit)
-    spec = GenerateSpec(n_sequences=args.sequences, n_frames=args.frames,
+    spec = GenerateSpec(n_sequences=args.sequences, n_frames=args.frames,  # checked before the fit, too
                         shape=tuple(args.shape) if args.shape else None, seed=args.seed)
+    generator = fitted_generator(args.generator, params, seq, Path(args.cache) if args.cache else None, args.refit)
     record = {"generator": args.generator, "dataset": args.dataset, "fitted_on": str(seq.image_dir),
               "spec": dataclasses.asdict(spec)}
     if cls.writes_output:

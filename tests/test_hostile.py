@@ -187,6 +187,33 @@ def test_generate_spec_rejects_non_positive_sizes() -> None:
     assert GenerateSpec(n_frames=np.int64(3)).n_frames == 3
 
 
+@pytest.mark.parametrize(("option", "values", "needle"), [
+    ("--shape", ["100000", "100000"], "shape (100000, 100000) exceeds 8192 pixels a side"),
+    ("--sequences", ["100"], "n_sequences = 100, but CTC names sequences 01-99")])
+def test_generate_refuses_impossible_sizes_before_fitting(option: str, values: list[str], needle: str,
+                                                          real_root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["generate", "--generator", "mitogen", "--dataset", GOWT1, "--data-root", real_root, "--frames", "2",
+            "--quiet", "--cache", tmp_path / "fits", "--out", tmp_path / "out", option, *values]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    one_error_line(err, needle)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "fits").exists()  # refused before the fit
+
+
+def test_generate_says_what_it_wrote_when_it_differs_from_the_request(gowt1_window: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str],
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """``real`` writes its one real sequence whatever is asked: the JSON line, the manifest and a warning say so."""
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(real_args(gowt1_window, out, "--frames", "999", "--sequences", "2"), capsys)
+    assert code == 0
+    record = json.loads(stdout.strip().splitlines()[-1])
+    assert record["written"] == {"01": 20} and record["spec"]["n_frames"] == 999
+    assert json.loads((out / MANIFEST).read_text())["written"] == {"01": 20}
+    assert any("wrote {'01': 20}" in r.getMessage() for r in caplog.records)
+
+
 # ------------------------------------------------------------------ 2, 4, 5. metrics seg-tra: GT as strict as the result
 def label_frames(n: int = 5, size: int = 40) -> list[np.ndarray]:
     """A tiny annotated video: cell 1 drifts right, cell 2 divides into 3 and 4 at t=2."""
