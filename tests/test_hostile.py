@@ -936,3 +936,23 @@ def test_a_window_that_does_not_fit_the_data_is_refused_before_any_stage(frames:
     assert code == 2
     one_error_line(err, "profile 'small' [window]", f"{real_root / GOWT1 / '01'}: ", *needles)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+# ------------------------------------------------------------------ 11. metrics realism: nothing scored that cannot be
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--intensity", "5", "5"], "realism.intensity_range must be finite with lo < hi, got (5, 5)"),
+    (["--no-fid", "--no-fvd"], "both fid and fvd are off, nothing to score")])
+def test_metrics_realism_refuses_settings_that_cannot_score(extra: list[str], needle: str, real_root: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    ds = real_root / GOWT1
+    code, _, err = run_cli(["metrics", "realism", "--real", ds / "01", "--synthetic", ds / "02", *extra], capsys)
+    assert code == 2
+    one_error_line(err, needle)
+
+
+def test_metrics_realism_refuses_a_broken_synthetic_frame(real_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ds = real_root / GOWT1
+    path, problem = _in_nan_pixels(ds, "02")
+    code, _, err = run_cli(["metrics", "realism", "--real", ds / "01", "--synthetic", ds / "02", "--no-fvd"], capsys)
+    assert code == 2
+    one_error_line(err, f"{path}: {problem}")

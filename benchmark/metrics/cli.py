@@ -9,6 +9,7 @@ from pathlib import Path
 
 from benchmark.config import positive_int
 from benchmark.ctc import CTCSequence, list_sequences
+from benchmark.ctc.validate import check_input_sequence
 from benchmark.io import atomic_write_bytes
 
 
@@ -101,6 +102,8 @@ def _cmd_realism(args) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     real = _sequences(args.real, args.real_seq)[0]
     synthetic = [s for path in args.synthetic for s in _sequences(path, None)]
+    for seq in [real, *synthetic]:  # a broken frame (NaN pixels, bad labels) is one line, never a silent score
+        check_input_sequence(seq.dataset_dir, seq.name)
     intensity, source = (tuple(args.intensity), "--intensity") if args.intensity else (None, "")
     if intensity is None and real.dataset_dir.name in DATASETS:
         intensity, source = reference_intensity_map(real.dataset_dir.name, [real])

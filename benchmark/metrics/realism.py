@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,12 @@ class RealismConfig:
             value = getattr(self, name)
             if value is not None and int(value) < 2:
                 raise ValueError(f"realism.{name} must be >= 2 (or absent), got {value!r}")
+        if not (self.fid or self.fvd):
+            raise ValueError("realism: both fid and fvd are off, nothing to score")
+        if self.intensity_range is not None:
+            lo, hi = (float(v) for v in self.intensity_range)
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):  # lo == hi divides by zero
+                raise ValueError(f"realism.intensity_range must be finite with lo < hi, got ({lo:g}, {hi:g})")
 
     def protocol_key(self) -> dict:
         """Fields that change features (part of the feature-cache key)."""
