@@ -13,11 +13,10 @@ import copy
 import dataclasses
 import hashlib
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILES = ("ci", "cpu", "cpu-paper", "paper")

@@ -57,7 +57,8 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("Fluo-N2DH-CE", "C. elegans developing embryo (2D slices are not provided: 3D only)"),
     )
 }
-DEFAULT_DATASET = "Fluo-N2DL-HeLa"
+#: the whole protocol (SEG, DET, TRA, FID, FVD) runs on it; the shared HeLa copy lacks half its frames
+DEFAULT_DATASET = "Fluo-N2DH-GOWT1"
 
 
 class DatasetNotFound(FileNotFoundError):

@@ -21,13 +21,12 @@ import logging
 import math
 import re
 import sys
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +236,7 @@ def write_thresholds(path: Path, profile: str, derived: Mapping[str, Any], margi
             if _is_entry(known.get(generator, {})):
                 known[generator] = {}  # an entry for every class is replaced by per-class ones
             known.setdefault(generator, {}).update(classes)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"CI regression gate thresholds (python -m benchmark check). Written {stamp} by\n"
               f"`python -m benchmark check --profile {profile} --write-thresholds {margin} --time-margin {time_margin}`\n"
               f"from the newest measured run per generator ([...measured] and source_run):\n"

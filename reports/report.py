@@ -6,7 +6,7 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -252,7 +252,7 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     provenance.add_text(f"MLflow store: {experiment.tracking_uri()}; experiment {experiment.experiment_name(dataset)}")
     sections.append(provenance)
 
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = render_page(f"synthvid benchmark — {dataset}", f"profile {profile or 'any'}; generated {stamp}", sections)
     html_path = atomic_write_text(folder / "report.html", page)
     report = Report(folder, markdown, csv, html_path, table, written)
