@@ -15,6 +15,8 @@ import os
 import platform
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -234,3 +236,64 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None, prefix: str
     clean = clean_metrics(metrics)
     if clean:
         mlflow.log_metrics({f"{prefix}{k}": v for k, v in clean.items()}, step=step)
+
+
+def _active_run_id() -> str | None:
+    """The active MLflow run, without importing MLflow where nothing has (then no run can be active)."""
+    mlflow = sys.modules.get("mlflow")
+    run = mlflow.active_run() if mlflow is not None else None
+    return run.info.run_id if run is not None else None
+
+
+class TrainingStream:
+    """Training curves into the active MLflow run while the model trains, batched: ``stream(step, {...})``.
+
+    A loss curve of thousands of steps logged one ``log_metric`` at a time costs a database write each;
+    here points are buffered and sent with ``log_batch`` every ``every_s`` seconds and at ``flush``/exit.
+    With no active run (a library call, a test) it does nothing, so training code can always stream.
+    A failing store never stops training: the first error is logged and streaming stops.
+    """
+
+    def __init__(self, prefix: str = "", every_s: float = 10.0) -> None:
+        self.prefix = prefix
+        self.every_s = every_s
+        self.run_id = _active_run_id()
+        self._pending: list[tuple[str, float, int, int]] = []
+        self._last = time.monotonic()
+
+    def __call__(self, step: int, metrics: Mapping[str, Any]) -> None:
+        if self.run_id is None:
+            return
+        stamp = int(time.time() * 1000)
+        for key, value in clean_metrics(metrics).items():
+            self._pending.append((f"{self.prefix}{_metric_key(key)}", value, stamp, int(step)))
+        if time.monotonic() - self._last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last = time.monotonic()
+        if self.run_id is None or not self._pending:
+            return
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        pending, self._pending = self._pending, []
+        try:
+            client = MlflowClient()
+            for start in range(0, len(pending), 1000):  # MLflow's per-request limit
+                client.log_batch(self.run_id, metrics=[Metric(*p) for p in pending[start:start + 1000]])
+        except Exception as exc:  # noqa: BLE001 - the curve is a convenience; the training result is not
+            logger.warning("MLflow: streaming %s metrics stopped (%s: %s)", self.prefix or "training",
+                           type(exc).__name__, exc)
+            self.run_id = None
+
+    def __enter__(self) -> TrainingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+
+
+def _metric_key(key: str) -> str:
+    """MLflow metric names allow letters, digits, ``_ - . / space``: anything else becomes ``_``."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in str(key))

@@ -66,14 +66,17 @@ class Stages:
 
         folder = self.folder(name, key)
         with folder_lock(folder, on_wait=lambda line: self.log(f"[{name}] {line}")):
-            result = self._cached(name, folder) or self._compute(name, key, folder, body)
-        with experiment.start_run(name, self.dataset, config=params,
-                                  tags={"stage": name, "cached": str(result.cached).lower(), **(tags or {})},
-                                  nested=True):
-            experiment.log_metrics({**result.metrics, f"time_{name}_s": result.seconds})
-            mlflow.log_dict({"folder": str(folder), "metrics": result.metrics}, "stage.json")
-            if artifacts is not None:
-                artifacts(folder)
+            cached = self._cached(name, folder)
+            # the stage's run opens BEFORE it works, so its training curves stream into it (TrainingStream)
+            # and the UI shows it RUNNING while it runs
+            with experiment.start_run(name, self.dataset, config=params,
+                                      tags={"stage": name, "cached": str(cached is not None).lower(), **(tags or {})},
+                                      nested=True):
+                result = cached or self._compute(name, key, folder, body)
+                experiment.log_metrics({**result.metrics, f"time_{name}_s": result.seconds})
+                mlflow.log_dict({"folder": str(folder), "metrics": result.metrics}, "stage.json")
+                if artifacts is not None:
+                    artifacts(folder)
         self.results[name] = result
         return result
 
@@ -397,7 +400,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
             return {k: v[-1] for k, v in history.items() if isinstance(v, list) and v}
 
         segmenter = stages.run("train-segmenter", (generated.folder.name, config.segmenter), train_seg,
-                               params=config.segmenter, artifacts=lambda f: _log_history(f / "stardist"))
+                               params=config.segmenter, artifacts=lambda f: log_history(f / "stardist"))
         no_tracking = tracking_unavailable(test_seq)
         if no_tracking is not None:  # a partial copy: SEG and DET on the frames that exist, TRA marked unavailable
             mlflow.set_tags({"unavailable_TRA": no_tracking, "unavailable_LNK": no_tracking})
@@ -456,15 +459,22 @@ def _log_small_artifacts(folder: Path, name: str, limit: int = 50_000_000) -> No
         mlflow.log_artifacts(str(folder), name)
 
 
-def _log_history(model_dir: Path) -> None:
+def log_history(model_dir: Path) -> None:
+    """StarDist's per-epoch history as ``stardist_<key>`` metrics in one batch, unless the training streamed
+    them into this run already (a cached stage's new run gets them here), and as a file."""
     import mlflow
 
     history = model_dir / "history.json"
+    run = mlflow.active_run()
+    streamed = run is not None and any(k.startswith("stardist_") for k in
+                                       mlflow.MlflowClient().get_run(run.info.run_id).data.metrics)
+    if history.is_file() and not streamed:
+        with experiment.TrainingStream("stardist_", every_s=float("inf")) as stream:
+            for key, values in json.loads(history.read_text()).items():
+                if isinstance(values, list):
+                    for step, value in enumerate(values):
+                        stream(step, {key: value})
     if history.is_file():
-        for key, values in json.loads(history.read_text()).items():
-            if isinstance(values, list):
-                for step, value in enumerate(values):
-                    experiment.log_metrics({key: value}, step=step)
         mlflow.log_artifact(str(history))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.ctc import CTCFormatError, CTCSequence, list_sequences
+from benchmark.experiment import TrainingStream
 from benchmark.io import replace_directory, staging_directory
 
 PERCENTILES = (1.0, 99.8)
@@ -185,18 +186,24 @@ def _epoch_timer() -> Any:
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
-        """Wall seconds per epoch (the first includes graph building and validation set-up)."""
+        """Wall seconds per epoch (the first includes graph building and validation set-up); streams each
+        epoch's losses to MLflow."""
 
         def __init__(self) -> None:
             super().__init__()
             self.seconds: list[float] = []
             self._start = 0.0
+            self.curve = TrainingStream("stardist_")  # live curves in the stage's MLflow run, if any
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.seconds.append(time.perf_counter() - self._start)
+            self.curve(epoch, {**(logs or {}), "epoch_seconds": self.seconds[-1]})
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            self.curve.flush()
 
     return EpochTimer()
 

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from benchmark.ctc import CTCSequence, write_sequence
 from benchmark.ctc.crops import crop_size_for, full_masks
+from benchmark.experiment import TrainingStream
 from benchmark.io import atomic_write_text
 from generators.base import GenerateSpec, Generator, GeneratorConfig, register_generator
 from generators.bvdm.data import collect_training_data
@@ -183,8 +184,12 @@ class BVDMGenerator(Generator):
         self.mask_model = MaskVideoModel.fit(real, crop_size=size,
                                              config=MaskVideoConfig(max_fit_frames=cfg.max_fit_frames,
                                                                     progress=cfg.progress))
-        self.ddpm = train_ddpm(data.crops, data.stats, cfg.ddpm(), cfg.device, cfg.checkpoint_dir, cfg.progress)
-        self.flow, self.flow_loss = train_flow(data.pairs, cfg.flow(), cfg.device, cfg.progress)
+        with TrainingStream("ddpm_") as curve:  # live loss curves in the fit stage's MLflow run, if any
+            self.ddpm = train_ddpm(data.crops, data.stats, cfg.ddpm(), cfg.device, cfg.checkpoint_dir, cfg.progress,
+                                   callback=lambda step, loss: curve(step, {"loss": loss}))
+        with TrainingStream("flow_") as curve:
+            self.flow, self.flow_loss = train_flow(data.pairs, cfg.flow(), cfg.device, cfg.progress,
+                                                   callback=lambda step, loss: curve(step, {"loss": loss}))
         return self
 
     def _require_fitted(self) -> None:

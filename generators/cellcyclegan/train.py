@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmark.experiment import TrainingStream
 from benchmark.io import atomic_write, atomic_write_text
 from generators.base import GeneratorConfig
 from generators.cellcyclegan.data import TrainingCrops, condition
@@ -141,6 +142,7 @@ def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path 
     probe_gen = torch.Generator().manual_seed(config.seed + 2)
 
     history: list[dict[str, float]] = []
+    curve = TrainingStream("gan_")  # live curves in the fit stage's MLflow run, if any
     window: dict[str, list[float]] = {}
     start = time.perf_counter()
     for it in tqdm(range(1, config.iterations + 1), desc="cellcyclegan GAN", disable=not config.progress, leave=False):
@@ -180,7 +182,9 @@ def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path 
                    "seconds": time.perf_counter() - start}
             generator.train()
             history.append(row)
+            curve(it, {k: v for k, v in row.items() if k != "iteration"})
             window = {}
+    curve.flush()
     seconds = time.perf_counter() - start
     generator = generator.eval().cpu()
     if out_dir is not None:

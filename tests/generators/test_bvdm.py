@@ -198,12 +198,36 @@ def test_anchoring_reduces_brightness_drift_along_tracks(real_mask_video: MaskVi
     assert anchored < 0.5 * free, (anchored, free)
 
 
+FIT_RUN: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
-def fitted_generator(gowt1_seq: CTCSequence) -> BVDMGenerator:
+def fitted_generator(gowt1_seq: CTCSequence, tmp_path_factory: pytest.TempPathFactory) -> BVDMGenerator:
+    """Fitted inside an MLflow run (as the pipeline's fit stage is), so its curves stream there."""
+    from benchmark import experiment
+
     config = BVDMConfig(progress=False, max_fit_frames=6, ddpm_channels=(8, 16), ddpm_norm_groups=4,
                         ddpm_batch_size=4, ddpm_iterations=5, flow_batch_size=4, flow_iterations=3,
                         t_first=8, t_next=2)
-    return get_generator("bvdm")(config).fit(gowt1_seq)
+    mp = pytest.MonkeyPatch()
+    FIT_RUN["store"] = f"sqlite:///{tmp_path_factory.mktemp('fit-run') / 'mlflow.db'}"
+    mp.setenv("MLFLOW_TRACKING_URI", FIT_RUN["store"])
+    try:
+        with experiment.start_run("fit", "bvdm-test") as run:
+            FIT_RUN["run_id"] = run.info.run_id
+            return get_generator("bvdm")(config).fit(gowt1_seq)
+    finally:
+        mp.undo()
+
+
+def test_the_fit_streams_its_loss_curves_into_the_active_run(fitted_generator: BVDMGenerator) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(FIT_RUN["store"])
+    for name, curve in fitted_generator.training_curves.items():
+        logged = client.get_metric_history(FIT_RUN["run_id"], f"{name}_loss")
+        assert [m.step for m in logged] == list(range(1, len(curve) + 1))
+        assert [m.value for m in logged] == pytest.approx(curve)
 
 
 def test_generated_dataset_validates_and_reloads_identically(fitted_generator: BVDMGenerator, gowt1_seq: CTCSequence,
