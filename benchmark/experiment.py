@@ -297,3 +297,19 @@ class TrainingStream:
 def _metric_key(key: str) -> str:
     """MLflow metric names allow letters, digits, ``_ - . / space``: anything else becomes ``_``."""
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in str(key))
+
+
+def log_dataset(folder: str | Path, name: str, digest: str, context: str) -> None:
+    """Record a CTC sequence the active run used (``mlflow.log_input``): its name, where it was read and the
+    content digest its stage keys use, under ``context`` (training, testing, synthetic). The MLflow UI then
+    shows which bytes every run saw, and runs on the same data share a digest."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both candidates are the local source
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(Path(folder).resolve().as_uri())
+    mlflow.log_input(MetaDataset(source, name=name, digest=digest[:16]), context=context)

@@ -357,6 +357,8 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
         ctx = prepare_context(config, stages, data_root)
         train_seq, test_seq, test_name = ctx.train, ctx.reference, ctx.reference.name
         mlflow.set_tags({"dataset_checksum": ctx.data_key[1][:16], "reference_checksum": ctx.reference_digest[:16]})
+        for seq, digest, context in ((train_seq, ctx.data_key[1], "training"), (test_seq, ctx.reference_digest, "testing")):
+            experiment.log_dataset(seq.image_dir, f"{config.dataset}/{seq.name}", digest, context)
         mlflow.set_tags(ctx.protocol_tags())
 
         generator_cls = get_generator(config.generator)
@@ -376,7 +378,8 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
 
         generated = stages.run("generate", (gen_key, sampling, spec.__dict__), generate,
                                params={"spec": spec.__dict__, "sampling": sampling},
-                               artifacts=lambda f: log_sample_frames(f / "synthetic"))
+                               artifacts=lambda f: (log_sample_frames(f / "synthetic"),
+                                                    log_synthetic_inputs(f / "synthetic", config.generator)))
         synthetic_dir = generated.folder / "synthetic"
         synthetic = [CTCSequence(synthetic_dir, p.name) for p in sorted(synthetic_dir.iterdir())
                      if p.is_dir() and p.name.isdigit()]
@@ -476,6 +479,13 @@ def log_history(model_dir: Path) -> None:
                         stream(step, {key: value})
     if history.is_file():
         mlflow.log_artifact(str(history))
+
+
+def log_synthetic_inputs(dataset_dir: Path, generator: str) -> None:
+    """``mlflow.log_input`` of every generated sequence (context ``synthetic``), by content digest."""
+    for name in list_sequences(dataset_dir):
+        seq = CTCSequence(dataset_dir, name)
+        experiment.log_dataset(seq.image_dir, f"{generator}/{name}", sequence_digest(seq), "synthetic")
 
 
 def log_sample_frames(dataset_dir: Path, n: int = 3) -> None:

@@ -111,3 +111,31 @@ def test_resume_after_crash_in_downstream_training(ci_rows: dict[str, dict], sto
     assert {"window", "fit", "generate", "train-segmenter"} <= set(row["cached_stages"])
     assert "train-tracker" not in row["cached_stages"] and "eval-real" not in row["cached_stages"]
     assert row["TRA"] == pytest.approx(ci_rows["real"]["TRA"])  # same seed, same result
+
+
+def test_a_run_records_its_data_and_curves_in_mlflow(ci_rows: dict[str, dict]) -> None:
+    """The parent run lists the real training and held-out sequences and the generate stage the synthetic ones
+    (``log_input``, by content digest); StarDist's epochs are in its stage run."""
+    from benchmark.ctc import CTCSequence
+    from benchmark.ctc.digest import sequence_digest
+
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(experiment_names=[f"synthvid/{DATASET}"])
+    row = ci_rows["mitogen"]
+
+    def inputs(run_id: str) -> dict[str, tuple[str, str]]:
+        return {d.dataset.name: (d.dataset.digest, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+                for d in client.get_run(run_id).inputs.dataset_inputs}
+
+    parent = inputs(row["run_id"])
+    assert {name: context for name, (_, context) in parent.items()} == {f"{DATASET}/01": "training",
+                                                                        f"{DATASET}/02": "testing"}
+    children = runs[runs["tags.mlflow.parentRunId"] == row["run_id"]]
+    generate = children[children["tags.stage"] == "generate"].iloc[0]
+    synthetic_dir = Path(mlflow.artifacts.load_dict(f"runs:/{generate['run_id']}/stage.json")["folder"]) / "synthetic"
+    logged = inputs(generate["run_id"])
+    assert set(logged) == {"mitogen/01", "mitogen/02"}
+    assert logged["mitogen/01"] == (sequence_digest(CTCSequence(synthetic_dir, "01"))[:16], "synthetic")
+    segmenter = children[children["tags.stage"] == "train-segmenter"].iloc[0]
+    epochs = client.get_metric_history(segmenter["run_id"], "stardist_loss")
+    assert [m.step for m in epochs] == list(range(len(epochs))) and len(epochs) >= 1
