@@ -672,7 +672,7 @@ def _brighten_raw_frame(root: Path, name: str, t: int) -> np.ndarray:
 
 
 def test_the_window_stage_is_keyed_on_the_bytes_it_cuts(window_root: Path, tmp_path: Path) -> None:
-    from benchmark.pipeline import Stages, prepare_real
+    from benchmark.stages import Stages, prepare_real
 
     config = _ci_config({"frames": [0, 6], "box": [0, 0, 96, 96]})
     logs: list[str] = []
@@ -690,7 +690,7 @@ def test_the_window_stage_is_keyed_on_the_bytes_it_cuts(window_root: Path, tmp_p
 def test_the_fit_and_realism_keys_follow_the_raw_frames(window_root: Path, tmp_path: Path) -> None:
     """Unwindowed data: the fit key (``data_key``) covers the training raw frames and GT, the realism and
     evaluation key (``reference_digest``) the held-out ones; neither depends on where the data lives."""
-    from benchmark.pipeline import Stages, prepare_context
+    from benchmark.stages import Stages, prepare_context
 
     config = _ci_config(None)
     stages = Stages(tmp_path / "stages", GOWT1, log=lambda _: None)
@@ -733,7 +733,7 @@ def test_file_digests_rehash_only_what_changed(window_root: Path, monkeypatch: p
 SLOW_STAGE = """
 import sys, time
 from pathlib import Path
-from benchmark.pipeline import Stages
+from benchmark.stages import Stages
 
 root, marker = Path(sys.argv[1]), Path(sys.argv[2])
 
@@ -752,7 +752,7 @@ def test_a_second_run_waits_for_the_stage_another_is_writing(tmp_path: Path, mon
     import sys
     import time
 
-    from benchmark.pipeline import Stages
+    from benchmark.stages import Stages
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     marker = tmp_path / "started"

@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("benchmark", "generators", "downstream", "reports")
 #: the top floor of ``benchmark/``: it may import everything; nothing below it imports it
-ORCHESTRATION = frozenset({"benchmark.__main__", "benchmark.cli", "benchmark.pipeline", "benchmark.sweep",
-                           "benchmark.gate"})
+ORCHESTRATION = frozenset({"benchmark.__main__", "benchmark.cli", "benchmark.pipeline", "benchmark.stages",
+                           "benchmark.sweep", "benchmark.gate"})
 BASE = "benchmark"
 PLUGINS = frozenset({"generators", "downstream"})
 

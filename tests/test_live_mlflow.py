@@ -10,7 +10,7 @@ import mlflow
 import pytest
 
 from benchmark import experiment
-from benchmark.pipeline import Stages
+from benchmark.stages import Stages
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_a_stage_streams_its_curve_into_its_own_running_run(store: str, tmp_path
 def test_a_cached_stage_logs_the_saved_history_once(store: str, tmp_path: Path) -> None:
     """A StarDist stage: the epochs stream live; a cached re-run's new stage run gets the saved history,
     and neither run holds a point twice."""
-    from benchmark.pipeline import log_history
+    from benchmark.stages import log_history
 
     def body(out: Path) -> dict:
         with experiment.TrainingStream("stardist_", every_s=0.0) as curve:
@@ -71,3 +71,17 @@ def test_without_a_run_streaming_is_free_and_imports_no_mlflow() -> None:
             "with TrainingStream('x_', every_s=0) as s:\n    s(1, {'loss': 1.0})\n"
             "assert 'mlflow' not in sys.modules, 'mlflow imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_the_run_dag_is_in_topological_order_and_names_every_stage() -> None:
+    """``RUN_DAG`` is the pipeline in one place: each stage's needs come before it, and the report's stage
+    order knows every stage name."""
+    from benchmark.stages import ORACLE_DAG, RUN_DAG
+    from reports.runs import STAGES
+
+    for dag in (RUN_DAG, ORACLE_DAG):
+        seen: set[str] = set()
+        for stage in dag:
+            assert set(stage.needs) <= seen, (stage.name, stage.needs)
+            seen.add(stage.name)
+    assert {s.name for s in RUN_DAG} <= set(STAGES)

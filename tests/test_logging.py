@@ -14,7 +14,7 @@ import pytest
 from benchmark import cli
 from benchmark.cli import main
 from benchmark.logs import MLFLOW_LEVEL_ENV
-from benchmark.pipeline import Stages
+from benchmark.stages import Stages
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("benchmark", "generators", "downstream", "reports")
@@ -78,7 +78,7 @@ def test_quiet_silences_progress_but_not_the_result(toy: None, capsys: pytest.Ca
 def test_verbose_shows_debug_with_level_and_logger(toy: None, capsys: pytest.CaptureFixture[str]) -> None:
     out, err = _run(capsys, "--verbose")
     assert out == f"{RESULT}\n"
-    assert "INFO benchmark.pipeline: [toy] running -> " in err
+    assert "INFO benchmark.stages: [toy] running -> " in err
     assert "DEBUG benchmark.toy: a detail only -v shows" in err
     assert "INFO matplotlib: third-party chatter" in err
 

@@ -26,7 +26,7 @@ import numpy as np
 from benchmark import experiment
 from benchmark.ctc import CTCSequence, window_sequence, write_result, write_sequence
 from benchmark.ctc.crops import full_masks
-from benchmark.pipeline import Stages, log_sample_frames, realism_artifacts
+from benchmark.stages import Stages, log_sample_frames, realism_artifacts
 
 DATASET = "Fluo-N2DH-GOWT1"
 

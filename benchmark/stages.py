@@ -1,0 +1,499 @@
+"""The stages of a benchmark run, as one DAG: what each needs, what keys its cache, what it does, what it logs.
+
+``RUN_DAG`` below is the whole pipeline in one place::
+
+    window -> fit -> generate -> realism            (synthetic vs the held-out reference)
+                  `-> oracle                        (real textures through the generator's frame path)
+    floor                                            (real training vs the held-out reference)
+    generate -> train-segmenter -> eval-real        (SEG/DET on the held-out sequence)
+    generate -> train-tracker  --/                   (TRA, when the held-out sequence has full tracks)
+
+Every stage writes into its own folder under ``<out>/<dataset>/stages/<stage>-<hash>/``, keyed by a hash
+of what it reads (data by content digest, upstream stage folders, config); a finished stage holds
+``stage.json`` and is skipped on a re-run, so a killed run resumes where it stopped. Stages communicate
+only through CTC folders and model folders, and each is logged as a nested MLflow run of the parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from benchmark import experiment
+from benchmark.config import RunConfig, stable_hash
+from benchmark.ctc import CTCSequence, list_sequences, window_sequence
+from benchmark.ctc.digest import sequence_digest
+from benchmark.datasets import resolve_dataset
+from benchmark.io import folder_lock, replace_directory
+from benchmark.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    name: str
+    folder: Path
+    metrics: dict[str, float]
+    seconds: float
+    cached: bool
+
+
+class Stages:
+    """Runs stages with an on-disk cache; logs each as a nested MLflow run. Progress lines ("[fit] running
+    -> folder", "cached", "done in") go to ``log``: this module's logger at INFO unless a caller (a test)
+    collects them itself."""
+
+    def __init__(self, root: Path, dataset: str, log: Callable[[str], None] = logger.info) -> None:
+        self.root = root
+        self.dataset = dataset
+        self.log = log
+        self.results: dict[str, StageResult] = {}
+
+    def folder(self, name: str, key: Any) -> Path:
+        return self.root / f"{name}-{stable_hash(name, key)}"
+
+    def resume_folder(self, name: str, key: Any) -> Path:
+        """A folder that survives a killed stage (checkpoints to resume from); removed once the stage finishes."""
+        return self.folder(name, key).with_name(self.folder(name, key).name + ".resume")
+
+    def run(self, name: str, key: Any, body: Callable[[Path], dict[str, Any]], params: dict[str, Any] | None = None,
+            artifacts: Callable[[Path], None] | None = None, tags: dict[str, str] | None = None) -> StageResult:
+        import mlflow  # here, not at module load: `python -m benchmark --help` stays fast
+
+        folder = self.folder(name, key)
+        with folder_lock(folder, on_wait=lambda line: self.log(f"[{name}] {line}")):
+            cached = self._cached(name, folder)
+            # the stage's run opens BEFORE it works, so its training curves stream into it (TrainingStream)
+            # and the UI shows it RUNNING while it runs
+            with experiment.start_run(name, self.dataset, config=params,
+                                      tags={"stage": name, "cached": str(cached is not None).lower(), **(tags or {})},
+                                      nested=True):
+                result = cached or self._compute(name, key, folder, body)
+                experiment.log_metrics({**result.metrics, f"time_{name}_s": result.seconds})
+                mlflow.log_dict({"folder": str(folder), "metrics": result.metrics}, "stage.json")
+                if artifacts is not None:
+                    artifacts(folder)
+        self.results[name] = result
+        return result
+
+
+    def _cached(self, name: str, folder: Path) -> StageResult | None:
+        record = folder / "stage.json"
+        if not record.is_file():
+            return None
+        saved = json.loads(record.read_text())
+        self.log(f"[{name}] cached: {folder}")
+        return StageResult(name, folder, saved["metrics"], saved["seconds"], cached=True)
+
+    def _compute(self, name: str, key: Any, folder: Path, body: Callable[[Path], dict[str, Any]]) -> StageResult:
+        """Run ``body`` in ``<folder>.partial`` (under the stage lock) and move it into place when it returns."""
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        self.log(f"[{name}] running -> {folder}")
+        start = time.perf_counter()
+        try:
+            metrics = experiment.clean_metrics(body(partial) or {})
+        except BaseException:  # killed or failed: no half-written folder is left (checkpoints live elsewhere)
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        seconds = time.perf_counter() - start
+        (partial / "stage.json").write_text(json.dumps({"metrics": metrics, "seconds": seconds, "key": key},
+                                                       indent=2, default=str))
+        replace_directory(partial, folder)
+        shutil.rmtree(self.resume_folder(name, key), ignore_errors=True)
+        self.log(f"[{name}] done in {seconds:.1f} s")
+        return StageResult(name, folder, metrics, seconds, cached=False)
+
+
+def prepare_real(config: RunConfig, data_root: str | None, stages: Stages) -> tuple[Path, str, str]:
+    """The real dataset folder to use: the original, or (profile ``ci``) a window cut out of it."""
+    source = resolve_dataset(config.dataset, data_root)
+    if not config.window:
+        return source, config.train_sequence, config.test_sequence
+    frames = range(*config.window["frames"])
+    box = tuple(config.window["box"]) if config.window.get("box") else None
+
+    def body(out: Path) -> dict[str, Any]:
+        for name in (config.train_sequence, config.test_sequence):
+            window_sequence(CTCSequence(source, name), out / config.dataset, frames=frames, box=box)
+        return {}
+
+    # keyed on the bytes it reads, not the source path: a frame changed after a run re-cuts the window
+    key = (config.window, [(name, sequence_digest(CTCSequence(source, name)))
+                           for name in (config.train_sequence, config.test_sequence)])
+    result = stages.run("window", key, body, params={"window": config.window})
+    return result.folder / config.dataset, config.train_sequence, config.test_sequence
+
+
+@dataclass
+class RunContext:
+    """What every stage of one run shares: the config, the stage cache, the real data and the realism protocol.
+
+    ``reference`` is the real HELD-OUT sequence: downstream models are tested on it, and every generator,
+    the oracle and the real-vs-real floor are scored for realism against it, under ONE intensity map.
+    """
+
+    config: RunConfig
+    stages: Stages
+    train: CTCSequence
+    reference: CTCSequence
+    data_key: tuple
+    intensity_map: tuple[float, float]
+    map_source: str
+    reference_digest: str
+
+    @property
+    def realism_config(self):
+        from benchmark.metrics.realism import RealismConfig
+        from generators.base import config_from_dict
+
+        return config_from_dict(RealismConfig, {**self.config.realism, "intensity_range": self.intensity_map})
+
+    def realism_key(self) -> tuple:
+        """What a realism score depends on besides the synthetic data: reference, map and protocol."""
+        return (self.reference.name, self.reference_digest, self.intensity_map, self.config.realism)
+
+    def protocol_tags(self) -> dict[str, str]:
+        from benchmark.metrics.realism import protocol_tags
+
+        return protocol_tags(self.config.dataset, self.reference.name, self.intensity_map,
+                             self.realism_config.clip_mode, self.map_source)
+
+    @cached_property
+    def generator_cls(self) -> type:
+        from generators.registry import get_generator
+
+        return get_generator(self.config.generator)
+
+    @property
+    def fit_params(self) -> dict[str, Any]:
+        """The generator parameters the fit depends on (sampling fields excluded: they re-generate, not re-fit)."""
+        cls = self.generator_cls
+        return {k: v for k, v in self.config.generator_params.items() if k not in cls.sampling_fields}
+
+    @property
+    def fit_key(self) -> tuple:
+        return (self.data_key, self.config.generator, self.fit_params, self.config.seed)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """Every sampling field with its default filled in, so that a changed default re-generates."""
+        from generators.base import config_from_dict
+
+        resolved = config_from_dict(self.generator_cls.config_class, self.config.generator_params)
+        return {k: getattr(resolved, k) for k in sorted(self.generator_cls.sampling_fields)}
+
+    @property
+    def spec(self):
+        from generators.base import GenerateSpec
+
+        n_frames = self.config.n_frames or self.train.n_frames
+        return GenerateSpec(n_sequences=self.config.n_sequences, n_frames=n_frames, shape=None, seed=self.config.seed)
+
+    @cached_property
+    def no_tracking(self) -> str | None:
+        """Why TRA cannot be scored on the held-out sequence (a partial copy), or None."""
+        from benchmark.metrics.ctc import tracking_unavailable
+
+        return tracking_unavailable(self.reference)
+
+
+def prepare_context(config: RunConfig, stages: Stages, data_root: str | None) -> RunContext:
+    from benchmark.metrics.realism import reference_intensity_map
+
+    real_dir, train_name, test_name = prepare_real(config, data_root, stages)
+    train, reference = CTCSequence(real_dir, train_name), CTCSequence(real_dir, test_name)
+    # what the fit reads (raw frames + GT, by content) is its key; where the files live is not
+    data_key = (train_name, sequence_digest(train))
+    intensity_map, source = reference_intensity_map(config.dataset, [train, reference])
+    return RunContext(config, stages, train, reference, data_key, intensity_map, source, sequence_digest(reference))
+
+
+WEIGHT_FIELDS = ("fid_weight_sha256", "fvd_weight_sha256", "fid_weight_route", "fvd_weight_route")
+
+
+def realism_artifacts(json_name: str) -> Callable[[Path], None]:
+    """Log a realism-type stage's scores and equal-N feature sets (the report's paired comparisons read
+    them back), and tag the stage run with the metric weights it used (a report never mixes them)."""
+    import mlflow
+
+
+    def log(folder: Path) -> None:
+        for name in ("features.npz", json_name):
+            if (folder / name).is_file():
+                mlflow.log_artifact(str(folder / name))
+        if (folder / json_name).is_file():
+            scores = json.loads((folder / json_name).read_text())
+            mlflow.set_tags({k: str(scores[k]) for k in WEIGHT_FIELDS if scores.get(k)})
+
+    return log
+
+
+def _upper_realism(scores: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Realism scores as stage metrics: upper-case names (``FID_ci_low``), flags as 0/1 so they are logged."""
+    return {f"{prefix}{_metric_name(k)}": int(v) if isinstance(v, bool) else v for k, v in scores.items()}
+
+
+def _metric_name(key: str) -> str:
+    """``fid``/``fid_ci_low`` -> ``FID``/``FID_ci_low``: the same case as SEG/DET/TRA in MLflow."""
+    for name in ("fid", "fvd", "kid", "kvd"):
+        if key == name or key.startswith(f"{name}_"):
+            return name.upper() + key[len(name):]
+    return key
+
+
+def log_small_artifacts(folder: Path, name: str, limit: int = 50_000_000) -> None:
+    import mlflow
+
+    if folder.is_dir() and sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < limit:
+        mlflow.log_artifacts(str(folder), name)
+
+
+def log_history(model_dir: Path) -> None:
+    """StarDist's per-epoch history as ``stardist_<key>`` metrics in one batch, unless the training streamed
+    them into this run already (a cached stage's new run gets them here), and as a file."""
+    import mlflow
+
+    history = model_dir / "history.json"
+    run = mlflow.active_run()
+    streamed = run is not None and any(k.startswith("stardist_") for k in
+                                       mlflow.MlflowClient().get_run(run.info.run_id).data.metrics)
+    if history.is_file() and not streamed:
+        with experiment.TrainingStream("stardist_", every_s=float("inf")) as stream:
+            for key, values in json.loads(history.read_text()).items():
+                if isinstance(values, list):
+                    for step, value in enumerate(values):
+                        stream(step, {key: value})
+    if history.is_file():
+        mlflow.log_artifact(str(history))
+
+
+def log_synthetic_inputs(dataset_dir: Path, generator: str) -> None:
+    """``mlflow.log_input`` of every generated sequence (context ``synthetic``), by content digest."""
+    for name in list_sequences(dataset_dir):
+        seq = CTCSequence(dataset_dir, name)
+        experiment.log_dataset(seq.image_dir, f"{generator}/{name}", sequence_digest(seq), "synthetic")
+
+
+def log_sample_frames(dataset_dir: Path, n: int = 3) -> None:
+    """A few synthetic frames with mask outlines, as PNGs."""
+    import matplotlib
+    import mlflow
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from skimage.segmentation import find_boundaries
+
+    seq = CTCSequence(dataset_dir, "01")
+    for t in np.linspace(0, seq.n_frames - 1, n).astype(int):
+        image = seq.image(int(t)).astype(np.float32)
+        lo, hi = np.percentile(image, (0.5, 99.9))
+        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+        ax.imshow(np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1), cmap="gray")
+        ax.contour(find_boundaries(seq.tra(int(t))), levels=[0.5], colors="yellow", linewidths=0.5)
+        ax.set_axis_off()
+        mlflow.log_figure(fig, f"samples/frame_{int(t):03d}.png")
+        plt.close(fig)
+
+
+Results = Mapping[str, StageResult]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One node of the DAG. ``key`` (with the stage name) names its cache folder: everything the output
+    depends on, upstream stages by their folder names (which hash their own keys). ``body`` writes into
+    the stage's temporary folder and returns its metrics. ``when`` leaves a stage out of a run."""
+
+    name: str
+    needs: tuple[str, ...]
+    key: Callable[[RunContext, Results], Any]
+    body: Callable[[RunContext, Results, Path], dict[str, Any]]
+    params: Callable[[RunContext], dict[str, Any] | None] = lambda ctx: None
+    artifacts: Callable[[RunContext, Path], None] | None = None
+    tags: Callable[[RunContext], dict[str, str] | None] = lambda ctx: None
+    when: Callable[[RunContext], bool] = lambda ctx: True
+
+
+def run_stage(ctx: RunContext, stage: Stage, results: Results) -> StageResult:
+    """Run (or reuse) one stage whose ``needs`` are in ``results``."""
+    missing = [n for n in stage.needs if n not in results]
+    if missing:
+        raise RuntimeError(f"stage {stage.name!r} needs {missing}, which did not run (DAG order)")
+    artifacts = stage.artifacts
+    return ctx.stages.run(stage.name, stage.key(ctx, results), lambda out: stage.body(ctx, results, out),
+                          params=stage.params(ctx), tags=stage.tags(ctx),
+                          artifacts=(lambda folder: artifacts(ctx, folder)) if artifacts is not None else None)
+
+
+def run_dag(ctx: RunContext, dag: Sequence[Stage]) -> dict[str, StageResult]:
+    """Every stage of ``dag`` whose ``when`` holds, in order (the order is a topological one)."""
+    results: dict[str, StageResult] = {}
+    for stage in dag:
+        if stage.when(ctx):
+            results[stage.name] = run_stage(ctx, stage, results)
+    return results
+
+
+def synthetic_sequences(generated: StageResult) -> list[CTCSequence]:
+    folder = generated.folder / "synthetic"
+    return [CTCSequence(folder, name) for name in list_sequences(folder)]
+
+
+# ------------------------------------------------------------------------------------------- bodies
+def _fit(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    params = dict(ctx.fit_params)
+    resumable = "checkpoint_dir" in {f.name for f in dataclasses.fields(ctx.generator_cls.config_class)}
+    if resumable and not params.get("checkpoint_dir"):  # checkpoints outside the stage's .partial folder
+        params["checkpoint_dir"] = str(ctx.stages.resume_folder("fit", ctx.fit_key))
+    generator = ctx.generator_cls.from_params(params)
+    generator.fit(ctx.train)
+    generator.save(out / "model")
+    return {}
+
+
+def _generate(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    generator = ctx.generator_cls.load(results["fit"].folder / "model").with_sampling(ctx.sampling)
+    generator.generate(ctx.spec, out / "synthetic")
+    return {}
+
+
+def _floor(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    """The real-vs-real floor: the real training sequence scored exactly like a generator."""
+    from benchmark.metrics.realism import real_floor
+
+    scores = real_floor(ctx.train, ctx.reference, ctx.realism_config, cache_dir(), out / "features.npz")
+    (out / "floor.json").write_text(json.dumps(scores, indent=2, default=str))
+    return _upper_realism(scores)
+
+
+def _realism(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    from benchmark.metrics.realism import realism_scores
+
+    scores = realism_scores(ctx.reference, synthetic_sequences(results["generate"]), ctx.realism_config, cache_dir(),
+                            features_out=out / "features.npz")
+    (out / "realism.json").write_text(json.dumps(scores, indent=2, default=str))
+    return _upper_realism(scores)
+
+
+def _oracle(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    """The frame ceiling: the REAL training textures rendered through the generator's own frame path, scored
+    like its synthetic videos (``ORACLE_FID`` ...): what a perfect texture model would reach in this frame model."""
+    from benchmark.metrics.realism import realism_scores
+
+    generator = ctx.generator_cls.load(results["fit"].folder / "model")
+    generator.render_oracle(ctx.train, out / "oracle")
+    rendered = [CTCSequence(out / "oracle", name) for name in list_sequences(out / "oracle")]
+    scores = realism_scores(ctx.reference, rendered, ctx.realism_config, cache_dir(), features_out=out / "features.npz")
+    (out / "oracle.json").write_text(json.dumps(scores, indent=2, default=str))
+    return _upper_realism(scores, "ORACLE_")
+
+
+def _train_segmenter(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    from downstream.segmenter import SegmenterConfig, train_segmenter
+    from generators.base import config_from_dict
+
+    config = config_from_dict(SegmenterConfig, {"seed": ctx.config.seed, **ctx.config.segmenter})
+    train_segmenter(results["generate"].folder / "synthetic", config, out / "stardist")
+    history_file = out / "stardist" / "history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else {}
+    return {k: v[-1] for k, v in history.items() if isinstance(v, list) and v}
+
+
+def _train_tracker(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    from downstream.tracker.model import TrackerConfig, train_tracker
+    from generators.base import config_from_dict
+
+    config = config_from_dict(TrackerConfig, {"seed": ctx.config.seed, **ctx.config.tracker})
+    train_tracker(results["generate"].folder / "synthetic", config, out / "tracker")
+    return {}
+
+
+def _eval_real(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    """Segment and track the held-out sequence; SEG/DET/TRA with py-ctcmetrics."""
+    from benchmark.metrics.ctc import score_tracking
+    from downstream.segmenter import segment_sequence
+    from downstream.tracker.model import track_sequence
+
+    masks = segment_sequence(results["train-segmenter"].folder / "stardist", ctx.reference)
+    res_dir = out / f"{ctx.reference.name}_RES"
+    track_sequence(results["train-tracker"].folder / "tracker", ctx.reference, masks, res_dir)
+    return score_tracking(res_dir, ctx.reference.gt_dir)
+
+
+def _eval_partial(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    """On a partial copy of the held-out sequence (frames missing): the segmenter on every raw frame that
+    exists, SEG on those with GT (and silver-truth) SEG, DET on those with GT TRA; no tracking."""
+    from benchmark.metrics.ctc import score_partial
+    from downstream.segmenter import segment_frames
+
+    reference = ctx.reference
+    masks = segment_frames(results["train-segmenter"].folder / "stardist", reference, sorted(reference.image_files))
+    return score_partial(masks, reference, out)
+
+
+# ------------------------------------------------------------------------------------------- the DAG
+def _needs_fit(ctx: RunContext) -> bool:
+    return bool(ctx.generator_cls.needs_fit)  # `real` IS the floor's training side; `folder` has no frame model
+
+
+FIT = Stage("fit", (), key=lambda ctx, r: ctx.fit_key, body=_fit,
+            params=lambda ctx: {"generator": ctx.fit_params},
+            artifacts=lambda ctx, folder: log_small_artifacts(folder / "model", "model"))
+GENERATE = Stage("generate", ("fit",), key=lambda ctx, r: (ctx.fit_key, ctx.sampling, ctx.spec.__dict__),
+                 body=_generate, params=lambda ctx: {"spec": ctx.spec.__dict__, "sampling": ctx.sampling},
+                 artifacts=lambda ctx, folder: (log_sample_frames(folder / "synthetic"),
+                                                log_synthetic_inputs(folder / "synthetic", ctx.config.generator)))
+FLOOR = Stage("floor", (), key=lambda ctx, r: (ctx.data_key, ctx.realism_key()), body=_floor,
+              params=lambda ctx: ctx.config.realism, artifacts=lambda ctx, folder: realism_artifacts("floor.json")(folder),
+              tags=lambda ctx: {"generator": "real-vs-real", "profile": ctx.config.profile, **ctx.protocol_tags()})
+REALISM = Stage("realism", ("generate",), key=lambda ctx, r: (r["generate"].folder.name, ctx.realism_key()),
+                body=_realism, params=lambda ctx: ctx.config.realism,
+                artifacts=lambda ctx, folder: realism_artifacts("realism.json")(folder),
+                tags=lambda ctx: ctx.protocol_tags(), when=_needs_fit)
+ORACLE = Stage("oracle", ("fit",), key=lambda ctx, r: (r["fit"].folder.name, ctx.realism_key(), ctx.train.name),
+               body=_oracle, params=lambda ctx: ctx.config.realism,
+               artifacts=lambda ctx, folder: realism_artifacts("oracle.json")(folder),
+               tags=lambda ctx: ctx.protocol_tags(), when=lambda ctx: _needs_fit(ctx) and ctx.config.oracle)
+TRAIN_SEGMENTER = Stage("train-segmenter", ("generate",),
+                        key=lambda ctx, r: (r["generate"].folder.name, ctx.config.segmenter), body=_train_segmenter,
+                        params=lambda ctx: ctx.config.segmenter,
+                        artifacts=lambda ctx, folder: log_history(folder / "stardist"))
+TRAIN_TRACKER = Stage("train-tracker", ("generate",), key=lambda ctx, r: (r["generate"].folder.name, ctx.config.tracker),
+                      body=_train_tracker, params=lambda ctx: ctx.config.tracker,
+                      artifacts=lambda ctx, folder: log_small_artifacts(folder / "tracker", "tracker"),
+                      when=lambda ctx: ctx.no_tracking is None)
+EVAL_REAL = Stage("eval-real", ("train-segmenter", "train-tracker"),
+                  key=lambda ctx, r: (r["train-segmenter"].folder.name, r["train-tracker"].folder.name,
+                                      ctx.reference.name, ctx.reference_digest),
+                  body=_eval_real, params=lambda ctx: {"test_sequence": ctx.reference.name},
+                  artifacts=lambda ctx, folder: _log_result(folder / f"{ctx.reference.name}_RES"),
+                  when=lambda ctx: ctx.no_tracking is None)
+EVAL_PARTIAL = Stage("eval-real", ("train-segmenter",),
+                     key=lambda ctx, r: (r["train-segmenter"].folder.name, ctx.reference.name, ctx.reference_digest,
+                                         "partial"),
+                     body=_eval_partial, params=lambda ctx: {"test_sequence": ctx.reference.name, "partial": True},
+                     when=lambda ctx: ctx.no_tracking is not None)
+
+#: ``python -m benchmark run``: every stage, in a topological order
+RUN_DAG: tuple[Stage, ...] = (FIT, GENERATE, FLOOR, REALISM, ORACLE, TRAIN_SEGMENTER, TRAIN_TRACKER, EVAL_REAL,
+                              EVAL_PARTIAL)
+#: ``python -m benchmark oracle``: the frame ceiling beside the floor, whatever the profile's ``oracle`` says
+ORACLE_DAG: tuple[Stage, ...] = (FIT, FLOOR, dataclasses.replace(ORACLE, when=_needs_fit))
+
+
+def _log_result(res_dir: Path) -> None:
+    import mlflow
+
+    mlflow.log_artifacts(str(res_dir), "result")
