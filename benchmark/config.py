@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,41 @@ def stable_hash(*parts: Any, length: int = 12) -> str:
     """Short sha256 of JSON-serialised parts: keys the stage caches."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+PARAM_HELP = ("generator parameter, KEY=VALUE (VALUE read as JSON when it parses, e.g. t_first=400, "
+              "ddpm_channels=[16,32]) or a JSON object '{\"t_first\": 400}'; repeatable, later ones win")
+
+
+def parse_params(items: Sequence[str] | str | None) -> dict[str, Any]:
+    """``--param`` of every command (``run``, ``oracle``, ``generate``): each item is ``KEY=VALUE`` or a JSON
+    object of generator parameters; one line naming the item when it is neither."""
+    params: dict[str, Any] = {}
+    for item in [items] if isinstance(items, str) else (items or []):
+        text = item.strip()
+        if text.startswith(("{", "[")) or "=" not in text:
+            params.update(_json_params(item))
+            continue
+        key, value = text.split("=", 1)
+        if not key.strip():
+            raise ValueError(f"--param {item!r}: expected KEY=VALUE with a parameter name before '='")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+def _json_params(item: str) -> dict[str, Any]:
+    try:
+        value = json.loads(item)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--param {item!r}: not valid JSON ({exc.msg} at character {exc.pos}) and not KEY=VALUE") \
+            from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--param {item!r}: expected a JSON object of generator parameters, "
+                         "e.g. '{\"t_first\": 400}', or KEY=VALUE")
+    return value
 
 
 #: seeds every library accepts (numpy wants >= 0; TensorFlow's op seeds are 32-bit signed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from pathlib import Path
@@ -26,3 +27,15 @@ def require_writable(target: Path, what: str) -> None:
     except OSError as exc:
         raise ValueError(f"{target}: cannot write {what} here ({exc.strerror})") from None
     os.rmdir(probe)
+
+
+def add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cache DIR``: the same option, meaning and default on every command that reads or writes the cache."""
+    parser.add_argument("--cache", metavar="DIR", help="cache of datasets, metric weights, features and fitted "
+                        "generators (default: $SYNTHVID_CACHE, else ~/.cache/synthvid)")
+
+
+def use_cache(folder: str | None) -> None:
+    """Make ``--cache DIR`` the process's cache root (``cache_dir()`` reads ``$SYNTHVID_CACHE``)."""
+    if folder:
+        os.environ["SYNTHVID_CACHE"] = str(Path(folder).expanduser())

@@ -6,19 +6,18 @@ and print the summary. One MLflow parent run per (generator, seed, profile) with
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from benchmark import experiment
-from benchmark.config import PROFILES, RunConfig, build_run_config, seed_int
+from benchmark.config import PARAM_HELP, PROFILES, RunConfig, build_run_config, parse_params, seed_int
 from benchmark.ctc import CTCSequence
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.ctc.window import check_window
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
-from benchmark.paths import require_writable
+from benchmark.paths import add_cache_argument, require_writable, use_cache
 from benchmark.stages import ORACLE_DAG, RUN_DAG, RunContext, Stages, prepare_context, run_dag
 
 logger = logging.getLogger(__name__)
@@ -62,20 +61,6 @@ def check_run_config(config: RunConfig) -> None:
         value = getattr(config, name)
         if value < low or (high is not None and value > high):
             raise ValueError(f"profile {config.profile!r}: run.{name} = {value} is out of range")
-
-
-def parse_param_json(text: str | None) -> dict[str, Any]:
-    """``--param`` of ``run``/``oracle``: a JSON object of generator parameters (one line naming it otherwise)."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--param {text!r}: not valid JSON ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"--param {text!r}: expected a JSON object of generator parameters, "
-                         "e.g. '{\"t_first\": 400}'")
-    return value
 
 
 def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None) -> dict[str, Any]:
@@ -166,7 +151,8 @@ def format_summary(row: dict[str, Any]) -> str:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    overrides = parse_param_json(args.param)
+    use_cache(args.cache)
+    overrides = parse_params(args.param)
     config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
     row = run_benchmark(config, Path(args.out), args.data_root)
     print(format_summary(row), file=sys.stdout)  # the command's result: stdout, whatever -q says
@@ -201,7 +187,8 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
 
 
 def _oracle_command(args: argparse.Namespace) -> int:
-    overrides = parse_param_json(args.param)
+    use_cache(args.cache)
+    overrides = parse_params(args.param)
     config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
     row = run_oracle(config, Path(args.out), args.data_root)
     lines = [f"oracle of {row['generator']} (MLflow run {row['run_id']}): real training textures through its frame path"]
@@ -226,7 +213,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="cpu", help=f"{', '.join(PROFILES)} or a TOML file")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--out", default="runs", help="stage outputs (default: ./runs)")
-    parser.add_argument("--param", help='generator parameter overrides as JSON, e.g. \'{"t_first": 400}\'')
+    parser.add_argument("--param", action="append", metavar="KEY=VALUE|JSON", help=PARAM_HELP)
+    add_cache_argument(parser)
 
 
 def add_run_command(sub: argparse._SubParsersAction) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.config import seed_int
 from benchmark.datasets import DATASETS, DEFAULT_DATASET
+from benchmark.paths import add_cache_argument, use_cache
 
 if TYPE_CHECKING:  # reports.sweep loads pandas and MLflow: not at ``--help`` time
     from reports.sweep import SweepPoint
@@ -55,6 +56,7 @@ def _sweep_command(args: argparse.Namespace) -> int:
     from benchmark import experiment
     from reports.sweep import sweep_markdown, sweep_table, write_sweep_report
 
+    use_cache(args.cache)
     experiment.configure()
     failures: list[str] = []
     if not args.report_only:
@@ -79,5 +81,6 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--seed", type=seed_int, default=0)
     sweep.add_argument("--out", default="runs")
     sweep.add_argument("--data-root", help="folder holding <dataset>/")
+    add_cache_argument(sweep)
     sweep.add_argument("--report-only", action="store_true", help="only rebuild Table 2 from logged sweep runs")
     sweep.set_defaults(func=_sweep_command)

@@ -15,12 +15,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import positive_int, seed_int
+from benchmark.config import PARAM_HELP, parse_params, positive_int, seed_int
 from benchmark.ctc import CTCSequence, list_sequences
 from benchmark.ctc.digest import sequence_digest
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.io import atomic_directory, atomic_write_bytes, folder_lock
-from benchmark.paths import cache_dir, require_writable
+from benchmark.paths import add_cache_argument, cache_dir, require_writable
 from generators.base import GenerateSpec, Generator, config_to_dict
 from generators.registry import available_generators, get_generator
 
@@ -56,19 +56,6 @@ def fitted_generator(name: str, params: dict, seq: CTCSequence, cache: Path | No
     with atomic_directory(folder, overwrite=True) as tmp:
         generator.save(tmp)
     return generator
-
-
-def _parse_params(items: list[str]) -> dict:
-    params: dict = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--param {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
 
 
 def _read_manifest(out: Path) -> dict[str, Any] | None:
@@ -129,7 +116,7 @@ def run_generate(args: argparse.Namespace) -> int:
     sequence = args.train_sequence or dataset_info(args.dataset).train_sequence
     seq = CTCSequence(folder, sequence)
     cls = get_generator(args.generator)
-    params = _parse_params(args.param or [])
+    params = parse_params(args.param)
     params.setdefault("progress", not args.quiet)
     cls.from_params(params)  # unknown or ill-typed parameters fail here, before anything is read or fitted
     out = Path(args.out)
@@ -161,8 +148,8 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", type=positive_int, nargs=2, metavar=("H", "W"),
                    help="frame size (default: the real one)")
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="generator config field (repeatable)")
-    p.add_argument("--cache", help="cache folder (default: $SYNTHVID_CACHE or ~/.cache/synthvid)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE|JSON", help=PARAM_HELP)
+    add_cache_argument(p)
     p.add_argument("--refit", action="store_true", help="ignore a cached fitted state")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", required=True, help="output dataset folder (replaced whole; a non-empty folder only when "

@@ -892,10 +892,10 @@ def test_a_user_mistake_is_one_line_and_debug_shows_its_traceback(tmp_path: Path
 def test_a_bug_is_not_disguised_as_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmark import pipeline
 
-    def broken(text: str | None) -> dict:
+    def broken(items: list[str] | None) -> dict:
         return {}["missing"]  # a KeyError from the harness's own code, not from the user's input
 
-    monkeypatch.setattr(pipeline, "parse_param_json", broken)
+    monkeypatch.setattr(pipeline, "parse_params", broken)
     with pytest.raises(KeyError, match="missing"):
         main(["run", "--generator", "real", "--out", str(tmp_path)])
 
@@ -956,3 +956,18 @@ def test_metrics_realism_refuses_a_broken_synthetic_frame(real_root: Path, capsy
     code, _, err = run_cli(["metrics", "realism", "--real", ds / "01", "--synthetic", ds / "02", "--no-fvd"], capsys)
     assert code == 2
     one_error_line(err, f"{path}: {problem}")
+
+
+@pytest.mark.parametrize("params", [["t_first=400", "max_fit_frames=3"], ['{"t_first": 400, "max_fit_frames": 3}'],
+                                    ['{"t_first": 1}', "t_first=400", "max_fit_frames=3"]])
+def test_param_is_one_style_on_every_command(params: list[str]) -> None:
+    """``--param`` reads KEY=VALUE or a JSON object, repeatably, the same way for run, oracle and generate."""
+    from benchmark.cli import build_parser
+    from benchmark.config import parse_params
+
+    for command in (["run", "--generator", "bvdm"], ["oracle", "--generator", "bvdm"],
+                    ["generate", "--generator", "bvdm", "--dataset", GOWT1, "--out", "x"]):
+        args = build_parser().parse_args([*command, *(a for p in params for a in ("--param", p)), "--cache", "c"])
+        assert parse_params(args.param) == {"t_first": 400, "max_fit_frames": 3} and args.cache == "c"
+    with pytest.raises(ValueError, match="expected KEY=VALUE with a parameter name"):
+        parse_params(["=3"])

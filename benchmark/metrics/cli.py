@@ -39,7 +39,8 @@ def add_metrics_commands(subparsers) -> None:
     realism.add_argument("--n-bootstrap", type=int, default=200)
     realism.add_argument("--no-fid", action="store_true")
     realism.add_argument("--no-fvd", action="store_true")
-    realism.add_argument("--cache-dir", help="feature cache (default $SYNTHVID_CACHE or ~/.cache/synthvid)")
+    realism.add_argument("--cache", "--cache-dir", dest="cache_dir", metavar="DIR",
+                         help="cache of features and metric weights (default: $SYNTHVID_CACHE, else ~/.cache/synthvid)")
     _common(realism)
     realism.set_defaults(func=_cmd_realism)
 
