@@ -1,9 +1,11 @@
-"""Run configuration: profiles (``ci``, ``cpu``, ``paper``) as plain TOML, resolved into one dataclass.
+"""Run configuration: profiles (``ci``, ``cpu``, ``cpu-paper``, ``paper``) as plain TOML, resolved into one
+dataclass.
 
 A profile holds a ``[run]`` section (what to generate, optional ``[window]`` of the real data), one
 ``[generators.<name>]`` section per generator, and ``[segmenter]``, ``[tracker]``, ``[realism]``
 sections whose keys are the fields of those stages' config dataclasses. The resolved ``RunConfig``
-is logged whole to MLflow and hashed to key the stage caches.
+is logged whole to MLflow and hashed to key the stage caches. A profile states only what it changes
+from the one it ``extends``; a base (``base``) exists only to be extended and is not offered as a run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILES = ("ci", "cpu", "cpu-paper", "paper")
+#: profile files that exist only to be extended: ``extends = "base"`` works, ``--profile base`` does not
+BASES = ("base",)
 
 
 @dataclass
@@ -76,28 +80,58 @@ def check_profile(profile: str | Path, raw: dict[str, Any]) -> None:
                 raise ValueError(f"profile {profile!r}: unknown key {name!r} in {where}; known: {', '.join(RUN_KEYS)}")
 
 
-def load_profile(profile: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Raw TOML of a named profile or a path to a TOML file; a clear error for unknown names and sections.
+def load_profile(profile: str | Path) -> dict[str, Any]:
+    """Raw TOML of a named profile or a path to a TOML file, merged over the chain of bases it extends;
+    a clear one-line error for unknown names, sections and ``extends`` targets, and for cycles.
 
     A profile may start from another one: top-level ``extends = "cpu"`` deep-merges its tables over
-    that profile's (the child's keys win).
+    that profile's (the child's keys win). A base is refused here, where a run would use it, because
+    it is an incomplete profile that nobody measured.
     """
+    if not Path(profile).suffix and str(profile) in BASES:
+        choices = ", ".join(PROFILES)
+        raise ValueError(f"profile {profile!r} is only a base for other profiles; choose one of {choices}")
+    return _resolve(profile, ())
+
+
+def _resolve(profile: str | Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """``load_profile`` without the base check; ``chain`` holds the files already on the ``extends`` path
+    (resolved, so ``a.toml`` and ``./a.toml`` are one file and a cycle cannot recurse forever)."""
     raw = _read_profile(profile)
     base = raw.pop("extends", None)
     check_profile(profile, raw)
     if base is None:
         return raw
-    if str(base) in _seen:
-        raise ValueError(f"profile {profile!r}: circular 'extends' chain {' -> '.join((*_seen, str(base)))}")
-    return _merge(load_profile(str(base), (*_seen, str(profile))), raw)
+    here = (*chain, _profile_path(profile).resolve())
+    target = _extends_target(profile, base)
+    if target.resolve() in here:
+        names = " -> ".join(p.stem for p in (*here, target))
+        raise ValueError(f"profile {profile!r}: circular 'extends' chain {names}")
+    return _merge(_resolve(base, here), raw)
+
+
+def _extends_target(profile: str | Path, base: Any) -> Path:
+    """The file ``extends = base`` names, checked before it is read: the error names the extending profile."""
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"profile {profile!r}: 'extends' must be a profile name or TOML path, got {base!r}")
+    path = _profile_path(base)
+    if not path.is_file():
+        known = ", ".join(sorted((*PROFILES, *BASES)))
+        raise ValueError(f"profile {profile!r}: extends unknown profile {base!r}; "
+                         f"known: {known}, or a TOML path")
+    return path
+
+
+def _profile_path(profile: str | Path) -> Path:
+    """A name without a suffix is a shipped profile (or base) in ``PROFILE_DIR``; anything else is a path."""
+    path = Path(profile)
+    return PROFILE_DIR / f"{profile}.toml" if not path.suffix else path
 
 
 def _read_profile(profile: str | Path) -> dict[str, Any]:
-    path = Path(profile)
-    if not path.suffix:
-        path = PROFILE_DIR / f"{profile}.toml"
-        if not path.is_file():
-            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)} or pass a TOML path")
+    path = _profile_path(profile)
+    if not Path(profile).suffix and not path.is_file():
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)} or pass a TOML path")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import main
-from benchmark.config import PROFILES, build_run_config, load_profile
+from benchmark.config import BASES, PROFILES, build_run_config, load_profile
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -39,3 +39,38 @@ def test_the_cli_refuses_a_bad_profile_before_any_work(tmp_path: Path, capsys: p
     err = capsys.readouterr().err.strip()
     assert code == 2 and "[segmentor]" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_a_base_is_not_a_runnable_profile(base: str) -> None:
+    """A base is incomplete on purpose: ``--profile base`` is refused in one line, ``extends`` still works."""
+    assert base not in PROFILES
+    with pytest.raises(ValueError, match="only a base") as info:
+        build_run_config(base, "Fluo-N2DH-GOWT1", "mitogen")
+    assert "\n" not in str(info.value)
+
+
+def test_a_user_profile_may_extend_a_base(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "base"\n[segmenter]\nepochs = 3\n')
+    config = build_run_config(str(path), "Fluo-N2DH-GOWT1", "mitogen")
+    assert config.profile == "mine" and config.segmenter["epochs"] == 3 and config.oracle
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ('extends = "cpu-papr"\n', "extends unknown profile 'cpu-papr'"),
+    ('extends = "missing.toml"\n', "extends unknown profile 'missing.toml'"),
+    ('extends = ["ci"]\n', "'extends' must be a profile name"),
+    ('extends = ""\n', "'extends' must be a profile name"),
+    ('extends = "mine.toml"\n', "circular 'extends' chain mine -> mine"),
+    ('extends = "./other.toml"\n', "circular 'extends' chain mine -> other -> mine"),
+])
+def test_a_bad_extends_is_refused_naming_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     text: str, named: str) -> None:
+    """Unknown bases and cycles (however the path is spelt) fail in one line instead of recursing."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other.toml").write_text(f'extends = "{tmp_path / "mine.toml"}"\n')
+    (tmp_path / "mine.toml").write_text(text)
+    with pytest.raises(ValueError, match=r"^profile '(\./other|mine)\.toml': ") as info:
+        load_profile("mine.toml")
+    assert named in str(info.value) and "\n" not in str(info.value)
