@@ -16,7 +16,6 @@ TensorFlow is imported lazily (inside the functions) so that importing this modu
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 from benchmark.ctc import CTCFormatError, CTCSequence, list_sequences
 from benchmark.experiment import TrainingStream
 from benchmark.io import replace_directory, staging_directory
+from downstream.split import holdout_split
 
 PERCENTILES = (1.0, 99.8)
 HISTORY_FILE = "history.json"
@@ -85,17 +85,10 @@ def _annotated_sequences(dataset_dir: Path) -> list[CTCSequence]:
 def split_frames(dataset_dir: Path, n_val: float) -> tuple[list[tuple[CTCSequence, int]], list[tuple[CTCSequence, int]]]:
     """(train, validation) lists of (sequence, t); whole sequences held out when there are >= 2."""
     seqs = _annotated_sequences(dataset_dir)
-    per_seq = [(s, [t for t in s.seg_files if t in s.image_files]) for s in seqs]
-    if len(seqs) >= 2:
-        n_hold = min(len(seqs) - 1, max(1, round(n_val * len(seqs))))
-        train = [(s, t) for s, ts in per_seq[:-n_hold] for t in ts]
-        val = [(s, t) for s, ts in per_seq[-n_hold:] for t in ts]
-        return train, val
-    seq, ts = per_seq[0]
-    if len(ts) < 2:
-        raise CTCFormatError(seq.gt_dir / "SEG", "need at least 2 annotated frames to hold one out for validation")
-    n_hold = min(len(ts) - 1, max(1, math.ceil(n_val * len(ts))))
-    return [(seq, t) for t in ts[:-n_hold]], [(seq, t) for t in ts[-n_hold:]]
+    groups = [[(s, t) for t in s.seg_files if t in s.image_files] for s in seqs]
+    if len(seqs) == 1 and len(groups[0]) < 2:
+        raise CTCFormatError(seqs[0].gt_dir / "SEG", "need at least 2 annotated frames to hold one out for validation")
+    return holdout_split(groups, n_val)
 
 
 def _evenly(items: list, limit: int | None) -> list:

@@ -13,7 +13,6 @@ then both classifiers are refitted on all the data.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 from benchmark.ctc import CTCFormatError, CTCSequence, Track, list_sequences, write_result
 from benchmark.ctc.crops import full_masks
 from benchmark.io import atomic_directory
+from downstream.split import holdout_split
 from downstream.tracker.features import (
     DIVISION_FEATURES,
     PAIR_FEATURES,
@@ -195,15 +195,6 @@ def _tune(val: list[_PairData], link: Any, division: Any, config: TrackerConfig)
     return best
 
 
-def _split(per_seq: list[list[_PairData]], n_val: float) -> tuple[list[_PairData], list[_PairData]]:
-    if len(per_seq) >= 2:
-        n_hold = min(len(per_seq) - 1, max(1, round(n_val * len(per_seq))))
-        return [d for s in per_seq[:-n_hold] for d in s], [d for s in per_seq[-n_hold:] for d in s]
-    data = per_seq[0]
-    n_hold = min(len(data) - 1, max(1, math.ceil(n_val * len(data))))
-    return data[:-n_hold], data[-n_hold:]
-
-
 def train_tracker(dataset_dir: Path, config: TrackerConfig, model_dir: Path, *, overwrite: bool = False,
                   progress: bool = True) -> Path:
     """Fit the link and division classifiers on ``dataset_dir``'s GT lineage; write ``model_dir`` atomically.
@@ -224,7 +215,7 @@ def train_tracker(dataset_dir: Path, config: TrackerConfig, model_dir: Path, *, 
     if not per_seq or sum(len(p) for p in per_seq) < 2:
         raise CTCFormatError(dataset_dir, "fewer than 2 consecutive annotated frame pairs to train the tracker on")
     features_seconds = time.perf_counter() - started
-    train, val = _split(per_seq, config.n_val)
+    train, val = holdout_split(per_seq, config.n_val)
     with threadpool_limits(limits=config.threads):
         link, division, counts = _fit(train, config, dataset_dir)
         chosen = _tune(val, link, division, config)
