@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from benchmark.ctc import CTCFormatError, CTCSequence, list_sequences, validate_
 from benchmark.paths import cache_dir
 
 DATA_ROOT_ENV = "SYNTHVID_DATA_ROOT"
+#: the offline route: a ``shared/assets/ctc`` folder beside the checkout (this project's machines and CI)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "assets" / "ctc"
 CTC_URL = "https://data.celltrackingchallenge.net/training-datasets/{name}.zip"
 
 
@@ -61,6 +64,9 @@ DATASETS: dict[str, DatasetInfo] = {
 DEFAULT_DATASET = "Fluo-N2DH-GOWT1"
 
 
+logger = logging.getLogger(__name__)
+
+
 class DatasetNotFound(FileNotFoundError):
     pass
 
@@ -71,16 +77,27 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def resolve_dataset(name: str, data_root: str | Path | None = None) -> Path:
-    """Folder of dataset ``name``: ``data_root/name``, else ``$SYNTHVID_DATA_ROOT/name``, else the cache.
+def resolve_dataset(name: str, data_root: str | Path | None = None, fetch: bool = False) -> Path:
+    """Folder of dataset ``name``: ``data_root/name`` when given (only there), else ``$SYNTHVID_DATA_ROOT/name``,
+    else the cache, else ``../shared/assets/ctc/name`` beside the checkout.
 
+    With ``fetch`` and no ``data_root`` given, a dataset found nowhere is downloaded into the cache first
+    (``fetch_dataset``: progress bar, archive sha256 recorded and re-checked): the README's main command
+    then works on a fresh machine with internet. An explicit ``data_root`` is never replaced by a download.
     Raises DatasetNotFound with one message that says how to provide the data.
     """
     info = dataset_info(name)
-    roots = [Path(data_root)] if data_root is not None else []
-    if os.environ.get(DATA_ROOT_ENV):
-        roots.append(Path(os.environ[DATA_ROOT_ENV]))
-    roots.append(cache_dir() / "datasets")
+    if fetch and data_root is None:
+        try:
+            return resolve_dataset(name, None, fetch=False)
+        except DatasetNotFound:
+            logger.info("%s is not on this machine: fetching it from %s", name, info.url)
+            return fetch_dataset(name)
+    if data_root is not None:  # the user said where the data is: no other copy stands in for it
+        roots = [Path(data_root)]
+    else:
+        roots = [Path(os.environ[DATA_ROOT_ENV])] if os.environ.get(DATA_ROOT_ENV) else []
+        roots += [cache_dir() / "datasets", *([SHARED_DATA] if SHARED_DATA.is_dir() else [])]
     for root in roots:
         folder = root.expanduser() / info.name
         if (folder / info.train_sequence).is_dir():

@@ -31,7 +31,7 @@ def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> Non
     check_run_config(config)
     require_writable(out_dir / config.dataset / "stages", "the stage outputs of --out")
     experiment.configure()  # an unwritable or broken MLflow store, before any data is read
-    source = resolve_dataset(config.dataset, data_root)
+    source = resolve_dataset(config.dataset, data_root, fetch=True)
     names = list(dict.fromkeys((config.train_sequence, config.test_sequence)))
     for name in names:
         check_input_sequence(source, name)

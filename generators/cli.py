@@ -112,7 +112,7 @@ def generate_into(generator: Generator, spec: GenerateSpec, out: Path, record: d
 def run_generate(args: argparse.Namespace) -> int:
     from benchmark.datasets import dataset_info, resolve_dataset
 
-    folder = resolve_dataset(args.dataset, args.data_root)
+    folder = resolve_dataset(args.dataset, args.data_root, fetch=True)
     sequence = args.train_sequence or dataset_info(args.dataset).train_sequence
     seq = CTCSequence(folder, sequence)
     cls = get_generator(args.generator)
