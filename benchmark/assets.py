@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -69,11 +69,6 @@ class ResolvedWeight:
     detector: str
     route: str
     source: str
-
-    def as_log(self) -> dict[str, str]:
-        data = asdict(self)
-        data["path"] = str(self.path)
-        return data
 
     @property
     def variant(self) -> WeightVariant:
@@ -283,11 +278,6 @@ def resolve(name: str, path: str | Path | None = None, download: bool = True, py
             return ResolvedWeight(name, target, variant.sha256, variant.fmt, variant.detector, route, source)
     detail = "; ".join(failures) if failures else "no route enabled"
     raise WeightError(f"weight {name!r} unavailable (cache {folder}): {detail}")
-
-
-def fetch_all(progress: bool = True, download: bool = True) -> dict[str, ResolvedWeight]:
-    """Resolve every registered weight into the cache (for setup or CI warm-up)."""
-    return {name: resolve(name, download=download, progress=progress) for name in REGISTRY}
 
 
 def add_assets_commands(subparsers) -> None:

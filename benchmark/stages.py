@@ -286,25 +286,18 @@ def log_synthetic_inputs(dataset_dir: Path, generator: str) -> None:
 
 
 def log_sample_frames(dataset_dir: Path, n: int = 3) -> None:
-    """A few synthetic frames with mask outlines, as PNGs."""
-    import matplotlib
+    """A few synthetic frames with their TRA mask outlines, as PNGs (``samples/frame_TTT.png``): the report
+    shows them when the stage folder is gone. Drawn by the report's own overlay drawer, each frame
+    under its own intensity window."""
     import mlflow
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
-    from skimage.segmentation import find_boundaries
+
+    from benchmark.ctc.overlay import overlay_frames  # skimage: not on the CLI's startup path
 
     seq = CTCSequence(dataset_dir, "01")
     for t in np.linspace(0, seq.n_frames - 1, n).astype(int):
-        image = seq.image(int(t)).astype(np.float32)
-        lo, hi = np.percentile(image, (0.5, 99.9))
-        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
-        ax.imshow(np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1), cmap="gray")
-        ax.contour(find_boundaries(seq.tra(int(t))), levels=[0.5], colors="yellow", linewidths=0.5)
-        ax.set_axis_off()
-        mlflow.log_figure(fig, f"samples/frame_{int(t):03d}.png")
-        plt.close(fig)
+        (rgb,) = overlay_frames(seq, [int(t)], prefer=("TRA",))
+        mlflow.log_image(rgb, f"samples/frame_{int(t):03d}.png")
 
 
 Results = Mapping[str, StageResult]

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from benchmark.metrics.frechet import Samples
 from benchmark.metrics.intervals import paired_difference
 from benchmark.metrics.realism import load_feature_sets
 from benchmark.paths import cache_dir
+from reports.markdown import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +39,6 @@ logger = logging.getLogger(__name__)
 FAMILIES = (("FID", "crops", "frechet"), ("KID", "crops", "kernel"), ("FVD", "clips", "frechet"),
             ("KVD", "clips", "kernel"))
 FLOOR_SIDE = "real training sequence (floor)"
-
-
-@dataclass(frozen=True)
-class FeatureSource:
-    """Where one side's features live: a stage run's ``features.npz`` artifact, and which set in it."""
-
-    label: str
-    artifact_uri: str
-    prefix: str  # "synthetic" for a generator's realism stage, "synthetic" of the floor = the training video
 
 
 def _download(artifact_uri: str) -> dict[str, Samples]:
@@ -124,9 +115,5 @@ def comparisons_markdown(table: pd.DataFrame, title: str) -> str:
     shown = comparisons_display(table)
     if shown.empty:
         return "\n".join([*lines, "_no paired comparisons (fewer than one generator with logged features)_", ""])
-    header = list(shown.columns)
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---" if c == "comparison" else "---:" for c in header) + "|")
-    for _, row in shown.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) for c in header) + " |")
+    lines.append(markdown_table(shown, left=("comparison",)))
     return "\n".join(lines) + "\n"

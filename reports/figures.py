@@ -17,13 +17,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
-from skimage.transform import resize  # noqa: E402
 
 from benchmark.ctc import CTCSequence  # noqa: E402
+from benchmark.ctc.overlay import overlay_frames  # noqa: E402
 from reports.tables import FLOOR_ROW, LOWER_IS_BETTER, TABLE_METRICS  # noqa: E402
-
-OUTLINE_RGB = (255, 220, 0)
 
 
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -98,31 +95,12 @@ def timing_bars(table: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def _overlay_frames(seq: CTCSequence, times: Sequence[int], max_side: int) -> list[np.ndarray]:
-    """RGB uint8 frames (longest side <= max_side) with mask outlines; one intensity map for all frames."""
-    images = [seq.image(t).astype(np.float32) for t in times]
-    lo, hi = np.percentile(np.stack(images), (0.5, 99.9))
-    scale = min(1.0, max_side / max(images[0].shape))
-    shape = tuple(max(1, round(s * scale)) for s in images[0].shape)
-    frames = []
-    for t, image in zip(times, images, strict=True):
-        grey = np.clip((image - lo) / max(float(hi - lo), 1e-6), 0, 1)
-        grey = resize(grey, shape, anti_aliasing=scale < 1, preserve_range=True)
-        rgb = np.repeat((grey * 255).round().astype(np.uint8)[..., None], 3, axis=2)
-        labels = seq.masks(t, ("SEG", "TRA"))
-        if labels is not None:
-            small = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
-            rgb[find_boundaries(small, mode="inner")] = OUTLINE_RGB
-        frames.append(rgb)
-    return frames
-
-
 def sample_frames(dataset_dir: Path, sequence: str = "01", n: int = 4, max_side: int = 384) -> Figure:
     """``n`` frames spread over the sequence, with mask outlines."""
     seq = CTCSequence(dataset_dir, sequence)
     frames = seq.frames
     times = [frames[i] for i in np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)]
-    images = _overlay_frames(seq, times, max_side)
+    images = overlay_frames(seq, times, max_side)
     fig, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 2.8), squeeze=False)
     for ax, t, image in zip(axes[0], times, images, strict=True):
         ax.imshow(image)
@@ -139,7 +117,7 @@ def preview_gif(dataset_dir: Path, sequence: str = "01", n_frames: int = 16, max
     times = seq.frames[:n_frames]
     if not times:
         raise ValueError(f"{seq.image_dir}: no frames to animate")
-    frames = [Image.fromarray(f) for f in _overlay_frames(seq, times, max_side)]
+    frames = [Image.fromarray(f) for f in overlay_frames(seq, times, max_side)]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps),
                    loop=0, optimize=False)

@@ -26,7 +26,6 @@ from reports.runs import (
     metric,
     parent_runs,
     protocol_of,
-    search,
     stage_artifact_uri,
     stage_runs,
     synthetic_folder,
@@ -269,8 +268,3 @@ def log_report(report: Report, dataset: str, profile: str | None, source_runs: l
         mlflow.log_dict({"rows": report.table.astype(object).where(report.table.notna(), None).to_dict("records")},
                         "report/table1.json")
     return run.info.run_id
-
-
-def report_runs(dataset: str) -> pd.DataFrame:
-    """Every logged report run (newest first)."""
-    return search(dataset, "tags.stage = 'report'")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
+from reports.markdown import markdown_table
 from reports.runs import TABLE_METRICS, metric, parent_runs
 from reports.tables import format_value, n_summary, write_csv
 
@@ -76,18 +77,25 @@ def sweep_table(dataset: str, profile: str | None, generator: str = "bvdm",
     return pd.DataFrame(rows)
 
 
+def sweep_display(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
+    """Strings for Markdown: series label, T_f0, T_fnon0 (marked when frames are independent) and each
+    metric that has a value somewhere (value [CI])."""
+    shown = [m for m in metrics if m in table.columns and table[m].notna().any()]
+    rows = []
+    for _, row in table.iterrows():
+        label = "T_f0 sweep" if row["series"] == "t_first" else "T_fnon0 sweep"
+        t_next = f"{row['t_next']} (indep.)" if row["independent"] else str(row["t_next"])
+        cells = {m: format_value(row[m], row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high")) for m in shown}
+        rows.append({"series": label, "T_f0": str(row["t_first"]), "T_fnon0": t_next, **cells})
+    return pd.DataFrame(rows, columns=["series", "T_f0", "T_fnon0", *shown])
+
+
 def sweep_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS) -> str:
+    """Table 2 in Markdown: a title line, the N note and the table (``markdown_table``)."""
     lines = [f"## {title}", "", f"N: {n_summary(table)}. T_fnon0 >= T_f0 means independent frames.", ""]
     if table.empty:
         return "\n".join([*lines, "_no sweep runs found_", ""])
-    shown = [m for m in metrics if m in table.columns and table[m].notna().any()]
-    lines.append("| series | T_f0 | T_fnon0 | " + " | ".join(shown) + " |")
-    lines.append("|---|---:|---:|" + "---:|" * len(shown))
-    for _, row in table.iterrows():
-        label = "T_f0 sweep" if row["series"] == "t_first" else "T_fnon0 sweep"
-        cells = [format_value(row[m], row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high")) for m in shown]
-        t_next = f"{row['t_next']} (indep.)" if row["independent"] else str(row["t_next"])
-        lines.append(f"| {label} | {row['t_first']} | {t_next} | " + " | ".join(cells) + " |")
+    lines.append(markdown_table(sweep_display(table, metrics), left=("series",)))
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from benchmark.io import atomic_write_text
 from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N
 from benchmark.metrics.intervals import INTERVAL_SUMMARY
+from reports.markdown import markdown_table
 from reports.runs import REALISM_N, TABLE_METRICS, metric, stage_times
 
 MIN_FRECHET_N = {"FID": MIN_FID_N, "FVD": MIN_FVD_N}
@@ -145,18 +146,14 @@ def unavailable_footnote(table: pd.DataFrame) -> str:
 
 def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS,
                 protocol: str | None = None) -> str:
-    """A GitHub-flavoured Markdown table with a title line and the N note (no tabulate dependency)."""
+    """Table 1 in Markdown: a title line, the N note, the table (``markdown_table``) and its footnote."""
     shown = display_table(table, metrics)
     lines = [f"## {title}", "", f"N: {n_summary(table)}. {INTERVAL_NOTE} {COLUMN_NOTE}", ""]
     if protocol:
         lines[-1:-1] = [protocol, ""]
     if shown.empty:
         return "\n".join([*lines, "_no runs found_", ""])
-    header = list(shown.columns)
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---" if c in ("generator", "run") else "---:" for c in header) + "|")
-    for _, row in shown.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) for c in header) + " |")
+    lines.append(markdown_table(shown, left=("generator", "run")))
     footnote = unavailable_footnote(table)
     if footnote:
         lines += ["", footnote]

@@ -29,6 +29,7 @@ from benchmark import experiment
 from benchmark.cli import main
 from benchmark.ctc import CTCSequence
 from benchmark.sweep import run_sweep
+from reports.markdown import markdown_table
 from reports.runs import latest_per_generator, parent_runs
 from reports.sweep import SWEEP_NAME, sweep_points, sweep_table, write_sweep_report
 from reports.tables import FLOOR_ROW, display_table, n_summary
@@ -289,3 +290,52 @@ def test_report_screenshot_with_headless_chromium(logged: dict, tmp_path: Path) 
     assert image.width >= 1000 and image.height >= 1000
     extrema = image.getextrema()
     assert extrema[1] - extrema[0] > 100  # rendered content, not a blank page
+
+
+def test_markdown_table_text_is_pinned() -> None:
+    """The one writer: header, alignment row (left for text columns, right for numbers), cells as given."""
+    frame = pd.DataFrame({"generator": ["bvdm", "mitogen"], "FID": ["30.5 [28.1, 33.3]", "–"], "N crops": ["12", "9"]})
+    assert markdown_table(frame, left=("generator",)) == (
+        "| generator | FID | N crops |\n"
+        "|---|---:|---:|\n"
+        "| bvdm | 30.5 [28.1, 33.3] | 12 |\n"
+        "| mitogen | – | 9 |"
+    )
+    assert markdown_table(frame.iloc[:0]) == "| generator | FID | N crops |\n|---:|---:|---:|"
+
+
+def test_report_tables_go_through_the_one_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Table 1, Table 1b and Table 2 each render their display frame with ``markdown_table`` (exact text)."""
+    from reports import comparisons, sweep, tables
+
+    table1 = pd.DataFrame([{"generator": "bvdm", "run_id": "abcdef123456", "FID": 30.5, "FID_ci_low": 28.1,
+                            "FID_ci_high": 33.3, "n_fid": 2048}])
+    text = tables.to_markdown(table1, "Table 1", metrics=("FID",))
+    assert "| generator | FID | N crops | run |\n|---|---:|---:|---|\n| bvdm | 30.5 [28.1, 33.3] | 2048 | abcdef12 |\n" in text
+
+    pairs = pd.DataFrame([{"comparison": "a − b", "metric": "FID", "n": 100, "difference": -1.5, "ci_low": -2.0,
+                           "ci_high": -1.0, "excludes_zero": True}])
+    text = comparisons.comparisons_markdown(pairs, "Table 1b")
+    assert text.endswith("| comparison | FID | N FID |\n|---|---:|---:|\n| a − b | -1.5 [-2, -1] * | 100 |\n")
+
+    grid = pd.DataFrame([{"series": "t_next", "t_first": 200, "t_next": 200, "independent": True, "run_id": "r",
+                          "TRA": 0.7, "TRA_ci_low": None, "TRA_ci_high": None, "n_fid": None, "n_fvd": None}])
+    text = sweep.sweep_markdown(grid, "Table 2", metrics=("TRA",))
+    assert text.endswith("| series | T_f0 | T_fnon0 | TRA |\n|---|---:|---:|---:|\n| T_fnon0 sweep | 200 | 200 (indep.) | 0.7 |\n")
+
+    calls: list[list[str]] = []
+    for module in (tables, comparisons, sweep):
+        monkeypatch.setattr(module, "markdown_table", lambda frame, left=(): calls.append(list(frame.columns)) or "")
+    tables.to_markdown(table1, "Table 1", metrics=("FID",))
+    comparisons.comparisons_markdown(pairs, "Table 1b")
+    sweep.sweep_markdown(grid, "Table 2", metrics=("TRA",))
+    assert calls == [["generator", "FID", "N crops", "run"], ["comparison", "FID", "N FID"],
+                     ["series", "T_f0", "T_fnon0", "TRA"]]
+
+
+def test_no_other_module_writes_markdown_table_rows() -> None:
+    """Alignment rows (``---:``) are written by ``reports.markdown`` only."""
+    writers = sorted(str(p.relative_to(ROOT)) for package in ("benchmark", "generators", "downstream", "reports",
+                                                              "scripts")
+                     for p in (ROOT / package).rglob("*.py") if "---:" in p.read_text())
+    assert writers == ["reports/markdown.py"]

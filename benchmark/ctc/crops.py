@@ -139,20 +139,3 @@ def iter_cell_crops(seq: CTCSequence, size: int, frames: list[int] | None = None
             iy, ix = int(round(cy)), int(round(cx))
             mask = _cut(masks, iy, ix, size, 0) == index
             yield CellCrop(index, t, _cut(image, iy, ix, size, float(np.median(image))), mask, (cy, cx))
-
-
-def consecutive_mask_pairs(seq: CTCSequence, size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(label, mask at t, mask at t+1) for the same TRA track in consecutive annotated frames.
-
-    Both crops are centred on their own centroid, as the texturing generators' canonical crops are.
-    """
-    frames = annotated_frames(seq)
-    previous: dict[int, np.ndarray] = {}
-    last_t = None
-    for t in frames:
-        current = {c.label: c.mask for c in iter_cell_crops(seq, size, [t])}
-        if last_t is not None and t == last_t + 1:
-            for label, mask in current.items():
-                if label in previous:
-                    yield label, previous[label], mask
-        previous, last_t = current, t

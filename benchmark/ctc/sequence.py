@@ -114,10 +114,6 @@ class CTCSequence:
         present = set(self.image_files)
         return [t for t in range(self.n_frames) if t not in present]
 
-    @property
-    def is_complete(self) -> bool:
-        return not self.missing_frames
-
     # --- frame access ---------------------------------------------------------------------
     def _read(self, files: dict[int, Path], t: int, what: str) -> np.ndarray:
         if t not in files:

@@ -133,8 +133,8 @@ def collect_training_data(seq: CTCSequence, size: int, imaging: ImagingModel, ma
                           denoise: str = "spectral", progress: bool = False) -> TrainingData:
     """One pass over the annotated frames: clean relative texture crops and TRA-linked consecutive mask pairs.
 
-    Pairs follow ``benchmark.ctc.crops.consecutive_mask_pairs`` (same track label in frames t and
-    t+1, each crop centred on its own centroid) but reuse the crops, so full masks are computed once.
+    Pairs are the same track label in frames t and t+1, each crop centred on its own centroid (as the
+    texture crops are); they reuse the texture crops, so full masks are computed once.
     A partial copy without two consecutive annotated frames (the shared HeLa 01: frames 2, 9, 11, ...)
     pairs frames at the smallest gap it has instead, with a warning: the flow then learns the motion of
     that many frames, which overstates per-frame motion, but no pair at all would leave no flow model.

@@ -88,11 +88,6 @@ class TrainingCrops:
         area = self.masks.sum(axis=(1, 2)).clip(min=1)
         return (self.images * self.masks).sum(axis=(1, 2)) / area
 
-    def track_levels(self) -> np.ndarray:
-        """Median masked mean per real track: the empirical distribution of cell brightness levels."""
-        means = self.cell_means()
-        return np.array([np.median(means[self.labels == label]) for label in np.unique(self.labels)], np.float32)
-
 
 def collect_crops(
     seq: CTCSequence,

@@ -33,12 +33,6 @@ def major_axis_angle(mask: np.ndarray) -> tuple[float, tuple[float, float]]:
     return math.atan2(-mx, my), (cy, cx)
 
 
-def to_canonical(dy: np.ndarray, dx: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
-    """Frame offsets -> canonical offsets (the inverse pose rotation)."""
-    c, s = math.cos(angle), math.sin(angle)
-    return c * dy - s * dx, s * dy + c * dx
-
-
 def to_frame(u: np.ndarray, v: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
     """Canonical offsets -> frame offsets."""
     c, s = math.cos(angle), math.sin(angle)
@@ -63,12 +57,6 @@ def mask_radii(mask: np.ndarray, angle: float, centre: tuple[float, float], step
     # outermost inside sample per ray (max extent handles small concavities), +half a step
     last = np.where(inside.any(axis=1), inside.shape[1] - 1 - np.argmax(inside[:, ::-1], axis=1), 0)
     return np.maximum(r[last] + step / 2, 0.5)
-
-
-def radii_to_polygon(radii: np.ndarray, size: int) -> np.ndarray:
-    """``(60, 2)`` polygon vertices (row, col) in an ``(S, S)`` crop whose centre is ``(S - 1)/2``."""
-    c = (size - 1) / 2
-    return np.stack([c + radii * np.cos(RAY_ANGLES), c + radii * np.sin(RAY_ANGLES)], axis=1)
 
 
 @lru_cache(maxsize=8)

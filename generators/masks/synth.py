@@ -30,7 +30,6 @@ from generators.masks.scene import SceneParams, children_of, fit_scene, tra_cent
 from generators.masks.shape_model import (
     RAY_ANGLES,
     ContourPDM,
-    area_of,
     major_axis_angle,
     mask_radii,
     rasterize,
@@ -453,19 +452,6 @@ class MaskVideoModel:
         cell = self._new_cell(label, 0, pos, t, rng, 0, remaining, intensity)
         self._set_stage(cell, t, rng)
         return cell
-
-    def describe(self) -> dict:
-        """Headline statistics (for logs and reports)."""
-        return {
-            "crop_size": self.crop_size,
-            "mean_area_px": area_of(self.shapes[0].mean),
-            "shape_modes": self.shapes[0].n_modes,
-            "stage_models": [self.shapes[k] is not self.shapes[0] for k in (1, 2)],
-            "stage_intensity": self.stage_intensity,
-            "intensity_level": self.intensity_level,
-            "intensity_log_sigma": self.intensity_log_sigma,
-            **self.scene.to_dict(),
-        }
 
 
 def _directional_radius(radii: np.ndarray, angles: np.ndarray, unit: np.ndarray) -> np.ndarray:
