@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 from benchmark.ctc import CTCFormatError, CTCSequence, list_sequences
 from benchmark.experiment import TrainingStream
 from benchmark.io import replace_directory, staging_directory
+from downstream.normalize import normalize_image
 from downstream.split import holdout_split
 
-PERCENTILES = (1.0, 99.8)
 HISTORY_FILE = "history.json"
 TRAINING_FILE = "training.json"
 MAX_LABEL = 65_000
@@ -65,13 +65,6 @@ class _Frames:
     images: list[np.ndarray]
     masks: list[np.ndarray]
     names: list[str]  # "NN:t" for the log
-
-
-def normalize_image(image: np.ndarray) -> np.ndarray:
-    """Per-frame percentile normalisation (1, 99.8) to float32, as StarDist's examples do."""
-    from csbdeep.utils import normalize
-
-    return normalize(image.astype(np.float32), *PERCENTILES, axis=None).astype(np.float32)
 
 
 def _annotated_sequences(dataset_dir: Path) -> list[CTCSequence]:

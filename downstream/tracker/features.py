@@ -1,8 +1,8 @@
 """Per-frame detections, candidate pairs t -> t+1 and the features the link/division classifiers see.
 
 Everything is scale-free so a model trained on synthetic videos transfers to a real one: distances
-are divided by the frame's median nucleus diameter, intensities come from a per-frame percentile
-normalisation (1, 99.8) of the raw image, areas enter as log ratios or in diameter units.
+are divided by the frame's median nucleus diameter, intensities come from the downstream's one per-frame
+percentile normalisation (``downstream.normalize``, csbdeep's (1, 99.8)) of the raw image, areas enter as log ratios or in diameter units.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from functools import cached_property
 import numpy as np
 from scipy.spatial import cKDTree
 from skimage.measure import regionprops_table
+
+from downstream.normalize import normalize_image
 
 PAIR_FEATURES = (
     "distance", "iou", "overlap_of_i", "overlap_of_j", "log_area_ratio", "mean_intensity_delta",
@@ -25,13 +27,6 @@ DIVISION_FEATURES = (
     "mother_mean_intensity", "daughter_intensity_delta", "mother_eccentricity",
     "mother_size", "near_daughter_distance", "far_daughter_distance", "max_daughter_iou",
 )
-
-
-def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """Per-frame percentile normalisation to float32 (the same recipe as the segmenter's input)."""
-    image = image.astype(np.float32)
-    lo, hi = np.percentile(image, (low, high))
-    return (image - lo) / max(float(hi - lo), 1e-6)
 
 
 @dataclass
@@ -60,7 +55,7 @@ def detect(labels: np.ndarray, image: np.ndarray) -> Detections:
     if labels.shape != image.shape:
         raise ValueError(f"mask shape {labels.shape} != image shape {image.shape}")
     props = regionprops_table(
-        labels.astype(np.int32), intensity_image=normalize_percentile(image),
+        labels.astype(np.int32), intensity_image=normalize_image(image),
         properties=("label", "centroid", "area", "intensity_mean", "intensity_max", "eccentricity"),
     )
     return Detections(

@@ -12,11 +12,11 @@ import pytest
 
 from benchmark.ctc import CTCFormatError, CTCSequence, window_sequence, write_sequence
 from benchmark.ctc.crops import full_masks
+from downstream.normalize import normalize_image
 from downstream.segmenter import (
     SegmenterConfig,
     effective_patch_size,
     load_segmenter,
-    normalize_image,
     segment_sequence,
     split_frames,
     train_segmenter,
