@@ -8,7 +8,8 @@ DATA_ROOT=${SYNTHVID_DATA_ROOT:-../shared/assets/ctc}
 WORK=${CI_GATE_DIR:-.ci-gate}
 GENERATORS=${CI_GATE_GENERATORS:-"real mitogen cellcyclegan bvdm"}
 rm -rf "$WORK" && mkdir -p "$WORK"
-export MLFLOW_TRACKING_URI="sqlite:///$PWD/$WORK/mlflow.db"
+WORK=$(cd "$WORK" && pwd)  # absolute, whether CI_GATE_DIR was given relative or absolute
+export MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db"
 for generator in $GENERATORS; do
   .venv/bin/python -m benchmark run --generator "$generator" --dataset Fluo-N2DH-GOWT1 --profile ci \
     --data-root "$DATA_ROOT" --out "$WORK/runs"
