@@ -61,10 +61,6 @@ class Stages:
     def folder(self, name: str, key: Any) -> Path:
         return self.root / f"{name}-{stable_hash(name, key)}"
 
-    def resume_folder(self, name: str, key: Any) -> Path:
-        """A folder that survives a killed stage (checkpoints to resume from); removed once the stage finishes."""
-        return self.folder(name, key).with_name(self.folder(name, key).name + ".resume")
-
     def run(self, name: str, key: Any, body: Callable[[Path], dict[str, Any]], params: dict[str, Any] | None = None,
             artifacts: Callable[[Path], None] | None = None, tags: dict[str, str] | None = None) -> StageResult:
         import mlflow  # here, not at module load: `python -m benchmark --help` stays fast
@@ -110,7 +106,6 @@ class Stages:
         (partial / "stage.json").write_text(json.dumps({"metrics": metrics, "seconds": seconds, "key": key},
                                                        indent=2, default=str))
         replace_directory(partial, folder)
-        shutil.rmtree(self.resume_folder(name, key), ignore_errors=True)
         self.log(f"[{name}] done in {seconds:.1f} s")
         return StageResult(name, folder, metrics, seconds, cached=False)
 
@@ -181,9 +176,13 @@ class RunContext:
         cls = self.generator_cls
         return {k: v for k, v in self.config.generator_params.items() if k not in cls.sampling_fields}
 
-    @property
-    def fit_key(self) -> tuple:
-        return (self.data_key, self.config.generator, self.fit_params, self.config.seed)
+    @cached_property
+    def fit_key(self) -> str:
+        """The one fit cache's key (``generators.fit_cache.fit_key``): resolved fit config, code versions and
+        training data; the stage's key too, so the run's fit and ``generate``'s are one."""
+        from generators.fit_cache import fit_key
+
+        return fit_key(self.generator_cls, self.fit_params, self.train)
 
     @property
     def sampling(self) -> dict[str, Any]:
@@ -346,13 +345,11 @@ def synthetic_sequences(generated: StageResult) -> list[CTCSequence]:
 
 # ------------------------------------------------------------------------------------------- bodies
 def _fit(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
-    params = dict(ctx.fit_params)
-    resumable = "checkpoint_dir" in {f.name for f in dataclasses.fields(ctx.generator_cls.config_class)}
-    if resumable and not params.get("checkpoint_dir"):  # checkpoints outside the stage's .partial folder
-        params["checkpoint_dir"] = str(ctx.stages.resume_folder("fit", ctx.fit_key))
-    generator = ctx.generator_cls.from_params(params)
-    generator.fit(ctx.train)
-    generator.save(out / "model")
+    """The fitted state from the one fit cache (fitted there when new, resumable from its checkpoints),
+    saved into the stage folder that the generate and oracle stages read."""
+    from generators.fit_cache import fitted_generator
+
+    fitted_generator(ctx.config.generator, ctx.fit_params, ctx.train).save(out / "model")
     return {}
 
 

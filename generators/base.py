@@ -73,6 +73,8 @@ class Generator(ABC):
     #: config fields used only by ``generate`` (e.g. BVDM's step counts): changing them reuses the fitted
     #: state, which is how an ablation sweep shares one fitted model
     sampling_fields: ClassVar[frozenset[str]] = frozenset()
+    #: part of the fit cache key (``generators.fit_cache``): bump when a change to ``fit`` changes its result
+    fit_version: ClassVar[int] = 1
 
     def __init__(self, config: GeneratorConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

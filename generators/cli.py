@@ -1,8 +1,7 @@
 """``python -m benchmark generate``: fit a generator on a real training sequence (cached) and write data.
 
-The fitted state is cached under ``<cache>/generators/<name>-<hash>`` where the hash covers the
-generator name, its config and the bytes of the training sequence (images + GT), so a changed
-dataset or parameter refits, and a repeated call only generates.
+The fitted state comes from the one fit cache (``generators.fit_cache``), shared with ``run``'s fit
+stage: a changed dataset or fit parameter refits, a repeated call (or one after ``run``) only generates.
 """
 
 from __future__ import annotations
@@ -17,45 +16,17 @@ from typing import Any
 
 from benchmark.config import PARAM_HELP, parse_params, positive_int, seed_int
 from benchmark.ctc import CTCSequence, list_sequences
-from benchmark.ctc.digest import sequence_digest
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.io import atomic_directory, atomic_write_bytes, folder_lock
 from benchmark.paths import add_cache_argument, cache_dir, require_writable
-from generators.base import GenerateSpec, Generator, config_to_dict
+from generators.base import GenerateSpec, Generator
+from generators.fit_cache import fitted_generator
 from generators.registry import available_generators, get_generator
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # bump when a fitted state's layout changes
 #: written into every ``generate --out`` folder: what wrote it and which entries are its own
 MANIFEST = ".synthvid-generate.json"
-
-
-def state_key(name: str, generator: Generator, seq: CTCSequence) -> str:
-    config = config_to_dict(generator.config)
-    config.pop("progress", None)
-    config.pop("device", None)
-    payload = json.dumps({"generator": name, "config": config, "data": sequence_digest(seq),
-                          "version": CACHE_VERSION}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def fitted_generator(name: str, params: dict, seq: CTCSequence, cache: Path | None = None,
-                     refit: bool = False) -> Generator:
-    """The generator ``name`` fitted on ``seq``: loaded from the cache when the same data + config were fitted."""
-    cls = get_generator(name)
-    generator = cls.from_params(params)
-    if not cls.needs_fit:
-        return generator.fit(seq)
-    folder = (cache or cache_dir()) / "generators" / f"{name}-{state_key(name, generator, seq)}"
-    if folder.is_dir() and (folder / "config.json").is_file() and not refit:
-        loaded = cls.load(folder)
-        loaded.config = generator.config  # runtime-only fields (progress, device) from this call
-        return loaded
-    generator.fit(seq)
-    with atomic_directory(folder, overwrite=True) as tmp:
-        generator.save(tmp)
-    return generator
 
 
 def _read_manifest(out: Path) -> dict[str, Any] | None:

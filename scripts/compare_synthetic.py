@@ -23,7 +23,7 @@ from benchmark.ctc import CTCSequence
 from benchmark.ctc.crops import annotated_frames, full_masks
 from benchmark.datasets import resolve_dataset
 from generators.base import GenerateSpec
-from generators.cli import fitted_generator
+from generators.fit_cache import fitted_generator
 from generators.imaging import snr_cr
 from generators.masks.scene import children_of, tra_centroids
 
