@@ -59,8 +59,9 @@ def fitted_generator(name: str, params: dict[str, Any], seq: CTCSequence, cache:
     generator = cls.from_params(params)
     if not cls.needs_fit:
         return generator.fit(seq)
-    folder = (cache or cache_dir()) / "generators" / f"{name}-{fit_key(cls, params, seq)}"
-    with folder_lock(folder, on_wait=logger.warning):
+    root = cache or cache_dir()
+    folder = root / "generators" / f"{name}-{fit_key(cls, params, seq)}"
+    with folder_lock(folder, on_wait=logger.warning, lock_file=root / "locks" / f"fit-{folder.name}.lock"):
         if folder.is_dir() and (folder / "config.json").is_file() and not refit:
             logger.info("fit of %s: cached in %s", name, folder)
             loaded = cls.load(folder)
