@@ -172,7 +172,7 @@ def start_run(
     if not nested and run_id is None:
         close_stale_runs(experiment_id)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=experiment_id,
-                          nested=nested) as run:
+                          nested=nested, log_system_metrics=system_metrics_wanted() and not nested) as run:
         if run_id is None:
             all_tags = {f"version.{k}": v for k, v in package_versions().items()}
             all_tags.update({"device": device_name(), "machine_class": machine_class(), "cpu": cpu_description(),
@@ -193,6 +193,26 @@ def start_run(
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI: KILLED, not FAILED
             mlflow.end_run("KILLED")
             raise
+
+
+def system_metrics_wanted() -> bool:
+    """CPU, memory and disk use of the machine as ``system/*`` metrics of every parent run (MLflow's monitor,
+    a thread sampling with psutil), unless ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false``. One sample every
+    10 s, written every 6 samples (a multi-hour fit adds a few hundred rows, not thousands), unless
+    ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` / ``..._SAMPLES_BEFORE_LOGGING`` say otherwise."""
+    if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true").lower() in ("false", "0"):
+        return False
+    try:
+        import psutil  # noqa: F401 - MLflow's monitor needs it
+    except ImportError:
+        return False
+    import mlflow.system_metrics as system_metrics
+
+    if "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
+        system_metrics.set_system_metrics_sampling_interval(10)
+    if "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING" not in os.environ:
+        system_metrics.set_system_metrics_samples_before_logging(6)
+    return True
 
 
 def close_stale_runs(experiment_id: str) -> list[str]:

@@ -85,3 +85,18 @@ def test_the_run_dag_is_in_topological_order_and_names_every_stage() -> None:
             assert set(stage.needs) <= seen, (stage.name, stage.needs)
             seen.add(stage.name)
     assert {s.name for s in RUN_DAG} <= set(STAGES)
+
+
+def test_a_parent_run_records_the_machine_as_system_metrics(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    with experiment.start_run("parent", "ds") as run:
+        with experiment.start_run("stage", "ds", nested=True) as stage:
+            time.sleep(3)
+    client = mlflow.MlflowClient(store)
+    logged = client.get_run(run.info.run_id).data
+    assert "system/cpu_utilization_percentage" in logged.metrics and "system/system_memory_usage_megabytes" in logged.metrics
+    assert logged.tags["machine_class"] and logged.tags["cpu"]
+    assert not any(k.startswith("system/") for k in client.get_run(stage.info.run_id).data.metrics)  # once, not per stage
