@@ -15,6 +15,7 @@ from typing import NoReturn
 from benchmark.ctc import CTCFormatError
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, DatasetNotFound
 from benchmark.logs import cli_logging
+from benchmark.paths import using_cache
 
 #: (module, function) pairs that add their own subcommands to the parser
 COMMAND_HOOKS = (
@@ -165,7 +166,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
-        return int(args.func(args) or 0)
+        with using_cache(getattr(args, "cache", None)):  # --cache DIR, on every command that has it
+            return int(args.func(args) or 0)
     except (CTCFormatError, DatasetNotFound, ValueError, OSError) as exc:
         # what a user can fix (bad input, argument, path) is one line; any other exception is a bug and
         # keeps its traceback; --debug shows the traceback of these too

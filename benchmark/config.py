@@ -49,6 +49,13 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def window_cut(self) -> tuple[range, tuple[int, int, int, int] | None] | None:
+        """``window`` as the frame range and ``(y0, x0, h, w)`` box to cut (None: the whole data)."""
+        if not self.window:
+            return None
+        box = tuple(self.window["box"]) if self.window.get("box") else None
+        return range(*self.window["frames"]), box
+
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep merge of TOML tables: the override's keys win, sub-tables merge."""

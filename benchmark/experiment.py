@@ -172,7 +172,7 @@ def start_run(
     if not nested and run_id is None:
         close_stale_runs(experiment_id)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=experiment_id,
-                          nested=nested, log_system_metrics=system_metrics_wanted() and not nested) as run:
+                          nested=nested, log_system_metrics=not nested and system_metrics_wanted()) as run:
         if run_id is None:
             all_tags = {f"version.{k}": v for k, v in package_versions().items()}
             all_tags.update({"device": device_name(), "machine_class": machine_class(), "cpu": cpu_description(),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -29,13 +31,26 @@ def require_writable(target: Path, what: str) -> None:
     os.rmdir(probe)
 
 
-def add_cache_argument(parser: argparse.ArgumentParser) -> None:
-    """``--cache DIR``: the same option, meaning and default on every command that reads or writes the cache."""
-    parser.add_argument("--cache", metavar="DIR", help="cache of datasets, metric weights, features and fitted "
+def add_cache_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:
+    """``--cache DIR``: the same option, meaning and default on every command that reads or writes the cache
+    (``benchmark.cli`` enters ``using_cache`` around the command)."""
+    parser.add_argument("--cache", *aliases, dest="cache", metavar="DIR", help="cache of datasets, metric weights, features and fitted "
                         "generators (default: $SYNTHVID_CACHE, else ~/.cache/synthvid)")
 
 
-def use_cache(folder: str | None) -> None:
-    """Make ``--cache DIR`` the process's cache root (``cache_dir()`` reads ``$SYNTHVID_CACHE``)."""
-    if folder:
-        os.environ["SYNTHVID_CACHE"] = str(Path(folder).expanduser())
+@contextmanager
+def using_cache(folder: str | None) -> Iterator[None]:
+    """``--cache DIR`` as the cache root of everything inside (``cache_dir()`` reads ``$SYNTHVID_CACHE``);
+    the previous root comes back after. The CLI enters it around any command that has ``--cache``."""
+    if not folder:
+        yield
+        return
+    previous = os.environ.get("SYNTHVID_CACHE")
+    os.environ["SYNTHVID_CACHE"] = str(Path(folder).expanduser())
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["SYNTHVID_CACHE"]
+        else:
+            os.environ["SYNTHVID_CACHE"] = previous

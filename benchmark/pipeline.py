@@ -17,7 +17,7 @@ from benchmark.ctc import CTCSequence
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.ctc.window import check_window
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
-from benchmark.paths import add_cache_argument, require_writable, use_cache
+from benchmark.paths import add_cache_argument, require_writable
 from benchmark.stages import ORACLE_DAG, RUN_DAG, RunContext, Stages, prepare_context, run_dag
 
 logger = logging.getLogger(__name__)
@@ -35,10 +35,10 @@ def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> Non
     names = list(dict.fromkeys((config.train_sequence, config.test_sequence)))
     for name in names:
         check_input_sequence(source, name)
-    for name in names if config.window else []:  # the profile's window must fit the data, before any stage
-        box = tuple(config.window["box"]) if config.window.get("box") else None
+    cut = config.window_cut()
+    for name in names if cut is not None else []:  # the profile's window must fit the data, before any stage
         try:
-            check_window(CTCSequence(source, name), range(*config.window["frames"]), box)
+            check_window(CTCSequence(source, name), *cut)
         except ValueError as exc:  # CTCFormatError included: it names the sequence's folder
             raise ValueError(f"profile {config.profile!r} [window]: {exc}") from None
 
@@ -69,7 +69,6 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
 
     out_dir = Path(out_dir)
     check_inputs(config, data_root, out_dir)
-    experiment.configure()
     run_name = f"{config.generator}-s{config.seed}-{config.profile}"
     with experiment.start_run(run_name, config.dataset, config=config.to_dict(),
                               tags={"generator": config.generator, "profile": config.profile, "stage": "run"}) as parent:
@@ -151,7 +150,6 @@ def format_summary(row: dict[str, Any]) -> str:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    use_cache(args.cache)
     overrides = parse_params(args.param)
     config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
     row = run_benchmark(config, Path(args.out), args.data_root)
@@ -170,7 +168,6 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
     if not get_generator(config.generator).needs_fit:
         raise ValueError(f"generator {config.generator!r} has no frame model of its own: nothing to render")
     check_inputs(config, data_root, Path(out_dir))
-    experiment.configure()
     with experiment.start_run(f"{config.generator}-oracle-s{config.seed}-{config.profile}", config.dataset,
                               config=config.to_dict(), tags={"generator": config.generator, "profile": config.profile,
                                                              "stage": "oracle-run"}) as parent:
@@ -187,7 +184,6 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
 
 
 def _oracle_command(args: argparse.Namespace) -> int:
-    use_cache(args.cache)
     overrides = parse_params(args.param)
     config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
     row = run_oracle(config, Path(args.out), args.data_root)

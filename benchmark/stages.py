@@ -113,10 +113,10 @@ class Stages:
 def prepare_real(config: RunConfig, data_root: str | None, stages: Stages) -> tuple[Path, str, str]:
     """The real dataset folder to use: the original, or (profile ``ci``) a window cut out of it."""
     source = resolve_dataset(config.dataset, data_root)
-    if not config.window:
+    cut = config.window_cut()
+    if cut is None:
         return source, config.train_sequence, config.test_sequence
-    frames = range(*config.window["frames"])
-    box = tuple(config.window["box"]) if config.window.get("box") else None
+    frames, box = cut
 
     def body(out: Path) -> dict[str, Any]:
         for name in (config.train_sequence, config.test_sequence):
@@ -147,7 +147,7 @@ class RunContext:
     map_source: str
     reference_digest: str
 
-    @property
+    @cached_property
     def realism_config(self):
         from benchmark.metrics.realism import RealismConfig
         from generators.base import config_from_dict
@@ -170,7 +170,7 @@ class RunContext:
 
         return get_generator(self.config.generator)
 
-    @property
+    @cached_property
     def fit_params(self) -> dict[str, Any]:
         """The generator parameters the fit depends on (sampling fields excluded: they re-generate, not re-fit)."""
         cls = self.generator_cls
@@ -184,7 +184,7 @@ class RunContext:
 
         return fit_key(self.generator_cls, self.fit_params, self.train)
 
-    @property
+    @cached_property
     def sampling(self) -> dict[str, Any]:
         """Every sampling field with its default filled in, so that a changed default re-generates."""
         from generators.base import config_from_dict
@@ -192,7 +192,7 @@ class RunContext:
         resolved = config_from_dict(self.generator_cls.config_class, self.config.generator_params)
         return {k: getattr(resolved, k) for k in sorted(self.generator_cls.sampling_fields)}
 
-    @property
+    @cached_property
     def spec(self):
         from generators.base import GenerateSpec
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.config import seed_int
 from benchmark.datasets import DATASETS, DEFAULT_DATASET
-from benchmark.paths import add_cache_argument, use_cache
+from benchmark.paths import add_cache_argument
 
 if TYPE_CHECKING:  # reports.sweep loads pandas and MLflow: not at ``--help`` time
     from reports.sweep import SweepPoint
@@ -56,7 +56,6 @@ def _sweep_command(args: argparse.Namespace) -> int:
     from benchmark import experiment
     from reports.sweep import sweep_markdown, sweep_table, write_sweep_report
 
-    use_cache(args.cache)
     experiment.configure()
     failures: list[str] = []
     if not args.report_only:

@@ -96,7 +96,7 @@ def run_generate(args: argparse.Namespace) -> int:
     check_input_sequence(folder, sequence)
     spec = GenerateSpec(n_sequences=args.sequences, n_frames=args.frames,  # checked before the fit, too
                         shape=tuple(args.shape) if args.shape else None, seed=args.seed)
-    generator = fitted_generator(args.generator, params, seq, Path(args.cache) if args.cache else None, args.refit)
+    generator = fitted_generator(args.generator, params, seq, refit=args.refit)  # in --cache (the CLI sets the root)
     record = {"generator": args.generator, "dataset": args.dataset, "fitted_on": str(seq.image_dir),
               "spec": dataclasses.asdict(spec)}
     if cls.writes_output:

@@ -1,4 +1,4 @@
-"""Content digests of CTC sequences and folders: what every stage cache key says about the data it reads.
+"""Content digests of CTC sequences: what every stage cache key says about the data it reads.
 
 A key built from a path goes stale the moment a file under that path changes (a truncated raw frame
 was trained on from the cache). A full re-hash on every run costs seconds per run on a 92-frame video.
@@ -84,13 +84,6 @@ def file_digests(paths: Iterable[Path]) -> list[str]:
         return out
 
 
-def folder_digest(folder: str | Path) -> str:
-    """sha256 over the relative paths and contents of every file below ``folder`` (sorted)."""
-    root = Path(folder)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    return _combine((p.relative_to(root).as_posix() for p in files), file_digests(files))
-
-
 def sequence_files(seq: CTCSequence) -> list[Path]:
     """Every file a stage may read of ``seq``: its raw frames and its GT and ST folders."""
     folders = [seq.image_dir, seq.gt_dir, seq.st_dir]
@@ -120,4 +113,4 @@ def forget_memo() -> None:
         _memo, _memo_path = None, None
 
 
-__all__ = ["file_digests", "folder_digest", "forget_memo", "sequence_digest", "sequence_files"]
+__all__ = ["file_digests", "forget_memo", "sequence_digest", "sequence_files"]

@@ -39,8 +39,9 @@ def add_metrics_commands(subparsers) -> None:
     realism.add_argument("--n-bootstrap", type=int, default=200)
     realism.add_argument("--no-fid", action="store_true")
     realism.add_argument("--no-fvd", action="store_true")
+    # features only (the metric weights stay in the default cache): not the CLI-wide root of add_cache_argument
     realism.add_argument("--cache", "--cache-dir", dest="cache_dir", metavar="DIR",
-                         help="cache of features and metric weights (default: $SYNTHVID_CACHE, else ~/.cache/synthvid)")
+                         help="feature cache (default: $SYNTHVID_CACHE, else ~/.cache/synthvid)")
     _common(realism)
     realism.set_defaults(func=_cmd_realism)
 
