@@ -45,6 +45,7 @@ def using_cache(folder: str | None) -> Iterator[None]:
     if not folder:
         yield
         return
+    require_writable(Path(folder).expanduser() / "locks", f"--cache {folder}")  # a file or read-only: now, one line
     previous = os.environ.get("SYNTHVID_CACHE")
     os.environ["SYNTHVID_CACHE"] = str(Path(folder).expanduser())
     try:

@@ -971,3 +971,14 @@ def test_param_is_one_style_on_every_command(params: list[str]) -> None:
         assert parse_params(args.param) == {"t_first": 400, "max_fit_frames": 3} and args.cache == "c"
     with pytest.raises(ValueError, match="expected KEY=VALUE with a parameter name"):
         parse_params(["=3"])
+
+
+def test_a_cache_that_is_not_a_folder_is_one_line_before_any_work(real_root: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "cache-file").write_text("not a folder")
+    args = ["generate", "--generator", "mitogen", "--dataset", GOWT1, "--data-root", real_root, "--frames", "2",
+            "--quiet", "--cache", tmp_path / "cache-file", "--out", tmp_path / "out"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    one_error_line(err, str(tmp_path / "cache-file"), "is not a folder")
+    assert not (tmp_path / "out").exists() and (tmp_path / "cache-file").read_text() == "not a folder"
