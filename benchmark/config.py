@@ -15,11 +15,14 @@ import copy
 import dataclasses
 import hashlib
 import json
+import numbers
 import tomllib
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILES = ("ci", "cpu", "cpu-paper", "paper")
@@ -57,11 +60,27 @@ class RunConfig:
         return range(*self.window["frames"]), box
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge of TOML tables: the override's keys win, sub-tables merge."""
-    out = copy.deepcopy(base)
+def merge_params(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of TOML tables (profiles over their base, ``--param`` over a profile): the override's keys
+    win, sub-tables merge."""
+    out = copy.deepcopy(dict(base))
     for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = merge_params(out[key], value) if both else copy.deepcopy(value)
+    return out
+
+
+def nest_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys as nested tables, in order (later keys win): ``{"ddpm.iterations": 40}`` is
+    ``{"ddpm": {"iterations": 40}}``, the ``[generators.bvdm.ddpm]`` table of a profile; so ``--param``
+    and sweep grids can name a field of a nested section."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            value = nest_params(value)
+        for part in reversed(key.split(".")[1:]):
+            value = {part: value}
+        out = merge_params(out, {key.split(".")[0]: value})
     return out
 
 
@@ -114,7 +133,7 @@ def _resolve(profile: str | Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if target.resolve() in here:
         names = " -> ".join(p.stem for p in (*here, target))
         raise ValueError(f"profile {profile!r}: circular 'extends' chain {names}")
-    return _merge(_resolve(base, here), raw)
+    return merge_params(_resolve(base, here), raw)
 
 
 def _extends_target(profile: str | Path, base: Any) -> Path:
@@ -157,8 +176,7 @@ def build_run_config(profile: str | Path, dataset: str, generator: str, seed: in
         run.pop(key)
     run.update(per_dataset)
     window = raw.get("window", {}).get(dataset) or raw.get("window", {}).get("default")
-    params = dict(raw.get("generators", {}).get(generator, {}))
-    params.update(generator_overrides or {})
+    params = merge_params(raw.get("generators", {}).get(generator, {}), nest_params(generator_overrides or {}))
     return RunConfig(
         profile=Path(profile).stem if Path(profile).suffix else str(profile),
         dataset=dataset,
@@ -175,14 +193,92 @@ def build_run_config(profile: str | Path, dataset: str, generator: str, seed: in
     )
 
 
+C = TypeVar("C")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain data (nested sections as nested dicts): what is saved, logged and hashed."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(config_class: type[C], values: Mapping[str, Any], where: str | None = None) -> C:
+    """Build a config dataclass from a dict (a profile's table), rejecting unknown keys and values of the wrong
+    type with a clear message: a string where a count belongs must fail here, not after an hour of earlier
+    stages.
+
+    A field whose type is itself a config dataclass is a nested section (``[generators.bvdm.ddpm]``): it
+    takes a table of that class's fields, checked the same way, and missing ones keep their defaults.
+    A class may fill a table's missing keys from its own values first (``section_defaults``: BVDM's
+    sampling presets) and name the keys it renamed (``renamed``), so that an old key gets a pointer to the
+    new one instead of a bare "unknown".
+    """
+    where = where or config_class.__name__
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a table of parameters, got {values!r}")
+    defaults = getattr(config_class, "section_defaults", None)
+    if defaults is not None:
+        values = {**defaults(values), **values}
+    names = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        renamed = getattr(config_class, "renamed", {})
+        moved = "; ".join(f"{key!r} is now {renamed[key]!r}" for key in unknown if key in renamed)
+        raise ValueError(f"{where}: unknown parameters {unknown}" + (f" ({moved})" if moved else "")
+                         + f"; known: {sorted(names)}")
+    hints = typing.get_type_hints(config_class)
+    kwargs = {}
+    for key, value in values.items():
+        section = hints.get(key)
+        if dataclasses.is_dataclass(section) and isinstance(section, type):
+            kwargs[key] = value if isinstance(value, section) else config_from_dict(section, value, f"{where}.{key}")
+            continue
+        if not _fits(value, hints.get(key, Any)):
+            raise ValueError(f"{where}: parameter {key!r} = {value!r} is not of type {_type_name(hints[key])}")
+        if isinstance(value, list):
+            value = tuple(value)  # TOML/JSON arrays -> tuples (configs stay hashable)
+        kwargs[key] = value
+    return config_class(**kwargs)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a plain (TOML/JSON) value fits a config field's annotation: int, float (an int too), bool, str,
+    ``X | None`` and tuples; anything else is not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+
 def stable_hash(*parts: Any, length: int = 12) -> str:
     """Short sha256 of JSON-serialised parts: keys the stage caches."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-PARAM_HELP = ("generator parameter, KEY=VALUE (VALUE read as JSON when it parses, e.g. t_first=400, "
-              "ddpm_channels=[16,32]) or a JSON object '{\"t_first\": 400}'; repeatable, later ones win")
+PARAM_HELP = ("generator parameter, KEY=VALUE (VALUE read as JSON when it parses; a dotted KEY names a field "
+              "of a nested section, e.g. sampling.t_first=400, ddpm.block_out_channels=[16,32]) or a JSON object "
+              "'{\"sampling\": {\"t_first\": 400}}'; repeatable, later ones win")
 
 
 def parse_params(items: Sequence[str] | str | None) -> dict[str, Any]:
@@ -212,7 +308,7 @@ def _json_params(item: str) -> dict[str, Any]:
             from None
     if not isinstance(value, dict):
         raise ValueError(f"--param {item!r}: expected a JSON object of generator parameters, "
-                         "e.g. '{\"t_first\": 400}', or KEY=VALUE")
+                         "e.g. '{\"sampling\": {\"t_first\": 400}}', or KEY=VALUE")
     return value
 
 

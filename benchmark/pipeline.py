@@ -47,16 +47,22 @@ def check_run_config(config: RunConfig) -> None:
     """Build every stage's config dataclass from ``config`` once, before the first stage: an unknown or
     ill-typed parameter (``--param '{"max_fit_frames": "abc"}'``) fails now with one line, not after the
     stages before the one that uses it have run."""
+    from benchmark.config import config_from_dict
     from benchmark.metrics.realism import RealismConfig
     from downstream.segmenter import SegmenterConfig
     from downstream.tracker.model import TrackerConfig
-    from generators.base import MAX_SEQUENCES, config_from_dict
+    from generators.base import MAX_SEQUENCES
     from generators.registry import get_generator
 
-    config_from_dict(get_generator(config.generator).config_class, config.generator_params)
-    config_from_dict(SegmenterConfig, {"seed": config.seed, **config.segmenter})
-    config_from_dict(TrackerConfig, {"seed": config.seed, **config.tracker})
-    config_from_dict(RealismConfig, config.realism)
+    sections = ((f"generators.{config.generator}", get_generator(config.generator).config_class,
+                 config.generator_params), ("segmenter", SegmenterConfig, {"seed": config.seed, **config.segmenter}),
+                ("tracker", TrackerConfig, {"seed": config.seed, **config.tracker}),
+                ("realism", RealismConfig, config.realism))
+    for where, config_class, values in sections:  # errors name the table: "generators.bvdm.ddpm: unknown ..."
+        try:
+            config_from_dict(config_class, values, where)
+        except ValueError as exc:
+            raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
     for name, low, high in (("n_sequences", 1, MAX_SEQUENCES), ("n_frames", 0, None)):
         value = getattr(config, name)
         if value < low or (high is not None and value > high):

@@ -149,8 +149,8 @@ class RunContext:
 
     @cached_property
     def realism_config(self):
+        from benchmark.config import config_from_dict
         from benchmark.metrics.realism import RealismConfig
-        from generators.base import config_from_dict
 
         return config_from_dict(RealismConfig, {**self.config.realism, "intensity_range": self.intensity_map})
 
@@ -187,10 +187,11 @@ class RunContext:
     @cached_property
     def sampling(self) -> dict[str, Any]:
         """Every sampling field with its default filled in, so that a changed default re-generates."""
-        from generators.base import config_from_dict
+        from benchmark.config import config_from_dict, config_to_dict
 
         resolved = config_from_dict(self.generator_cls.config_class, self.config.generator_params)
-        return {k: getattr(resolved, k) for k in sorted(self.generator_cls.sampling_fields)}
+        values = {k: getattr(resolved, k) for k in sorted(self.generator_cls.sampling_fields)}
+        return {k: config_to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in values.items()}
 
     @cached_property
     def spec(self):
@@ -391,8 +392,8 @@ def _oracle(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
 
 
 def _train_segmenter(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    from benchmark.config import config_from_dict
     from downstream.segmenter import SegmenterConfig, train_segmenter
-    from generators.base import config_from_dict
 
     config = config_from_dict(SegmenterConfig, {"seed": ctx.config.seed, **ctx.config.segmenter})
     train_segmenter(results["generate"].folder / "synthetic", config, out / "stardist")
@@ -402,8 +403,8 @@ def _train_segmenter(ctx: RunContext, results: Results, out: Path) -> dict[str, 
 
 
 def _train_tracker(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    from benchmark.config import config_from_dict
     from downstream.tracker.model import TrackerConfig, train_tracker
-    from generators.base import config_from_dict
 
     config = config_from_dict(TrackerConfig, {"seed": ctx.config.seed, **ctx.config.tracker})
     train_tracker(results["generate"].folder / "synthetic", config, out / "tracker")

@@ -12,13 +12,13 @@ import dataclasses
 import json
 import numbers
 import types
-import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
+from benchmark.config import config_from_dict, config_to_dict, merge_params, nest_params
 from benchmark.ctc import CTCSequence
 
 MAX_SEQUENCES = 99
@@ -58,9 +58,6 @@ class GeneratorConfig:
     progress: bool = True
 
 
-C = TypeVar("C", bound=GeneratorConfig)
-
-
 class Generator(ABC):
     """Base class. Subclasses set ``name`` and ``config_class`` and register with ``@register_generator``."""
 
@@ -70,8 +67,8 @@ class Generator(ABC):
     needs_fit: ClassVar[bool] = True
     #: whether ``generate`` writes into ``out_dir`` (``folder`` hands back existing data and writes nothing)
     writes_output: ClassVar[bool] = True
-    #: config fields used only by ``generate`` (e.g. BVDM's step counts): changing them reuses the fitted
-    #: state, which is how an ablation sweep shares one fitted model
+    #: config fields (or whole nested sections: BVDM's ``sampling``) used only by ``generate``: changing them
+    #: reuses the fitted state, which is how an ablation sweep shares one fitted model
     sampling_fields: ClassVar[frozenset[str]] = frozenset()
     #: part of the fit cache key (``generators.fit_cache``): bump when a change to ``fit`` changes its result
     fit_version: ClassVar[int] = 1
@@ -127,12 +124,25 @@ class Generator(ABC):
         return values
 
     def with_sampling(self, overrides: dict[str, Any]) -> Generator:
-        """Apply sampling-only overrides to a fitted generator (anything else is an error)."""
-        bad = sorted(set(overrides) - set(self.sampling_fields))
+        """Apply sampling-only overrides to a fitted generator (anything else is an error).
+
+        ``overrides`` is a profile-style table (dotted keys allowed: ``{"sampling.t_first": 100}``). A
+        nested section is updated, not replaced: fields it does not name keep their current values, unless
+        the section says otherwise (``updated``: a new BVDM preset resets the fields it controls).
+        """
+        nested = nest_params(overrides)
+        bad = sorted(set(nested) - set(self.sampling_fields))
         if bad:
             raise ValueError(f"{self.name}: {bad} are not sampling parameters; sampling parameters: "
                              f"{sorted(self.sampling_fields)}")
-        self.config = dataclasses.replace(self.config, **overrides)
+        values = config_to_dict(self.config)
+        for name, value in nested.items():
+            current = getattr(self.config, name)
+            if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                update = getattr(current, "updated", None)
+                value = update(value) if update else merge_params(values[name], value)
+            values[name] = value
+        self.config = config_from_dict(type(self.config), values)
         return self
 
     def _save_state(self, directory: Path) -> None:
@@ -140,58 +150,6 @@ class Generator(ABC):
 
     def _load_state(self, directory: Path) -> None:
         """Hook for subclasses: read back what ``_save_state`` wrote."""
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def config_from_dict(config_class: type[C], values: dict[str, Any]) -> C:
-    """Build a config dataclass from a dict, rejecting unknown keys and values of the wrong type with a clear
-    message: a string where a count belongs must fail here, not after an hour of earlier stages."""
-    names = {f.name: f for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ValueError(f"{config_class.__name__}: unknown parameters {unknown}; known: {sorted(names)}")
-    hints = typing.get_type_hints(config_class)
-    kwargs = {}
-    for key, value in values.items():
-        if not _fits(value, hints.get(key, Any)):
-            raise ValueError(f"{config_class.__name__}: parameter {key!r} = {value!r} is not of type "
-                             f"{_type_name(hints[key])}")
-        if isinstance(value, list):
-            value = tuple(value)  # TOML/JSON arrays -> tuples (configs stay hashable)
-        kwargs[key] = value
-    return config_class(**kwargs)
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a plain (TOML/JSON) value fits a config field's annotation: int, float (an int too), bool, str,
-    ``X | None`` and tuples; anything else is not checked."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_fits(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 _REGISTRY: dict[str, type[Generator]] = {}

@@ -25,11 +25,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from benchmark.config import config_from_dict, config_to_dict
 from benchmark.ctc import CTCSequence
 from benchmark.ctc.digest import sequence_digest
 from benchmark.io import atomic_directory, folder_lock
 from benchmark.paths import cache_dir
-from generators.base import Generator, config_from_dict, config_to_dict
+from generators.base import Generator
 from generators.registry import get_generator
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,8 @@ class SweepPoint:
 
     @property
     def overrides(self) -> dict[str, int]:
-        return {"t_first": self.t_first, "t_next": self.t_next}
+        """The point as generator parameters (``[generators.bvdm.sampling]`` fields, dotted)."""
+        return {"sampling.t_first": self.t_first, "sampling.t_next": self.t_next}
 
 
 def sweep_points() -> list[SweepPoint]:

@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=384, help="square frame size of the generated video")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variant", action="append", default=[],
-                        help="comma-separated sampling overrides, e.g. anchor_stats=false,t_next=30 (repeatable)")
+                        help="comma-separated [generators.bvdm.sampling] overrides, e.g. anchor_stats=false,t_next=30 (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -77,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bvdm_drift_") as tmp:
         for n, variant in enumerate(args.variant or [""]):
             overrides = dict(item.split("=", 1) for item in variant.split(",") if item)
-            generator = BVDMGenerator.load(args.model).with_sampling({k: parse_value(v) for k, v in overrides.items()})
+            generator = BVDMGenerator.load(args.model).with_sampling({f"sampling.{k}": parse_value(v) for k, v in overrides.items()})
             out = generator.generate(GenerateSpec(1, args.frames, (args.size, args.size), args.seed), Path(tmp) / str(n))
             synthetic = CTCSequence(out, "01")
             rows[variant or "default"] = summarise([cell_means(synthetic.image(t), synthetic.tra(t))

@@ -40,7 +40,7 @@ def generate(model: Path, precision: str, spec: GenerateSpec, out: Path) -> floa
     """Sample ``spec`` with ``precision`` into ``out`` (kept when already there); returns the seconds it took."""
     if out.is_dir():
         return float("nan")
-    generator = BVDMGenerator.load(model).with_sampling({"precision": precision})
+    generator = BVDMGenerator.load(model).with_sampling({"sampling.precision": precision})
     generator.config.progress = True
     start = time.perf_counter()
     generator.generate(spec, out)

@@ -497,6 +497,25 @@ def test_partial_real_input_is_accepted_with_warnings(real_root: Path) -> None:
     assert problems and all(p.severity == "warning" for p in problems)
 
 
+@pytest.mark.parametrize("command", ["run", "oracle"])
+@pytest.mark.parametrize(("param", "needles"), [
+    ("ddpm.iteration=3", ["generators.bvdm.ddpm: unknown parameters ['iteration']"]),
+    ("ddpm_iterations=3", ["'ddpm_iterations' is now 'ddpm.iterations'"]),
+    ('sampling.preset="fast"', ["BVDM preset 'fast'"]),
+    ('{"flow": {"iterations": "many"}}', ["generators.bvdm.flow: parameter 'iterations' = 'many' is not of type int"]),
+    ("sampling=3", ["generators.bvdm.sampling: expected a table"]),
+])
+def test_run_rejects_a_bad_nested_param_before_any_stage(command: str, param: str, needles: list[str],
+                                                         real_root: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """BVDM's nested sections are checked like the flat ones, naming the table (``--param`` dotted keys)."""
+    args = run_args(real_root, tmp_path / "runs", "--param", param, generator="bvdm")
+    code, _, err = run_cli([command, *args[1:]], capsys)
+    assert code == 2
+    one_error_line(err, *needles)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.parametrize(("param", "needles"), [
     ("[1,2]", ["--param '[1,2]'", "JSON object"]),
     ("{max_fit_frames: 3}", ["--param", "not valid JSON"]),
@@ -524,7 +543,7 @@ def test_generate_rejects_an_ill_typed_param_before_fitting(real_root: Path, tmp
 
 
 def test_config_types_are_checked() -> None:
-    from generators.base import config_from_dict
+    from benchmark.config import config_from_dict
     from generators.mitogen import MitoGenConfig
 
     config = config_from_dict(MitoGenConfig, {"max_fit_frames": np.int64(4), "progress": False})

@@ -41,6 +41,29 @@ def test_the_cli_refuses_a_bad_profile_before_any_work(tmp_path: Path, capsys: p
     assert not out.exists()
 
 
+def test_a_typo_in_a_nested_generator_section_is_refused_before_any_work(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text('extends = "ci"\n[generators.bvdm.ddpm]\niteration = 3\n')
+    out = tmp_path / "runs"
+    code = main(["run", "--generator", "bvdm", "--dataset", "Fluo-N2DH-GOWT1", "--profile", str(path),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "profile 'typo'" in err and "generators.bvdm.ddpm: unknown parameters ['iteration']" in err
+    assert not out.exists()
+
+
+def test_dotted_params_merge_into_the_nested_sections() -> None:
+    """``--param ddpm.iterations=5`` changes one field of the profile's table and keeps the others."""
+    config = build_run_config("ci", "Fluo-N2DH-GOWT1", "bvdm",
+                              generator_overrides={"ddpm.iterations": 5, "sampling": {"t_first": 100}})
+    ddpm = config.generator_params["ddpm"]
+    assert ddpm["iterations"] == 5 and ddpm["block_out_channels"] == [16, 32, 32, 64] and ddpm["batch_size"] == 8
+    assert config.generator_params["sampling"] == {"t_first": 100}
+    assert config.generator_params["max_fit_frames"] == 12
+
+
 @pytest.mark.parametrize("base", BASES)
 def test_a_base_is_not_a_runnable_profile(base: str) -> None:
     """A base is incomplete on purpose: ``--profile base`` is refused in one line, ``extends`` still works."""

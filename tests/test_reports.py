@@ -250,13 +250,13 @@ def test_sweep_runs_are_tagged_and_tabulated(logged: dict, data: ScoredData) -> 
     seen: list[dict] = []
 
     def runner(config, out_dir, data_root):
-        seen.append(dict(config.generator_params))
+        seen.append(dict(config.generator_params["sampling"]))
         name = f"{config.generator}-s{config.seed}-{config.profile}"
         tags = {"generator": config.generator, "profile": config.profile, "stage": "run"}
         with experiment.start_run(name, config.dataset, config=config.to_dict(), tags=tags) as run:
-            if config.generator_params["t_first"] == 600:
+            if seen[-1]["t_first"] == 600:
                 raise RuntimeError("t_first beyond the scheduler's steps")
-            experiment.log_metrics({**scores, "TRA": scores["TRA"] - config.generator_params["t_next"] / 1000})
+            experiment.log_metrics({**scores, "TRA": scores["TRA"] - seen[-1]["t_next"] / 1000})
         return {"run_id": run.info.run_id}
 
     points = sweep_points()

@@ -9,6 +9,7 @@ stay fast (GOWT1 nuclei larger than 64 px are cut at the crop edge, still real s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.config import config_from_dict
 from benchmark.ctc import CTCSequence, validate_sequence
 from benchmark.ctc.crops import crop_size_for, iter_cell_crops
 from generators.base import GenerateSpec
 from generators.bvdm.data import TrainingData, collect_training_data
 from generators.bvdm.ddpm import DDPMConfig, TextureDDPM, make_scheduler, train_ddpm
 from generators.bvdm.flow import FlowConfig, MaskFlow, train_flow
-from generators.bvdm.generator import BVDMConfig, BVDMGenerator
+from generators.bvdm.generator import BVDMConfig, BVDMGenerator, BVDMSampling
 from generators.bvdm.sampler import (
     SamplerConfig,
     ancestral_step,
@@ -206,9 +208,10 @@ def fitted_generator(gowt1_seq: CTCSequence, tmp_path_factory: pytest.TempPathFa
     """Fitted inside an MLflow run (as the pipeline's fit stage is), so its curves stream there."""
     from benchmark import experiment
 
-    config = BVDMConfig(progress=False, max_fit_frames=6, ddpm_channels=(8, 16), ddpm_norm_groups=4,
-                        ddpm_batch_size=4, ddpm_iterations=5, flow_batch_size=4, flow_iterations=3,
-                        t_first=8, t_next=2)
+    config = config_from_dict(BVDMConfig, {
+        "progress": False, "max_fit_frames": 6,
+        "ddpm": {"block_out_channels": [8, 16], "norm_num_groups": 4, "batch_size": 4, "iterations": 5},
+        "flow": {"batch_size": 4, "iterations": 3}, "sampling": {"t_first": 8, "t_next": 2}})
     mp = pytest.MonkeyPatch()
     FIT_RUN["store"] = f"sqlite:///{tmp_path_factory.mktemp('fit-run') / 'mlflow.db'}"
     mp.setenv("MLFLOW_TRACKING_URI", FIT_RUN["store"])
@@ -289,19 +292,58 @@ def test_ddpm_training_resumes_from_its_last_checkpoint(training_data: TrainingD
 
 
 def test_paper_preset_and_explicit_fields() -> None:
-    """Preset-controlled fields left at None take the preset's values; explicit ones win; sampling-only."""
-    paper = BVDMConfig(preset="paper").sampler()
+    """A sampling table that names a preset takes its values for the fields it leaves out; explicit ones win;
+    switching the preset of a fitted generator resets the preset's fields; unknown presets are refused."""
+    def sampling(**table: object) -> BVDMSampling:
+        return config_from_dict(BVDMConfig, {"sampling": table}).sampling
+
+    paper = sampling(preset="paper")
     assert (paper.t_first, paper.t_next, paper.start, paper.warp_mode) == (200, 10, "flat", "nearest")
     assert not (paper.daughters_inherit or paper.fill_holes or paper.anchor_stats or paper.anchor_spread)
-    assert BVDMConfig(preset="paper").resolved("edge_sigma") == 1.0
-    assert BVDMConfig(preset="paper", t_first=400).sampler().t_first == 400
-    ours = BVDMConfig().sampler()
-    assert (ours.start, ours.t_first) == ("flat", 400) and ours.anchor_stats and ours.warp_mode == "bilinear"
-    assert BVDMConfig(start="field").sampler().start == "field"
-    switched = BVDMGenerator(BVDMConfig()).with_sampling({"preset": "paper", "t_next": 30})
-    assert switched.config.sampler().start == "flat" and switched.config.sampler().t_next == 30
+    assert paper.edge_sigma == 1.0
+    assert sampling(preset="paper", t_first=400).t_first == 400
+    ours = BVDMConfig().sampling
+    assert (ours.start, ours.t_first, ours.edge_sigma) == ("flat", 400, 0.0) and ours.anchor_stats
+    assert ours.warp_mode == "bilinear" and sampling(preset="default") == ours
+    assert sampling(start="field").start == "field"
+    switched = BVDMGenerator(BVDMConfig()).with_sampling({"sampling": {"preset": "paper", "t_next": 30}})
+    assert (switched.config.sampling.start, switched.config.sampling.t_next) == ("flat", 30)
+    assert (switched.config.sampling.t_first, switched.config.sampling.warp_mode) == (200, "nearest")
+    kept = switched.with_sampling({"sampling.precision": "bf16"}).config.sampling  # dotted; the rest stays
+    assert (kept.precision, kept.t_next, kept.warp_mode) == ("bf16", 30, "nearest")
+    back = switched.with_sampling({"sampling": {"preset": "default"}}).config.sampling
+    assert back == dataclasses.replace(ours, precision="bf16")
     with pytest.raises(ValueError, match="preset"):
-        BVDMConfig(preset="nonsense")
+        sampling(preset="nonsense")
+    with pytest.raises(ValueError, match="not sampling parameters"):
+        BVDMGenerator(BVDMConfig()).with_sampling({"ddpm.iterations": 3})
+
+
+def test_nested_sections_are_checked_and_old_flat_keys_point_to_the_new_ones() -> None:
+    """``[generators.bvdm.ddpm]`` is DDPMConfig itself (no prefixed copy), checked like the top level; an old
+    flat key is refused with its new name; a state saved with the flat config loads into the sections."""
+    config = config_from_dict(BVDMConfig, {"ddpm": {"iterations": 7, "block_out_channels": [8, 16]},
+                                           "flow": {"lr": 1e-3}, "max_fit_frames": 3})
+    assert isinstance(config.ddpm, DDPMConfig) and config.ddpm.iterations == 7
+    assert config.ddpm.block_out_channels == (8, 16) and config.ddpm.batch_size == DDPMConfig().batch_size
+    assert isinstance(config.flow, FlowConfig) and config.flow.lr == 1e-3
+    with pytest.raises(ValueError, match=r"BVDMConfig.ddpm: unknown parameters \['iteration'\]"):
+        config_from_dict(BVDMConfig, {"ddpm": {"iteration": 7}})
+    with pytest.raises(ValueError, match=r"BVDMConfig.flow: parameter 'iterations' = 'many' is not of type int"):
+        config_from_dict(BVDMConfig, {"flow": {"iterations": "many"}})
+    with pytest.raises(ValueError, match="'ddpm_iterations' is now 'ddpm.iterations'"):
+        config_from_dict(BVDMConfig, {"ddpm_iterations": 7})
+    with pytest.raises(ValueError, match="BVDMConfig.ddpm: expected a table"):
+        config_from_dict(BVDMConfig, {"ddpm": 7})
+    flat = {"ddpm_iterations": 7, "flow_lr": 1e-3, "augment": False, "train_precision": "bf16", "seed": 3,
+            "preset": "paper", "t_first": None, "t_next": 30, "precision": "bf16", "device": "cpu"}
+    upgraded = config_from_dict(BVDMConfig, BVDMGenerator.upgrade_saved_config(flat))
+    assert (upgraded.ddpm.iterations, upgraded.flow.lr, upgraded.seed) == (7, 1e-3, 3)
+    assert not upgraded.ddpm.augment and not upgraded.flow.augment
+    assert (upgraded.ddpm.precision, upgraded.flow.precision, upgraded.ddpm.seed, upgraded.flow.seed) == \
+        ("bf16", "bf16", 3, 3)
+    assert (upgraded.sampling.preset, upgraded.sampling.t_first, upgraded.sampling.t_next) == ("paper", 200, 30)
+    assert upgraded.sampling.precision == "bf16"
 
 
 def test_partial_copy_pairs_frames_at_its_smallest_gap(hela: Path, tmp_path: Path) -> None:
@@ -382,7 +424,9 @@ def test_a_state_saved_before_the_precision_option_still_loads(fitted_generator:
     fitted_generator.save(tmp_path / "model")
     path = tmp_path / "model" / "config.json"
     values = json.loads(path.read_text())
-    del values["precision"], values["train_precision"]
+    for section in ("ddpm", "flow", "sampling"):
+        del values[section]["precision"]
     path.write_text(json.dumps({**values, "bf16": True, "device": device}))
     loaded = BVDMGenerator.load(tmp_path / "model")
-    assert loaded.config.precision == expected and loaded.config.train_precision == "fp32"
+    assert loaded.config.sampling.precision == expected
+    assert loaded.config.ddpm.precision == loaded.config.flow.precision == "fp32"

@@ -23,6 +23,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from benchmark.config import config_from_dict
 from benchmark.ctc import CTCSequence, validate_sequence, window_sequence
 from benchmark.ctc.crops import full_masks
 from benchmark.ctc.validate import errors
@@ -43,9 +44,11 @@ def window(gowt1: Path, tmp_path_factory: pytest.TempPathFactory) -> CTCSequence
 
 @pytest.fixture(scope="module")
 def fitted(window: CTCSequence) -> BVDMGenerator:
-    config = BVDMConfig(progress=False, max_fit_frames=12, imaging_frames=4, ddpm_channels=(8, 16, 16, 32),
-                        ddpm_norm_groups=4, ddpm_batch_size=8, ddpm_iterations=60, ddpm_checkpoint_every=0,
-                        flow_batch_size=8, flow_iterations=20, t_first=40, t_next=4)
+    config = config_from_dict(BVDMConfig, {
+        "progress": False, "max_fit_frames": 12, "imaging_frames": 4,
+        "ddpm": {"block_out_channels": [8, 16, 16, 32], "norm_num_groups": 4, "batch_size": 8, "iterations": 60,
+                 "checkpoint_every": 0},
+        "flow": {"batch_size": 8, "iterations": 20}, "sampling": {"t_first": 40, "t_next": 4}})
     return BVDMGenerator(config).fit(window)
 
 

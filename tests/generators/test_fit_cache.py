@@ -22,11 +22,11 @@ def test_the_key_follows_what_shapes_the_fit_and_nothing_else(gowt1_window: Path
     seq = CTCSequence(gowt1_window, "01")
     bvdm = get_generator("bvdm")
     base = fit_key(bvdm, {}, seq)
-    assert fit_key(bvdm, {"t_first": 400, "t_next": 30}, seq) == base  # sampling: same fit, new videos
+    assert fit_key(bvdm, {"sampling": {"t_first": 400, "t_next": 30}}, seq) == base  # sampling: same fit
     assert fit_key(bvdm, {"progress": False, "device": "cpu", "checkpoint_dir": "/x"}, seq) == base  # runtime
-    default = bvdm.config_class().ddpm_iterations
-    assert fit_key(bvdm, {"ddpm_iterations": default}, seq) == base  # the default, written out: the same config
-    assert fit_key(bvdm, {"ddpm_iterations": default + 1}, seq) != base
+    default = bvdm.config_class().ddpm.iterations
+    assert fit_key(bvdm, {"ddpm": {"iterations": default}}, seq) == base  # the default, written out: the same
+    assert fit_key(bvdm, {"ddpm": {"iterations": default + 1}}, seq) != base
     assert fit_key(bvdm, {}, CTCSequence(gowt1_window, "02")) != base  # other training data
     monkeypatch.setattr(bvdm, "fit_version", bvdm.fit_version + 1)
     assert fit_key(bvdm, {}, seq) != base  # a changed fit: every cached state of it is stale

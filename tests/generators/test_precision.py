@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmark import machine
+from benchmark.config import config_from_dict
 from generators import precision
 from generators.bvdm.generator import BVDMConfig
 from generators.bvdm.sampler import SamplerConfig
@@ -25,7 +26,9 @@ def test_the_machine_reports_its_model_and_flags() -> None:
     assert machine.cpu_model() in described and "[" in described
 
 
-@pytest.mark.parametrize("build", [lambda: BVDMConfig(precision="fp16"), lambda: BVDMConfig(train_precision="half"),
+@pytest.mark.parametrize("build", [lambda: config_from_dict(BVDMConfig, {"sampling": {"precision": "fp16"}}),
+                                   lambda: config_from_dict(BVDMConfig, {"ddpm": {"precision": "half"}}),
+                                   lambda: config_from_dict(BVDMConfig, {"flow": {"precision": "half"}}),
                                    lambda: SamplerConfig(precision="tf32")])
 def test_unknown_precision_is_refused_when_the_config_is_built(build) -> None:
     with pytest.raises(ValueError, match="use one of fp32, bf16, auto"):
