@@ -93,11 +93,13 @@ class Stages:
     def _compute(self, name: str, key: Any, folder: Path, body: Callable[[Path], dict[str, Any]]) -> StageResult:
         """Run ``body`` in ``<folder>.partial`` (under the stage lock) and move it into place when it returns."""
         partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        self.log(f"[{name}] running -> {folder}")
-        start = time.perf_counter()
+        # everything from creating the folder on is inside the try: a SIGTERM (KeyboardInterrupt) can land on any
+        # line, and one landing between mkdir and the body would otherwise leave the half-made folder behind
         try:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            self.log(f"[{name}] running -> {folder}")
+            start = time.perf_counter()
             metrics = experiment.clean_metrics(body(partial) or {})
         except BaseException:  # killed or failed: no half-written folder is left (checkpoints live elsewhere)
             shutil.rmtree(partial, ignore_errors=True)
