@@ -17,6 +17,7 @@ from benchmark import experiment
 from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
 from reports.comparisons import comparisons_display, comparisons_markdown, paired_comparisons
+from reports.downstream import READING_NOTE, breakdown_display, breakdown_markdown, downstream_breakdown
 from reports.html import Section, image_tag, render_page, table_html
 from reports.runs import (
     WEIGHT_TAGS,
@@ -180,11 +181,15 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     markdown_text += "\n" + comparisons_markdown(comparisons, f"Table 1b — paired realism differences, {dataset}")
     if excluded:
         markdown_text += "\nExcluded (not comparable with this table's protocol): " + "; ".join(excluded) + "\n"
+    breakdown = downstream_breakdown(runs)
+    markdown_text += "\n" + breakdown_markdown(breakdown, f"Table 1c — where the downstream loses TRA, {dataset}")
     markdown = atomic_write_text(folder / "table1.md", markdown_text)
     csv = write_csv(table, folder / "table1.csv")
     written: list[Path] = []
     if not comparisons.empty:
         written.append(write_csv(comparisons, folder / "table1b_paired.csv"))
+    if not breakdown.empty:
+        written.append(write_csv(breakdown, folder / "table1c_downstream.csv"))
 
     summary = Section("Table 1: downstream (SEG/DET/TRA on the real held-out sequence) and realism")
     summary.add_text(protocol)
@@ -209,6 +214,13 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     else:
         paired.add_html(table_html(comparisons_display(comparisons)))
     sections.append(paired)
+    losses = Section("Table 1c: where the downstream loses TRA (AOGM error parts on the real held-out sequence)")
+    if breakdown.empty:
+        losses.add_text("No run logged a TRA error breakdown (AOGM parts).")
+    else:
+        losses.add_text(READING_NOTE)
+        losses.add_html(table_html(breakdown_display(breakdown)))
+    sections.append(losses)
 
     bars = figures.metric_bars(table)
     if bars is not None:

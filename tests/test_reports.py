@@ -129,6 +129,43 @@ def test_report_tables_match_mlflow(logged: dict, capsys: pytest.CaptureFixture[
     assert {"report/table1.md", "report/table1.csv", "report/report.html", "report/figures"} <= names
 
 
+def test_table_1c_splits_the_tra_loss_by_cause(logged: dict) -> None:
+    """Each AOGM part's share of the TRA loss, from the eval stage's logged counts; the parts add up to 1 - TRA;
+    random squares lose to missed cells, full GT masks lose nothing."""
+    from reports.downstream import AOGM_PARTS
+    from reports.report import build_report
+
+    report = build_report(DATASET, "ci", logged["root"] / "out-1c", log=False)
+    table = pd.read_csv(report.folder / "table1c_downstream.csv").set_index("generator")
+    assert list(table.index) == ["real", "mitogen", "bvdm"]
+    rows = logged["rows"]
+    for name in table.index:
+        got, logged_row = table.loc[name], rows[name]
+        assert [got[f"n_{p}"] for p in AOGM_PARTS] == [logged_row[f"AOGM_{p}"] for p in AOGM_PARTS]
+        assert sum(got[f"loss_{p}"] for p in AOGM_PARTS) == pytest.approx(1 - logged_row["TRA"])
+        assert got["loss_detection"] + got["loss_links"] == pytest.approx(1 - logged_row["TRA"])
+    assert table.loc["mitogen", "loss_detection"] == 0 and table.loc["mitogen", "loss_links"] == 0  # GT itself
+    broken = table.loc["bvdm"]
+    assert broken["n_FN"] > 0 and broken["loss_FN"] > 0.5 and broken["main_cause"] == "missed cells (FN)"
+    markdown = report.markdown.read_text()
+    assert "## Table 1c — where the downstream loses TRA" in markdown
+    assert f"| {broken['loss_FN']:.3f} ({int(broken['n_FN'])}) |" in markdown
+
+
+def test_a_tra_loss_below_aogm_0_splits_into_weight_times_count_over_aogm_0() -> None:
+    """While AOGM < AOGM_0 each share is the TRA its error type costs: w * count / AOGM_0 (CTC weights)."""
+    from reports.downstream import breakdown_row
+
+    counts = {"FN": 5, "NS": 1, "FP": 7, "EA": 20, "ED": 3, "EC": 2}
+    aogm = 10 * 5 + 5 * 1 + 1 * 7 + 1.5 * 20 + 1 * 3 + 1 * 2
+    run = {"metrics.TRA": 1 - aogm / 1000, "metrics.AOGM_0": 1000.0,
+           **{f"metrics.AOGM_{part}": float(n) for part, n in counts.items()}}
+    row = breakdown_row("x", run)
+    assert row["loss_FN"] == pytest.approx(0.05) and row["loss_EA"] == pytest.approx(0.03)
+    assert row["loss_detection"] == pytest.approx((50 + 5 + 7) / 1000)
+    assert row["loss_links"] == pytest.approx((30 + 3 + 2) / 1000) and row["main_cause"] == "missed cells (FN)"
+
+
 class _Structure(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

@@ -173,15 +173,12 @@ class BVDMGenerator(Generator):
             legacy = bool(values.pop("bf16"))
             values.setdefault("precision", "auto" if legacy and str(values.get("device", "cpu")).startswith("cuda")
                               else "fp32")
-        if "seed" in values and "ddpm" not in values:  # the flat config seeded both trainings with it
-            values["ddpm_seed"] = values["flow_seed"] = values["seed"]
         nested: dict[str, Any] = {}
         for key, value in values.items():
-            targets = RENAMED.get(key) or {"ddpm_seed": ("ddpm.seed",), "flow_seed": ("flow.seed",)}.get(key)
-            if targets is None:
-                nested = merge_params(nested, {key: value})
-            elif value is not None:
-                nested = merge_params(nested, nest_params({target: value for target in targets}))
+            if not (key in RENAMED and value is None):
+                nested = merge_params(nested, nest_params({target: value for target in RENAMED.get(key, (key,))}))
+        if "seed" in values and "ddpm" not in values:  # the flat config seeded both trainings with its seed
+            nested = merge_params(nested, {"ddpm": {"seed": values["seed"]}, "flow": {"seed": values["seed"]}})
         return nested
 
     def __init__(self, config: BVDMConfig | None = None) -> None:
