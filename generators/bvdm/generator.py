@@ -146,6 +146,7 @@ class BVDMConfig(GeneratorConfig):
 @register_generator("bvdm")
 class BVDMGenerator(Generator):
     config_class = BVDMConfig
+    fit_accelerator = True  # DDPM + flow training: a sweep gives the fit a GPU when the cluster has one
     # the ablation (paper's Table 2) sweeps these without refitting the DDPM and flow model
     sampling_fields = frozenset({"preset", "t_first", "t_next", "start", "daughters_inherit", "max_batch", "warp_mode",
                                  "fill_holes", "precision", "anchor_stats", "anchor_spread", "edge_sigma"})

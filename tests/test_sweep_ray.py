@@ -1,0 +1,174 @@
+"""A sweep on a real local Ray cluster of 2 worker processes: tasks land on both, a task whose worker is killed
+is retried and the sweep completes, and the same sweep run again computes nothing.
+
+The tasks are cheap but go through the real machinery: the sweep's plan (ci profile, real generator
+registry), Ray scheduling with the tasks' DAG dependencies, the sweep's task records, an MLflow run per task
+nested under the sweep's parent run, and the stage cache (``Stages``, with its folder locks) for the work
+itself: a toy stage whose body records each execution. The pipeline's own stages are exercised by
+``tests/test_pipeline.py``; here a real ci run per task would take minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from benchmark import experiment  # noqa: E402
+from benchmark.sweep import SweepContext, SweepTask, load_spec, run_sweep  # noqa: E402
+
+SPEC = """
+name = "toy"
+profile = "ci"
+generators = ["mitogen", "real"]
+seeds = [0, 1, 2]
+datasets = ["Fluo-N2DH-GOWT1"]
+"""
+
+
+def toy_runner(task: SweepTask, context: SweepContext) -> dict[str, Any]:
+    """One task: an MLflow run under the sweep's parent holding one cached stage. The task named in
+    ``victim.txt`` kills its own worker process on its first attempt (``killed-once`` marks that it did)."""
+    from benchmark.stages import Stages
+
+    root = context.out_dir
+    tags = {**context.tags(task), "stage": "run" if task.kind == "run" else f"{task.kind}-task"}
+    with experiment.start_run(task.id, task.config.dataset, parent_run_id=context.parent_runs[task.config.dataset],
+                              tags=tags):
+        victim = root / "victim.txt"
+        if victim.is_file() and victim.read_text() == task.id and not (root / "killed-once").exists():
+            (root / "killed-once").write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-task, its MLflow run left RUNNING
+
+        def body(out: Path) -> dict[str, Any]:
+            with open(root / "computed.log", "a") as fh:
+                fh.write(f"{task.id} {os.getpid()}\n")
+            time.sleep(1.0)  # long enough that two tasks overlap
+            return {"seed": task.config.seed}
+
+        Stages(root / "stages", task.config.dataset, log=lambda _line: None).run(task.kind, task.id, body)
+    return {"pid": os.getpid()}
+
+
+@pytest.fixture(scope="module")
+def two_workers() -> None:
+    """A local Ray cluster with 2 CPUs: at most 2 worker processes run the 1-CPU tasks at once."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 2**20,
+             logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture()
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+    monkeypatch.setenv("SYNTHVID_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def child_runs(parent: str, dataset: str = "Fluo-N2DH-GOWT1") -> list:
+    client = experiment_client()
+    exp = client.get_experiment_by_name(experiment.experiment_name(dataset))
+    return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=1000)
+
+
+def experiment_client():
+    from mlflow import MlflowClient
+
+    experiment.configure()
+    return MlflowClient()
+
+
+def test_sweep_on_two_workers_retries_a_killed_worker_and_resumes_without_recomputing(
+        two_workers: None, store: Path) -> None:
+    spec_path = store / "toy.toml"
+    spec_path.write_text(SPEC)
+    spec = load_spec(spec_path)
+    out = store / "out"
+    out.mkdir()
+    victim = "run-mitogen-s1-"
+    (out / "victim.txt").write_text(next(t.id for t in _plan(spec) if t.id.startswith(victim)))
+
+    first = run_sweep(spec, out, runner=toy_runner, max_retries=2, progress=False, check_data=False)
+
+    # every task done: 1 floor + 1 fit (mitogen; `real` fits nothing) + 6 runs, despite the killed worker
+    assert first.count("done") == 8 and not first.errors
+    killed_pid = int((out / "killed-once").read_text())
+    pids = {record["result"]["pid"] for record in first.records.values()}
+    assert len(pids - {killed_pid}) >= 2, f"tasks ran in one worker process only: {pids}"
+    assert first.records[(out / "victim.txt").read_text()]["result"]["pid"] != killed_pid  # retried elsewhere
+    computed = (out / "computed.log").read_text().splitlines()
+    assert len(computed) == 8 and len({line.split()[0] for line in computed}) == 8  # each stage once
+    # runs wait for their fit: no mitogen run's stage started before the fit's
+    order = [line.split()[0] for line in computed]
+    fit_at = next(i for i, t in enumerate(order) if t.startswith("fit-mitogen"))
+    assert all(i > fit_at for i, t in enumerate(order) if t.startswith("run-mitogen"))
+
+    # MLflow: one parent, FINISHED; under it 6 finished runs, 2 shared-stage tasks, and the killed attempt KILLED
+    (parent,) = first.parent_runs.values()
+    client = experiment_client()
+    assert client.get_run(parent).info.status == "FINISHED"
+    children = child_runs(parent)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["stage"] for r in finished) == ["fit-task", "floor-task", *["run"] * 6]
+    killed = [r for r in children if r.info.status == "KILLED"]
+    assert [r.data.tags["sweep_task"] for r in killed] == [(out / "victim.txt").read_text()]
+    assert not [r for r in children if r.info.status == "RUNNING"]
+
+    # the same sweep again: every task is found finished, nothing is computed, no run is logged
+    again = run_sweep(spec, out, runner=toy_runner, progress=False, check_data=False)
+    assert again.count("earlier") == 8 and again.count("done") == 0
+    assert again.parent_runs == first.parent_runs  # resumed under the same parent
+    assert (out / "computed.log").read_text().splitlines() == computed
+    assert len(child_runs(parent)) == len(children)
+
+    # without the task records (lost, or another --out for them) the stage cache still computes nothing
+    for record in (first.folder / "tasks").glob("*.done.json"):
+        record.unlink()
+    third = run_sweep(spec, out, runner=toy_runner, progress=False, check_data=False)
+    assert third.count("done") == 8
+    assert (out / "computed.log").read_text().splitlines() == computed
+
+
+def test_a_failing_task_is_marked_failed_and_blocks_only_what_needs_it(two_workers: None, store: Path) -> None:
+    spec_path = store / "toy.toml"
+    spec_path.write_text(SPEC.replace('seeds = [0, 1, 2]', 'seeds = [0]'))
+    spec = load_spec(spec_path)
+
+    def failing_fit(task: SweepTask, context: SweepContext) -> dict[str, Any]:
+        if task.kind == "fit":
+            with experiment.start_run(task.id, task.config.dataset,
+                                      parent_run_id=context.parent_runs[task.config.dataset],
+                                      tags={**context.tags(task), "stage": "fit-task"}):
+                raise RuntimeError("the fit diverged")
+        return {"pid": os.getpid()}
+
+    outcome = run_sweep(spec, store / "out", runner=failing_fit, progress=False, check_data=False)
+    status = {t.id.split("-")[0] + "-" + t.id.split("-")[1]: outcome.status[t.id] for t in outcome.tasks}
+    assert status == {"floor-Fluo": "done", "fit-mitogen": "failed", "run-mitogen": "blocked", "run-real": "done"}
+    fit_id = next(t.id for t in outcome.tasks if t.kind == "fit")
+    assert outcome.errors[fit_id] == "RuntimeError: the fit diverged"
+    (parent,) = outcome.parent_runs.values()
+    client = experiment_client()
+    assert client.get_run(parent).info.status == "FAILED"
+    (fit_run,) = [r for r in child_runs(parent) if r.data.tags.get("stage") == "fit-task"]
+    assert fit_run.info.status == "FAILED"
+    records = sorted(p.name for p in (outcome.folder / "tasks").glob("*.done.json"))
+    assert len(records) == 2 and not any(name.startswith("fit-") for name in records)
+    json.loads((outcome.folder / "sweep.json").read_text())  # the parent run is recorded for a resume
+
+
+def _plan(spec):
+    from benchmark.sweep import plan_sweep
+
+    return plan_sweep(spec)
