@@ -107,9 +107,12 @@ def task_options(task: SweepTask, nodes: list[dict[str, float]], max_retries: in
 
 def run_tasks(tasks: list[SweepTask], earlier: Mapping[str, dict[str, Any]], context: SweepContext,
               runner: TaskRunner, address: str | None = None, max_retries: int = 2,
-              progress: bool | None = None) -> TaskResults:
+              progress: bool | None = None, fresh_workers: bool = True) -> TaskResults:
     """Submit every task not finished ``earlier`` (each after the tasks it needs, as Ray object refs) and wait
-    for all, with a live count; Ctrl-C cancels what is still queued or running and re-raises."""
+    for all, with a live count; Ctrl-C cancels what is still queued or running and re-raises.
+    ``fresh_workers``: one worker process per task (Ray's ``max_calls=1``), as ``python -m benchmark run`` is
+    one process per run: TensorFlow and torch keep graphs, threads and caches per process, and a task of
+    minutes does not miss the start-up. Tests of cheap tasks reuse workers instead."""
     import ray
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -122,7 +125,7 @@ def run_tasks(tasks: list[SweepTask], earlier: Mapping[str, dict[str, Any]], con
         return results
     with ray_session(address):
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        remote = ray.remote(execute_task)
+        remote = ray.remote(max_calls=1 if fresh_workers else 0)(execute_task)
         env = {"env_vars": worker_env()}
         refs: dict[str, Any] = {}
         pending: dict[Any, SweepTask] = {}
@@ -141,6 +144,7 @@ def run_tasks(tasks: list[SweepTask], earlier: Mapping[str, dict[str, Any]], con
                     for ref in ready:
                         task = pending.pop(ref)
                         _collect(ray, ref, task, results)
+                        watch.refresh(list(pending.values()))
                         watch.finished(task, results.status[task.id], results.errors.get(task.id))
                     watch.refresh(list(pending.values()))
             except KeyboardInterrupt:

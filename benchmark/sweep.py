@@ -20,8 +20,10 @@ config), so a typo fails with one line naming the file before any task runs.
 Expansion (``plan_sweep``) follows the stage DAG (``benchmark.stages``): one ``floor`` task per dataset and
 realism protocol, one ``fit`` task per distinct fit config (the fit cache's key without the data: every seed
 and every sampling-only grid point of a generator share it), and one ``run`` task per (dataset, generator,
-seed, grid point) that waits for its fit and floor (Ray object refs) and then runs the whole pipeline,
-which finds them in the stage cache. Grouping is only an optimisation: the stage cache's content keys
+seed, grid point) that waits for its fit (a Ray object ref) and then runs the whole pipeline, which finds
+the fit in the stage cache. Runs do not wait for the floor task: they need the floor only after generating,
+by when it is done, and a run that gets there first waits on the stage's lock (so it is computed once)
+instead of every run idling behind it from the start. Grouping is only an optimisation: the stage cache's content keys
 decide what is computed, so a grouping that missed a sharing would cost time, never give a wrong result.
 
 Resume: a finished task leaves ``<out>/sweeps/<name>-<digest>/tasks/<id>.done.json``. The same sweep run
@@ -233,8 +235,8 @@ def plan_sweep(spec: SweepSpec) -> list[SweepTask]:
         data = (dataset, config.window, config.train_sequence)
         floor_id = f"floor-{dataset}-{stable_hash('floor', data, config.test_sequence, config.realism, length=8)}"
         shared.setdefault(floor_id, SweepTask(floor_id, "floor", config, (), dag_resources(SHARED_DAGS["floor"], config)))
-        needs = [floor_id]
-        cls = get_generator(generator)
+        needs = []  # not the floor: a run reaches it only after generating, by when the floor task has (nearly)
+        cls = get_generator(generator)  # finished; the stage lock makes a run that is early wait, not recompute
         if cls.needs_fit:  # keyed like the fit cache, without the data (the same for every task of a dataset)
             fit_id = f"fit-{generator}-{stable_hash('fit', data, generator, fit_config(cls, config.generator_params), length=8)}"
             shared.setdefault(fit_id, SweepTask(fit_id, "fit", config, (), dag_resources(SHARED_DAGS["fit"], config)))
@@ -422,11 +424,11 @@ class SweepOutcome:
 
 def run_sweep(spec: SweepSpec, out_dir: Path, data_root: str | None = None, address: str | None = None,
               runner: TaskRunner | None = None, max_retries: int = 2, progress: bool | None = None,
-              check_data: bool = True) -> SweepOutcome:
+              check_data: bool = True, fresh_workers: bool = True) -> SweepOutcome:
     """Plan the spec, skip the tasks a previous sweep finished, run the rest on Ray and log everything under
     one MLflow parent run per dataset. ``runner`` replaces the work of a task (tests); ``check_data`` checks
     every dataset's real sequences here first (``pipeline.check_inputs``) so a broken input fails before any
-    task is submitted."""
+    task is submitted. ``fresh_workers``: see ``cluster.run_tasks``."""
     from benchmark import cluster, experiment
     from benchmark.paths import require_writable
     from benchmark.pipeline import check_inputs
@@ -449,7 +451,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, data_root: str | None = None, addr
     status, counts = "FAILED", {}
     try:
         results = cluster.run_tasks(tasks, earlier, context, runner or run_task, address=address,
-                                    max_retries=max_retries, progress=progress)
+                                    max_retries=max_retries, progress=progress, fresh_workers=fresh_workers)
         counts = {s: sum(1 for r in results.status.values() if r == s) for s in ("done", "earlier", "failed", "blocked")}
         status = "FINISHED" if not counts["failed"] and not counts["blocked"] else "FAILED"
     except KeyboardInterrupt:

@@ -5,7 +5,8 @@ The tasks are cheap but go through the real machinery: the sweep's plan (ci prof
 registry), Ray scheduling with the tasks' DAG dependencies, the sweep's task records, an MLflow run per task
 nested under the sweep's parent run, and the stage cache (``Stages``, with its folder locks) for the work
 itself: a toy stage whose body records each execution. The pipeline's own stages are exercised by
-``tests/test_pipeline.py``; here a real ci run per task would take minutes.
+``tests/test_pipeline.py``; here a real ci run per task would take minutes. Workers are reused between tasks
+(``fresh_workers=False``): a fresh process per cheap task would spend the test's time importing MLflow.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def toy_runner(task: SweepTask, context: SweepContext) -> dict[str, Any]:
             os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-task, its MLflow run left RUNNING
 
         def body(out: Path) -> dict[str, Any]:
-            with open(root / "computed.log", "a") as fh:
-                fh.write(f"{task.id} {os.getpid()}\n")
+            begin = time.time()
             time.sleep(1.0)  # long enough that two tasks overlap
+            with open(root / "computed.log", "a") as fh:
+                fh.write(f"{task.id} {os.getpid()} {begin} {time.time()}\n")
             return {"seed": task.config.seed}
 
         Stages(root / "stages", task.config.dataset, log=lambda _line: None).run(task.kind, task.id, body)
@@ -99,20 +101,22 @@ def test_sweep_on_two_workers_retries_a_killed_worker_and_resumes_without_recomp
     victim = "run-mitogen-s1-"
     (out / "victim.txt").write_text(next(t.id for t in _plan(spec) if t.id.startswith(victim)))
 
-    first = run_sweep(spec, out, runner=toy_runner, max_retries=2, progress=False, check_data=False)
+    first = run_sweep(spec, out, runner=toy_runner, max_retries=2, progress=False, check_data=False, fresh_workers=False)
 
     # every task done: 1 floor + 1 fit (mitogen; `real` fits nothing) + 6 runs, despite the killed worker
     assert first.count("done") == 8 and not first.errors
     killed_pid = int((out / "killed-once").read_text())
     pids = {record["result"]["pid"] for record in first.records.values()}
     assert len(pids - {killed_pid}) >= 2, f"tasks ran in one worker process only: {pids}"
+    spans = sorted((float(line.split()[2]), float(line.split()[3])) for line in
+                   (out / "computed.log").read_text().splitlines())
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)), "no two tasks ran at once"
     assert first.records[(out / "victim.txt").read_text()]["result"]["pid"] != killed_pid  # retried elsewhere
     computed = (out / "computed.log").read_text().splitlines()
     assert len(computed) == 8 and len({line.split()[0] for line in computed}) == 8  # each stage once
-    # runs wait for their fit: no mitogen run's stage started before the fit's
-    order = [line.split()[0] for line in computed]
-    fit_at = next(i for i, t in enumerate(order) if t.startswith("fit-mitogen"))
-    assert all(i > fit_at for i, t in enumerate(order) if t.startswith("run-mitogen"))
+    # runs wait for their fit: every mitogen run's stage began after the fit's had ended
+    fit_end = next(float(line.split()[3]) for line in computed if line.startswith("fit-mitogen"))
+    assert all(float(line.split()[2]) >= fit_end for line in computed if line.startswith("run-mitogen"))
 
     # MLflow: one parent, FINISHED; under it 6 finished runs, 2 shared-stage tasks, and the killed attempt KILLED
     (parent,) = first.parent_runs.values()
@@ -126,7 +130,7 @@ def test_sweep_on_two_workers_retries_a_killed_worker_and_resumes_without_recomp
     assert not [r for r in children if r.info.status == "RUNNING"]
 
     # the same sweep again: every task is found finished, nothing is computed, no run is logged
-    again = run_sweep(spec, out, runner=toy_runner, progress=False, check_data=False)
+    again = run_sweep(spec, out, runner=toy_runner, progress=False, check_data=False, fresh_workers=False)
     assert again.count("earlier") == 8 and again.count("done") == 0
     assert again.parent_runs == first.parent_runs  # resumed under the same parent
     assert (out / "computed.log").read_text().splitlines() == computed
@@ -135,7 +139,7 @@ def test_sweep_on_two_workers_retries_a_killed_worker_and_resumes_without_recomp
     # without the task records (lost, or another --out for them) the stage cache still computes nothing
     for record in (first.folder / "tasks").glob("*.done.json"):
         record.unlink()
-    third = run_sweep(spec, out, runner=toy_runner, progress=False, check_data=False)
+    third = run_sweep(spec, out, runner=toy_runner, progress=False, check_data=False, fresh_workers=False)
     assert third.count("done") == 8
     assert (out / "computed.log").read_text().splitlines() == computed
 
@@ -153,7 +157,7 @@ def test_a_failing_task_is_marked_failed_and_blocks_only_what_needs_it(two_worke
                 raise RuntimeError("the fit diverged")
         return {"pid": os.getpid()}
 
-    outcome = run_sweep(spec, store / "out", runner=failing_fit, progress=False, check_data=False)
+    outcome = run_sweep(spec, store / "out", runner=failing_fit, progress=False, check_data=False, fresh_workers=False)
     status = {t.id.split("-")[0] + "-" + t.id.split("-")[1]: outcome.status[t.id] for t in outcome.tasks}
     assert status == {"floor-Fluo": "done", "fit-mitogen": "failed", "run-mitogen": "blocked", "run-real": "done"}
     fit_id = next(t.id for t in outcome.tasks if t.kind == "fit")
