@@ -463,6 +463,18 @@ def run_sweep(spec: SweepSpec, out_dir: Path, data_root: str | None = None, addr
                         time.perf_counter() - start)
 
 
+def recorded_outcome(spec: SweepSpec, out_dir: Path) -> SweepOutcome:
+    """What the task records under ``out_dir`` say of the sweep, without running anything (``--report-only``):
+    ``earlier`` for a finished task, ``not finished`` for the rest."""
+    tasks = plan_sweep(spec)
+    folder = sweep_folder(Path(out_dir).resolve(), spec)
+    records = {t.id: record for t in tasks if (record := read_done(folder, t.id)) is not None}
+    saved = json.loads((folder / "sweep.json").read_text()).get("parent_runs", {}) if (folder / "sweep.json").is_file() \
+        else {}
+    return SweepOutcome(tasks, {t.id: "earlier" if t.id in records else "not finished" for t in tasks}, records, {}, saved,
+                        folder, 0.0)
+
+
 def outcome_table(outcome: SweepOutcome) -> str:
     """The sweep's result: one Markdown row per run task (status, MLflow run, headline metrics)."""
     import pandas as pd
@@ -487,14 +499,15 @@ def _sweep_command(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     experiment.configure()
-    failures: list[str] = []
-    if not args.report_only:
+    if args.report_only:
+        outcome = recorded_outcome(spec, Path(args.out))
+    else:
         outcome = run_sweep(spec, Path(args.out), args.data_root, args.address, max_retries=args.max_retries,
                             progress=False if args.no_progress else None)
-        print(f"## Sweep {spec.name} ({outcome.seconds / 60:.1f} min; parent run "
-              f"{', '.join(outcome.parent_runs.values())})\n")
-        print(outcome_table(outcome))  # the result
-        failures = [f"{task.label}: {outcome.errors[task.id]}" for task in outcome.tasks if task.id in outcome.errors]
+    print(f"## Sweep {spec.name} ({outcome.count('done')} run now, {outcome.count('earlier')} earlier, "
+          f"{outcome.seconds / 60:.1f} min; MLflow parent run {', '.join(outcome.parent_runs.values()) or '–'})\n")
+    print(outcome_table(outcome))  # the result
+    failures = [f"{task.label}: {outcome.errors[task.id]}" for task in outcome.tasks if task.id in outcome.errors]
     if spec.name == SWEEP_NAME:  # the paper's Table 2, read back from the store
         for dataset in spec.datasets:
             for path in write_sweep_report(dataset, Path(spec.profile).stem, Path(args.out)):
@@ -519,7 +532,8 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)")
     sweep.add_argument("--max-retries", type=int, default=2, help="retries of a task whose worker died (default 2)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    sweep.add_argument("--report-only", action="store_true", help="only print Table 2 of a table2 sweep from the store")
+    sweep.add_argument("--report-only", action="store_true", help="run nothing: the tasks' state from their records "
+                       "under --out (and Table 2 of a table2 sweep from the store)")
     add_cache_argument(sweep)
     sweep.set_defaults(func=_sweep_command)
 

@@ -176,3 +176,37 @@ def _plan(spec):
     from benchmark.sweep import plan_sweep
 
     return plan_sweep(spec)
+
+
+@pytest.mark.slow
+def test_the_cli_sweeps_the_real_pipeline_on_local_ray_and_resumes(shared_assets: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmark sweep`` end to end: the `real` generator, ci profile, 2 seeds, on a local Ray instance
+    the command starts itself (minutes: StarDist and the tracker train twice, the floor is scored once)."""
+    from benchmark.cli import main
+
+    if ray.is_initialized():
+        ray.shutdown()  # the command starts its own local instance
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("SYNTHVID_CACHE", str(tmp_path / "cache"))
+    weights = Path(os.environ.get("HOME", "~")).expanduser() / ".cache" / "synthvid" / "weights"
+    if weights.is_dir():
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "weights").symlink_to(weights)
+    spec = tmp_path / "real.toml"
+    spec.write_text(SPEC.replace('["mitogen", "real"]', '["real"]').replace("[0, 1, 2]", "[0, 1]"))
+    args = ["sweep", str(spec), "--out", str(tmp_path / "out"), "--data-root", str(shared_assets), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("| done |") == 2
+    experiment.configure()
+    client = experiment_client()
+    (parent,) = [r for r in client.search_runs(
+        [client.get_experiment_by_name(experiment.experiment_name("Fluo-N2DH-GOWT1")).experiment_id],
+        "tags.stage = 'sweep'")]
+    runs = [r for r in child_runs(parent.info.run_id) if r.data.tags["stage"] == "run"]
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" and r.data.metrics.get("SEG", 0) > 0 for r in runs)
+    assert main(args) == 0  # again: nothing to run
+    assert capsys.readouterr().out.count("| earlier |") == 2

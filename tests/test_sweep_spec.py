@@ -9,6 +9,7 @@ import pytest
 from test_hostile import one_error_line, run_cli
 
 from benchmark.config import build_run_config
+from benchmark.stages import FIT
 from benchmark.sweep import SWEEPS_DIR, grid_points, load_spec, plan_sweep
 from generators.fit_cache import fit_config
 from generators.registry import get_generator
@@ -107,3 +108,28 @@ def test_a_missing_spec_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, _, err = run_cli(["sweep", tmp_path / "nope.toml", "--out", tmp_path / "out"], capsys)
     assert code == 2
     one_error_line(err, "nope.toml: sweep spec not found")
+
+
+def test_task_resources_follow_the_stage_and_fit_the_cluster() -> None:
+    """A network-training fit takes a GPU where a node has one and runs without elsewhere; a CUDA profile is
+    refused on a cluster without GPUs (it would wait forever); memory hints never exceed the largest node."""
+    import dataclasses
+
+    from benchmark.cluster import task_options
+
+    plan = plan_sweep(load_spec(SWEEPS_DIR / "ci-seeds.toml"))
+    tasks = {t.id.split("-")[1] if t.kind == "fit" else t.kind: t for t in plan}
+    cpu_node = {"CPU": 2.0, "memory": 8 * 2**30}
+    gpu_node = {"CPU": 16.0, "GPU": 1.0, "memory": 64 * 2**30}
+    task, options = task_options(tasks["bvdm"], [cpu_node], max_retries=2)
+    assert options["num_gpus"] == 0 and task.num_gpus == 0 and options["memory"] == 4 * 2**30
+    task, options = task_options(tasks["bvdm"], [cpu_node, gpu_node], max_retries=2)
+    assert options["num_gpus"] == 1 and task.num_gpus == 1  # the task body then fits on "cuda"
+    assert task_options(tasks["mitogen"], [gpu_node], max_retries=2)[1]["num_gpus"] == 0
+    _, options = task_options(tasks["run"], [{"CPU": 1.0, "memory": 2 * 2**30}], max_retries=0)
+    assert options["memory"] <= 0.9 * 2 * 2**30 and options["num_cpus"] == 1 and options["max_retries"] == 0
+    on_cuda = dataclasses.replace(tasks["bvdm"], config=build_run_config("paper", "Fluo-N2DH-GOWT1", "bvdm"))
+    on_cuda = dataclasses.replace(on_cuda, resources=FIT.resources(on_cuda.config))
+    with pytest.raises(ValueError, match="puts the generator on CUDA .* has no GPU"):
+        task_options(on_cuda, [cpu_node], max_retries=2)
+    assert task_options(on_cuda, [gpu_node], max_retries=2)[1]["num_gpus"] == 1
