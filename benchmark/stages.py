@@ -540,10 +540,11 @@ RUN_DAG: tuple[Stage, ...] = (FIT, GENERATE, FLOOR, REALISM, ORACLE, TRAIN_SEGME
                               EVAL_PARTIAL)
 #: ``python -m benchmark oracle``: the frame ceiling beside the floor, whatever the profile's ``oracle`` says
 ORACLE_DAG: tuple[Stage, ...] = (FIT, FLOOR, dataclasses.replace(ORACLE, when=_needs_fit))
-#: the stages a distributed sweep runs once and shares: one fit per distinct fit config (every seed and
-#: sampling-only grid point of it), one floor per dataset and realism protocol; every other stage of
-#: ``RUN_DAG`` depends on a seed or a sampling field and runs in a per-run task that finds these cached
-SHARED_DAGS: dict[str, tuple[Stage, ...]] = {"fit": (FIT,), "floor": (FLOOR,)}
+#: the stages a distributed sweep runs once and shares: per distinct fit config (every seed and sampling-only
+#: grid point of it) the fit and its frame ceiling (the oracle renders the real textures: no seed, no sampling
+#: field), per dataset and realism protocol the floor; every other stage of ``RUN_DAG`` depends on a seed or
+#: a sampling field and runs in a per-run task that finds these cached
+SHARED_DAGS: dict[str, tuple[Stage, ...]] = {"fit": (FIT, ORACLE), "floor": (FLOOR,)}
 
 
 def _log_result(res_dir: Path) -> None:

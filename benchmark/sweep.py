@@ -19,9 +19,9 @@ config), so a typo fails with one line naming the file before any task runs.
 
 Expansion (``plan_sweep``) follows the stage DAG (``benchmark.stages``): one ``floor`` task per dataset and
 realism protocol, one ``fit`` task per distinct fit config (the fit cache's key without the data: every seed
-and every sampling-only grid point of a generator share it), and one ``run`` task per (dataset, generator,
-seed, grid point) that waits for its fit (a Ray object ref) and then runs the whole pipeline, which finds
-the fit in the stage cache. Runs do not wait for the floor task: they need the floor only after generating,
+and every sampling-only grid point of a generator share it; with the fit's frame ceiling, the ``oracle``
+stage, when the profile runs it), and one ``run`` task per (dataset, generator, seed, grid point) that waits
+for its fit (a Ray object ref) and then runs the whole pipeline, which finds the fit in the stage cache. Runs do not wait for the floor task: they need the floor only after generating,
 by when it is done, and a run that gets there first waits on the stage's lock (so it is computed once)
 instead of every run idling behind it from the start. Grouping is only an optimisation: the stage cache's content keys
 decide what is computed, so a grouping that missed a sharing would cost time, never give a wrong result.
