@@ -98,9 +98,9 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
 def run_shared_stages(config: RunConfig, out_dir: Path, data_root: str | None, kind: str,
                       parent_run_id: str | None = None, tags: dict[str, str] | None = None,
                       fit_device: str | None = None) -> dict[str, Any]:
-    """Run the stages a sweep shares between its runs (``SHARED_DAGS[kind]``: the fit and its oracle, or the floor) on their
-    own, under one MLflow run tagged ``stage=<kind>-task``, so that every run needing them finds them in the
-    stage cache. ``fit_device``: fit on this device (a GPU the task was given) into the one fit cache first;
+    """Run the stages a sweep shares between its runs (``SHARED_DAGS[kind]``: the fit and its oracle, or the
+    floor) on their own, under one MLflow run tagged ``stage=<kind>-task``, so that every run needing them
+    finds them in the stage cache. ``fit_device``: fit on this device (a GPU the task was given) into the one fit cache first;
     the device is a runtime field, outside the fit key, so the fit stage then finds that fit and saves it
     with the profile's own device, as a later run on any machine expects."""
     from benchmark.stages import SHARED_DAGS

@@ -55,21 +55,35 @@ def table_rows(runs: pd.DataFrame, floor: pd.Series | None = None,
 SEED_LEVEL = 0.95
 
 
-def seed_interval(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
-    """Mean of one metric over seeds and its Student-t interval (``SEED_LEVEL``, n - 1 degrees of freedom);
-    the interval is None for fewer than 2 seeds. It measures how much the result moves with the run's seed
-    (generation, downstream training), which a single run's own interval cannot show."""
+#: the values a metric can take (None: unbounded): an interval is cut to them. The true mean lies inside, so
+#: the cut interval covers it whenever the uncut one does (with 2 seeds, t = 12.7 reaches far outside)
+METRIC_RANGE: dict[str, tuple[float | None, float | None]] = {
+    "SEG": (0.0, 1.0), "DET": (0.0, 1.0), "TRA": (0.0, 1.0), "FID": (0.0, None), "FVD": (0.0, None),
+    "ORACLE_FID": (0.0, None)}
+
+
+def seed_interval(values: Sequence[float], bounds: tuple[float | None, float | None] = (None, None)
+                  ) -> tuple[float | None, float | None, float | None]:
+    """Mean of one metric over seeds and its Student-t interval (``SEED_LEVEL``, n - 1 degrees of freedom), cut
+    to ``bounds``. It measures how much the result moves with the run's seed (generation, downstream
+    training), which a single run's own interval cannot show. No interval for fewer than 2 seeds, nor when
+    every seed gave the same value (a stage the seeds share, e.g. the frame ceiling of their one fit)."""
     from scipy import stats
 
     finite = [float(v) for v in values if _present(v)]
     if not finite:
         return None, None, None
     mean = sum(finite) / len(finite)
-    if len(finite) < 2:
+    if len(finite) < 2 or len(set(finite)) == 1:
         return mean, None, None
     sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
     half = float(stats.t.ppf(0.5 + SEED_LEVEL / 2, len(finite) - 1)) * sd / math.sqrt(len(finite))
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds[0] is not None:
+        low = max(low, bounds[0])
+    if bounds[1] is not None:
+        high = min(high, bounds[1])
+    return mean, low, high
 
 
 def aggregate_seeds(group: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> dict[str, Any]:
@@ -84,7 +98,8 @@ def aggregate_seeds(group: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS)
     row.update({"seed": None, "n_seeds": len(group), "seeds": ",".join(seeds), "run_ids": list(group["run_id"])})
     for name in metrics:
         if name in group.columns:
-            row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = seed_interval(list(group[name]))
+            row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = seed_interval(
+                list(group[name]), METRIC_RANGE.get(name, (None, None)))
     for column in group.columns:
         values = [v for v in group[column] if _present(v)]
         if column in set(REALISM_N.values()) and values:
@@ -113,8 +128,8 @@ def seed_table(runs: pd.DataFrame, floor: pd.Series | None = None, metrics: Sequ
         for _, group in per_run.groupby("generator", sort=False):
             rows.append(aggregate_seeds(group, metrics))
             if per_seed and len(group) > 1:
-                rows += [{**r, "n_seeds": 1, "seeds": str(r["seed"]), "seed_row": True}
-                         for r in group.to_dict("records")]
+                rows += sorted(({**r, "n_seeds": 1, "seeds": str(r["seed"]), "seed_row": True}
+                                for r in group.to_dict("records")), key=lambda r: _seed_order(str(r["seed"])))
     floor_rows = table_rows(runs.iloc[:0], floor, metrics) if floor is not None else pd.DataFrame()
     return pd.concat([pd.DataFrame(rows), floor_rows], ignore_index=True) if rows else floor_rows
 
@@ -208,8 +223,9 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
 INTERVAL_NOTE = (f"Values with intervals: point estimate at equal N [{INTERVAL_SUMMARY}]. "
                  "Lower is better for FVD/FID/KVD/KID.")
 SEED_NOTE = (f"A row over several seeds (seeds > 1) shows the mean over seeds [{SEED_LEVEL:.0%} Student-t interval of "
-             "the mean across seeds, seeds − 1 degrees of freedom: how much the result moves with the run's seed]; "
-             "N is the smallest over its runs.")
+             "the mean across seeds, seeds − 1 degrees of freedom, cut to the metric's range: how much the result "
+             "moves with the run's seed; none where every seed gave the same value]; N is the smallest over its "
+             "runs.")
 COLUMN_NOTE = ("FID∞: Fréchet distance extrapolated linearly in 1/N from subsamples (Chong & Forsyth 2020). "
                "frame ceiling FID: the real training textures rendered through the generator's own frame path "
                "(`python -m benchmark oracle`), i.e. what a perfect texture model reaches in that frame model.")

@@ -256,7 +256,7 @@ def test_table1_aggregates_seeds_and_shows_them_on_demand(data: ScoredData, tmp_
     mean = sum(values) / 2
     half = stats.t.ppf(0.975, 1) * abs(values[0] - values[1]) / math.sqrt(2) / math.sqrt(2)
     assert mitogen["n_seeds"] == 2 and mitogen["SEG"] == pytest.approx(mean)
-    assert (mitogen["SEG_ci_low"], mitogen["SEG_ci_high"]) == pytest.approx((mean - half, mean + half))
+    assert (mitogen["SEG_ci_low"], mitogen["SEG_ci_high"]) == pytest.approx((max(0, mean - half), min(1, mean + half)))
     assert mitogen["TRA"] == pytest.approx((seed0["TRA"] + seed1["TRA"]) / 2)
     per_seed = table[(table["generator"] == "mitogen") & table["seed_row"].notna()]
     assert sorted(per_seed["SEG"]) == pytest.approx(sorted(values))

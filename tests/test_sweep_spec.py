@@ -133,3 +133,17 @@ def test_task_resources_follow_the_stage_and_fit_the_cluster() -> None:
     with pytest.raises(ValueError, match="puts the generator on CUDA .* has no GPU"):
         task_options(on_cuda, [cpu_node], max_retries=2)
     assert task_options(on_cuda, [gpu_node], max_retries=2)[1]["num_gpus"] == 1
+
+
+def test_seed_interval_is_a_t_interval_cut_to_the_metric_range() -> None:
+    from scipy import stats
+
+    from reports.tables import seed_interval
+
+    mean, low, high = seed_interval([0.2, 0.3, 0.4])
+    half = stats.t.ppf(0.975, 2) * 0.1 / 3**0.5
+    assert (mean, low, high) == pytest.approx((0.3, 0.3 - half, 0.3 + half))
+    assert seed_interval([0.1, 0.9], (0.0, 1.0)) == pytest.approx((0.5, 0.0, 1.0))  # t(1) = 12.7: cut to [0, 1]
+    assert seed_interval([143.3, 143.3]) == (143.3, None, None)  # shared by the seeds: no spread to show
+    assert seed_interval([7.0, None, float("nan")]) == (7.0, None, None)
+    assert seed_interval([]) == (None, None, None)
