@@ -37,7 +37,8 @@ datasets = ["Fluo-N2DH-GOWT1"]
 
 def toy_runner(task: SweepTask, context: SweepContext) -> dict[str, Any]:
     """One task: an MLflow run under the sweep's parent holding one cached stage. The task named in
-    ``victim.txt`` kills its own worker process on its first attempt (``killed-once`` marks that it did)."""
+    ``victim.txt`` kills its own worker process on its first attempt (``killed-once`` marks that it did); with a
+    file ``slow``, run tasks take seconds."""
     from benchmark.stages import Stages
 
     root = context.out_dir
@@ -48,6 +49,8 @@ def toy_runner(task: SweepTask, context: SweepContext) -> dict[str, Any]:
         if victim.is_file() and victim.read_text() == task.id and not (root / "killed-once").exists():
             (root / "killed-once").write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-task, its MLflow run left RUNNING
+        if task.kind == "run" and (root / "slow").exists():
+            time.sleep(4.0)  # long enough to interrupt the sweep while its run is open
 
         def body(out: Path) -> dict[str, Any]:
             begin = time.time()
@@ -130,6 +133,7 @@ def test_sweep_on_two_workers_retries_a_killed_worker_and_resumes_without_recomp
     assert not [r for r in children if r.info.status == "RUNNING"]
 
     # the same sweep again: every task is found finished, nothing is computed, no run is logged
+    (out / "slow").unlink()
     again = run_sweep(spec, out, runner=toy_runner, progress=False, check_data=False, fresh_workers=False)
     assert again.count("earlier") == 8 and again.count("done") == 0
     assert again.parent_runs == first.parent_runs  # resumed under the same parent
@@ -170,6 +174,47 @@ def test_a_failing_task_is_marked_failed_and_blocks_only_what_needs_it(two_worke
     records = sorted(p.name for p in (outcome.folder / "tasks").glob("*.done.json"))
     assert len(records) == 2 and not any(name.startswith("fit-") for name in records)
     json.loads((outcome.folder / "sweep.json").read_text())  # the parent run is recorded for a resume
+
+
+def test_an_interrupted_sweep_is_killed_and_resumes_under_the_same_parent(two_workers: None, store: Path) -> None:
+    """Ctrl-C (SIGINT) of the driver while run tasks work: the parent and the runs it cancelled end KILLED,
+    finished tasks keep their records; the same sweep again runs only the rest, under the same parent."""
+    import threading
+
+    spec_path = store / "toy.toml"
+    spec_path.write_text(SPEC.replace("[0, 1, 2]", "[0, 1]"))
+    spec = load_spec(spec_path)
+    out = store / "out"
+    tasks_dir = out / "sweeps" / f"{spec.name}-{spec.digest}" / "tasks"
+
+    def interrupt_once_a_run_works() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(tasks_dir.glob("run-*.started.json")):
+            time.sleep(0.1)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    out.mkdir()
+    (out / "slow").touch()
+    threading.Thread(target=interrupt_once_a_run_works, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, out, runner=toy_runner, progress=False, check_data=False, fresh_workers=False)
+    parents = json.loads((tasks_dir.parent / "sweep.json").read_text())["parent_runs"]
+    (parent,) = parents.values()
+    client = experiment_client()
+    assert client.get_run(parent).info.status == "KILLED"
+    time.sleep(2.0)  # the cancelled workers are gone
+    statuses = [r.info.status for r in child_runs(parent)]
+    assert "RUNNING" not in statuses and "KILLED" in statuses
+    finished_before = {p.name for p in tasks_dir.glob("*.done.json")}
+    assert len(finished_before) < 6
+
+    (out / "slow").unlink()
+    again = run_sweep(spec, out, runner=toy_runner, progress=False, check_data=False, fresh_workers=False)
+    assert again.count("earlier") == len(finished_before) and again.count("done") == 6 - len(finished_before)
+    assert again.parent_runs == parents and client.get_run(parent).info.status == "FINISHED"
+    runs = [r for r in child_runs(parent) if r.data.tags["stage"] == "run" and r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["sweep_task"] for r in runs) == sorted(t.id for t in again.tasks if t.kind == "run")
 
 
 def _plan(spec):
