@@ -163,16 +163,19 @@ def start_run(
     tags: Mapping[str, str] | None = None,
     nested: bool = False,
     run_id: str | None = None,
+    parent_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open (or resume, with ``run_id``) a run; log the whole config as params and ``config.json``,
-    plus version, commit and device tags."""
+    plus version, commit and device tags. ``parent_run_id`` nests a top-level run of this process under
+    a run another process holds open (a sweep's parent: its tasks run in other processes)."""
     import mlflow
 
     experiment_id = ensure_experiment(experiment_name(dataset))
     if not nested and run_id is None:
         close_stale_runs(experiment_id)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=experiment_id,
-                          nested=nested, log_system_metrics=not nested and system_metrics_wanted()) as run:
+                          nested=nested, parent_run_id=parent_run_id,
+                          log_system_metrics=not nested and system_metrics_wanted()) as run:
         if run_id is None:
             all_tags = {f"version.{k}": v for k, v in package_versions().items()}
             all_tags.update({"device": device_name(), "machine_class": machine_class(), "cpu": cpu_description(),

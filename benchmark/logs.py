@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 #: the harness's own top-level packages: their loggers follow -v/-q
 PACKAGES = ("benchmark", "generators", "downstream", "reports")
@@ -38,11 +39,12 @@ def _levels(level: int) -> dict[str, int]:
 
 
 @contextmanager
-def cli_logging(level: int = logging.INFO) -> Iterator[logging.Handler]:
+def cli_logging(level: int = logging.INFO, stream: TextIO | None = None) -> Iterator[logging.Handler]:
     """One stderr handler on the root logger for the duration of a CLI command, then the previous levels,
     handlers and ``MLFLOW_LOGGING_LEVEL`` back: ``main`` called many times in one process (the tests do)
-    neither stacks handlers nor leaves its levels behind."""
-    handler = logging.StreamHandler(sys.stderr)  # the current stderr: a redirect or pytest's capture
+    neither stacks handlers nor leaves its levels behind. ``stream``: another destination than stderr (a
+    sweep task's log file: the task runs in a worker process whose stderr nobody reads)."""
+    handler = logging.StreamHandler(stream or sys.stderr)  # the current stderr: a redirect or pytest's capture
     handler.setFormatter(logging.Formatter(VERBOSE_FORMAT if level <= logging.DEBUG else PLAIN_FORMAT))
     levels = _levels(level)
     saved = {name: logging.getLogger(name).level for name in levels}

@@ -69,15 +69,18 @@ def check_run_config(config: RunConfig) -> None:
             raise ValueError(f"profile {config.profile!r}: run.{name} = {value} is out of range")
 
 
-def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None) -> dict[str, Any]:
-    """Run every stage of ``RUN_DAG`` for one generator; returns the summary row (metrics + stage times)."""
+def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None, parent_run_id: str | None = None,
+                  tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run every stage of ``RUN_DAG`` for one generator; returns the summary row (metrics + stage times).
+    ``parent_run_id`` and ``tags``: a sweep nests the run under its own parent run and tags it."""
     import mlflow
 
     out_dir = Path(out_dir)
     check_inputs(config, data_root, out_dir)
     run_name = f"{config.generator}-s{config.seed}-{config.profile}"
-    with experiment.start_run(run_name, config.dataset, config=config.to_dict(),
-                              tags={"generator": config.generator, "profile": config.profile, "stage": "run"}) as parent:
+    with experiment.start_run(run_name, config.dataset, config=config.to_dict(), parent_run_id=parent_run_id,
+                              tags={**(tags or {}), "generator": config.generator, "profile": config.profile,
+                                    "stage": "run"}) as parent:
         ctx = prepare_context(config, Stages(out_dir / config.dataset / "stages", config.dataset), data_root)
         log_run_inputs(ctx)
         if ctx.no_tracking is not None:  # a partial copy: SEG and DET on the frames that exist, TRA marked unavailable
@@ -95,6 +98,36 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
                     "result_dir": str(results["eval-real"].folder / res_name)})
         if ctx.no_tracking is not None:
             row["unavailable_TRA"] = ctx.no_tracking
+    return row
+
+
+def run_shared_stages(config: RunConfig, out_dir: Path, data_root: str | None, kind: str,
+                      parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+                      fit_device: str | None = None) -> dict[str, Any]:
+    """Run the stages a sweep shares between its runs (``SHARED_DAGS[kind]``: the fit and its oracle, or the
+    floor) on their own, under one MLflow run tagged ``stage=<kind>-task``, so that every run needing them
+    finds them in the stage cache. ``fit_device``: fit on this device (a GPU the task was given) into the one fit cache first;
+    the device is a runtime field, outside the fit key, so the fit stage then finds that fit and saves it
+    with the profile's own device, as a later run on any machine expects."""
+    from benchmark.stages import SHARED_DAGS
+
+    out_dir = Path(out_dir)
+    check_inputs(config, data_root, out_dir)
+    run_tags = {**(tags or {}), "profile": config.profile, "stage": f"{kind}-task"}
+    name = f"{kind}-{config.profile}"
+    if kind == "fit":  # a floor task belongs to no generator (its config is any run's of that dataset)
+        run_tags["generator"], name = config.generator, f"fit-{config.generator}-{config.profile}"
+    with experiment.start_run(name, config.dataset, config=config.to_dict(), parent_run_id=parent_run_id,
+                              tags=run_tags) as run:
+        ctx = prepare_context(config, Stages(out_dir / config.dataset / "stages", config.dataset), data_root)
+        if fit_device is not None and kind == "fit" and ctx.generator_cls.needs_fit:
+            from generators.fit_cache import fitted_generator
+
+            fitted_generator(config.generator, {**ctx.fit_params, "device": fit_device}, ctx.train)
+        results = run_dag(ctx, SHARED_DAGS[kind])
+        row: dict[str, Any] = {f"time_{r.name}_s": r.seconds for r in ctx.stages.results.values()}
+        row.update({"run_id": run.info.run_id, "folders": {name: str(r.folder) for name, r in results.items()},
+                    "cached_stages": [r.name for r in ctx.stages.results.values() if r.cached]})
     return row
 
 

@@ -305,11 +305,57 @@ def log_sample_frames(dataset_dir: Path, n: int = 3) -> None:
 Results = Mapping[str, StageResult]
 
 
+#: what a GPU means to a stage: never used, used when the cluster has one, or required (``device = "cuda"``)
+GPU_NONE, GPU_IF_AVAILABLE, GPU_REQUIRED = "none", "if-available", "required"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one stage reserves on a worker of a distributed sweep (Ray's ``num_cpus``, ``num_gpus``,
+    ``memory``). The scheduler packs tasks by these numbers, so they are declared where the work is known:
+    a stage that trains a network on a GPU gets one to itself, and a memory-hungry stage (StarDist, the
+    Inception/I3D features) is not packed beside another onto a node that cannot hold both. The numbers
+    are hints for the scheduler, measured loosely on the ``cpu`` profile; nothing enforces them."""
+
+    cpus: float = 1.0
+    gpu: str = GPU_NONE
+    memory_gb: float = 1.0
+
+    def merge(self, other: Resources) -> Resources:
+        """A task running both stages one after the other needs the larger of each."""
+        order = (GPU_NONE, GPU_IF_AVAILABLE, GPU_REQUIRED)
+        return Resources(max(self.cpus, other.cpus), max(self.gpu, other.gpu, key=order.index),
+                         max(self.memory_gb, other.memory_gb))
+
+
+def generator_device(config: RunConfig) -> str:
+    """The torch device the profile (or an override) gives the generator: ``cpu`` unless it says otherwise."""
+    return str(config.generator_params.get("device", "cpu"))
+
+
+def _fit_resources(config: RunConfig) -> Resources:
+    """A generator whose fit trains a network (``Generator.fit_accelerator``: BVDM's DDPM and flow,
+    CellCycleGAN's GAN) takes a GPU when the cluster has one; a profile that puts it on CUDA requires one."""
+    from generators.registry import get_generator
+
+    if generator_device(config).startswith("cuda"):
+        return Resources(gpu=GPU_REQUIRED, memory_gb=4.0)
+    accelerated = get_generator(config.generator).fit_accelerator
+    return Resources(gpu=GPU_IF_AVAILABLE if accelerated else GPU_NONE, memory_gb=4.0 if accelerated else 2.0)
+
+
+def _sampling_resources(config: RunConfig) -> Resources:
+    """Generating (and rendering the oracle) runs on the generator's configured device."""
+    return Resources(gpu=GPU_REQUIRED if generator_device(config).startswith("cuda") else GPU_NONE, memory_gb=3.0)
+
+
 @dataclass(frozen=True)
 class Stage:
     """One node of the DAG. ``key`` (with the stage name) names its cache folder: everything the output
     depends on, upstream stages by their folder names (which hash their own keys). ``body`` writes into
-    the stage's temporary folder and returns its metrics. ``when`` leaves a stage out of a run."""
+    the stage's temporary folder and returns its metrics. ``when`` leaves a stage out of a run.
+    ``resources`` is what a distributed sweep reserves for it (from the config alone: a sweep plans its
+    tasks before any data is read)."""
 
     name: str
     needs: tuple[str, ...]
@@ -319,6 +365,15 @@ class Stage:
     artifacts: Callable[[RunContext, Path], None] | None = None
     tags: Callable[[RunContext], dict[str, str] | None] = lambda ctx: None
     when: Callable[[RunContext], bool] = lambda ctx: True
+    resources: Callable[[RunConfig], Resources] = lambda config: Resources()
+
+
+def dag_resources(dag: Sequence[Stage], config: RunConfig) -> Resources:
+    """What one task that runs every stage of ``dag`` in turn must reserve: the largest need of each kind."""
+    total = Resources()
+    for stage in dag:
+        total = total.merge(stage.resources(config))
+    return total
 
 
 def run_stage(ctx: RunContext, stage: Stage, results: Results) -> StageResult:
@@ -443,26 +498,30 @@ def _needs_fit(ctx: RunContext) -> bool:
 
 FIT = Stage("fit", (), key=lambda ctx, r: ctx.fit_key, body=_fit,
             params=lambda ctx: {"generator": ctx.fit_params},
-            artifacts=lambda ctx, folder: log_small_artifacts(folder / "model", "model"))
+            artifacts=lambda ctx, folder: log_small_artifacts(folder / "model", "model"), resources=_fit_resources)
 GENERATE = Stage("generate", ("fit",), key=lambda ctx, r: (ctx.fit_key, ctx.sampling, ctx.spec.__dict__),
                  body=_generate, params=lambda ctx: {"spec": ctx.spec.__dict__, "sampling": ctx.sampling},
                  artifacts=lambda ctx, folder: (log_sample_frames(folder / "synthetic"),
-                                                log_synthetic_inputs(folder / "synthetic", ctx.config.generator)))
+                                                log_synthetic_inputs(folder / "synthetic", ctx.config.generator)),
+                 resources=_sampling_resources)
 FLOOR = Stage("floor", (), key=lambda ctx, r: (ctx.data_key, ctx.realism_key()), body=_floor,
               params=lambda ctx: ctx.config.realism, artifacts=lambda ctx, folder: realism_artifacts("floor.json")(folder),
-              tags=lambda ctx: {"generator": "real-vs-real", "profile": ctx.config.profile, **ctx.protocol_tags()})
+              tags=lambda ctx: {"generator": "real-vs-real", "profile": ctx.config.profile, **ctx.protocol_tags()},
+              resources=lambda config: Resources(memory_gb=3.0))
 REALISM = Stage("realism", ("generate",), key=lambda ctx, r: (r["generate"].folder.name, ctx.realism_key()),
                 body=_realism, params=lambda ctx: ctx.config.realism,
                 artifacts=lambda ctx, folder: realism_artifacts("realism.json")(folder),
-                tags=lambda ctx: ctx.protocol_tags(), when=_needs_fit)
+                tags=lambda ctx: ctx.protocol_tags(), when=_needs_fit, resources=lambda config: Resources(memory_gb=3.0))
 ORACLE = Stage("oracle", ("fit",), key=lambda ctx, r: (r["fit"].folder.name, ctx.realism_key(), ctx.train.name),
                body=_oracle, params=lambda ctx: ctx.config.realism,
                artifacts=lambda ctx, folder: realism_artifacts("oracle.json")(folder),
-               tags=lambda ctx: ctx.protocol_tags(), when=lambda ctx: _needs_fit(ctx) and ctx.config.oracle)
+               tags=lambda ctx: ctx.protocol_tags(), when=lambda ctx: _needs_fit(ctx) and ctx.config.oracle,
+               resources=_sampling_resources)
 TRAIN_SEGMENTER = Stage("train-segmenter", ("generate",),
                         key=lambda ctx, r: (r["generate"].folder.name, ctx.config.segmenter), body=_train_segmenter,
                         params=lambda ctx: ctx.config.segmenter,
-                        artifacts=lambda ctx, folder: log_history(folder / "stardist"))
+                        artifacts=lambda ctx, folder: log_history(folder / "stardist"),
+                        resources=lambda config: Resources(memory_gb=3.0))
 TRAIN_TRACKER = Stage("train-tracker", ("generate",), key=lambda ctx, r: (r["generate"].folder.name, ctx.config.tracker),
                       body=_train_tracker, params=lambda ctx: ctx.config.tracker,
                       artifacts=lambda ctx, folder: log_small_artifacts(folder / "tracker", "tracker"),
@@ -484,6 +543,11 @@ RUN_DAG: tuple[Stage, ...] = (FIT, GENERATE, FLOOR, REALISM, ORACLE, TRAIN_SEGME
                               EVAL_PARTIAL)
 #: ``python -m benchmark oracle``: the frame ceiling beside the floor, whatever the profile's ``oracle`` says
 ORACLE_DAG: tuple[Stage, ...] = (FIT, FLOOR, dataclasses.replace(ORACLE, when=_needs_fit))
+#: the stages a distributed sweep runs once and shares: per distinct fit config (every seed and sampling-only
+#: grid point of it) the fit and its frame ceiling (the oracle renders the real textures: no seed, no sampling
+#: field), per dataset and realism protocol the floor; every other stage of ``RUN_DAG`` depends on a seed or
+#: a sampling field and runs in a per-run task that finds these cached
+SHARED_DAGS: dict[str, tuple[Stage, ...]] = {"fit": (FIT, ORACLE), "floor": (FLOOR,)}
 
 
 def _log_result(res_dir: Path) -> None:

@@ -72,6 +72,9 @@ class Generator(ABC):
     sampling_fields: ClassVar[frozenset[str]] = frozenset()
     #: part of the fit cache key (``generators.fit_cache``): bump when a change to ``fit`` changes its result
     fit_version: ClassVar[int] = 1
+    #: whether ``fit`` trains a network that a GPU speeds up (a distributed sweep gives such a fit a GPU when
+    #: the cluster has one, and runs it there with ``device = "cuda"``, a runtime field outside the fit key)
+    fit_accelerator: ClassVar[bool] = False
 
     def __init__(self, config: GeneratorConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

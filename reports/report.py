@@ -24,6 +24,7 @@ from reports.runs import (
     latest_floor,
     latest_oracle,
     latest_per_generator,
+    latest_per_seed,
     metric,
     parent_runs,
     protocol_of,
@@ -36,9 +37,10 @@ from reports.tables import (
     COLUMN_NOTE,
     FLOOR_ROW,
     INTERVAL_NOTE,
+    SEED_NOTE,
     display_table,
     n_summary,
-    table_rows,
+    seed_table,
     to_markdown,
     unavailable_footnote,
     write_csv,
@@ -148,11 +150,11 @@ def paired_table(dataset: str, runs: pd.DataFrame, floor: pd.Series | None, n_bo
 
 
 def with_extra_profiles(dataset: str, runs: pd.DataFrame, extra_profiles: Sequence[str]) -> pd.DataFrame:
-    """Append the newest run per generator of other profiles (e.g. ``cpu-paper``: BVDM at the paper's training
-    budget) as rows named ``<generator> [<profile>]``; they pass the same protocol check as every row."""
+    """Append the newest run per generator and seed of other profiles (e.g. ``cpu-paper``: BVDM at the paper's
+    training budget) as rows named ``<generator> [<profile>]``; they pass the same protocol check as every row."""
     frames = [runs]
     for extra in extra_profiles:
-        more = latest_per_generator(parent_runs(dataset, extra))
+        more = latest_per_seed(parent_runs(dataset, extra))
         if more.empty:
             raise ValueError(f"no finished benchmark runs for {dataset} with profile {extra}")
         more = more.copy()
@@ -162,16 +164,20 @@ def with_extra_profiles(dataset: str, runs: pd.DataFrame, extra_profiles: Sequen
 
 
 def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path("runs"), log: bool = True,
-                 preview_frames: int = 16, n_boot: int = 200, extra_profiles: Sequence[str] = ()) -> Report:
-    """Table 1 (Markdown, CSV) and a self-contained HTML page for the newest parent run per generator."""
-    runs = latest_per_generator(parent_runs(dataset, profile))
-    if runs.empty:
+                 preview_frames: int = 16, n_boot: int = 200, extra_profiles: Sequence[str] = (),
+                 per_seed: bool = False) -> Report:
+    """Table 1 (Markdown, CSV) and a self-contained HTML page: one row per generator over the newest parent run
+    of each of its seeds (``seed_table``; ``per_seed`` adds a row per seed). The paired comparisons and the
+    samples use the newest run per generator."""
+    all_runs = latest_per_seed(parent_runs(dataset, profile))
+    if all_runs.empty:
         raise ValueError(f"no finished benchmark runs for {dataset}" + (f" (profile {profile})" if profile else "")
                          + f" in {experiment.tracking_uri()}; run `python -m benchmark run` first")
-    runs = with_extra_profiles(dataset, runs, extra_profiles)
+    all_runs = with_extra_profiles(dataset, all_runs, extra_profiles)
     floor = latest_floor(dataset, profile)
-    runs, excluded = comparable_runs(dataset, runs, floor)
-    table = with_oracles(dataset, profile, runs, table_rows(runs, floor))
+    all_runs, excluded = comparable_runs(dataset, all_runs, floor)
+    table = with_oracles(dataset, profile, all_runs, seed_table(all_runs, floor, per_seed=per_seed))
+    runs = latest_per_generator(all_runs)
     folder = report_folder(out_dir, dataset, profile)
     fig_dir = folder / "figures"
     title = f"Table 1 — {dataset}, profile {profile or 'any'}"
@@ -193,7 +199,8 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
 
     summary = Section("Table 1: downstream (SEG/DET/TRA on the real held-out sequence) and realism")
     summary.add_text(protocol)
-    summary.add_text(f"N: {n_summary(table)}. {INTERVAL_NOTE} {COLUMN_NOTE} Newest finished run per generator.")
+    summary.add_text(f"N: {n_summary(table)}. {INTERVAL_NOTE} {SEED_NOTE} {COLUMN_NOTE} Newest finished run per "
+                     "generator and seed.")
     if floor is None:
         summary.add_text("No real-vs-real floor run logged for this dataset and profile (the pipeline's floor stage).")
     summary.add_html(table_html(display_table(table)))
@@ -259,7 +266,7 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     provenance = Section("Runs")
     cols = [c for c in ("tags.generator", "run_id", "tags.mlflow.runName", "params.seed", "tags.git_commit",
                         "tags.device", "start_time") if c in runs.columns]
-    provenance.add_html(table_html(runs[cols].astype(str)))
+    provenance.add_html(table_html(all_runs[cols].astype(str)))
     provenance.add_text(f"MLflow store: {experiment.tracking_uri()}; experiment {experiment.experiment_name(dataset)}")
     sections.append(provenance)
 
@@ -268,7 +275,7 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     html_path = atomic_write_text(folder / "report.html", page)
     report = Report(folder, markdown, csv, html_path, table, written)
     if log:
-        report.run_id = log_report(report, dataset, profile, list(runs["run_id"]))
+        report.run_id = log_report(report, dataset, profile, list(all_runs["run_id"]))
     return report
 
 

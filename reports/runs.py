@@ -80,6 +80,18 @@ def latest_per_generator(runs: pd.DataFrame) -> pd.DataFrame:
     return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
 
 
+def latest_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """The newest run of every (generator, seed), in table order, newest seed first within a generator: the
+    runs a seed-aggregated Table 1 averages (a re-run of one seed replaces it, never counts twice)."""
+    if runs.empty:
+        return runs
+    ordered = runs.sort_values("start_time", ascending=False)
+    ordered = ordered.assign(**{"params.seed": _column(ordered, "params.seed")})
+    latest = ordered.drop_duplicates(subset=["tags.generator", "params.seed"], keep="first")
+    keys = [generator_sort_key(g) for g in latest["tags.generator"]]
+    return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
+
+
 def metric(row: Mapping[str, Any], name: str) -> float | None:
     """``metrics.<name>`` of a run row, trying the name as given, upper- and lower-case; None if absent/NaN."""
     for key in (name, name.upper(), name.lower()):

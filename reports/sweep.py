@@ -3,12 +3,16 @@
 Grid: T_f0 in {100, 200, 400, 600} at T_fnon0 = 10, and T_fnon0 in {0, 10, 30, 50, 200} at T_f0 = 200
 (T_fnon0 = 200 >= T_f0: every frame independent). Both are sampling-only fields, so every point
 reuses the fitted model (the pipeline's stage cache keys ``fit`` on the non-sampling params only).
-Each point's parent run is tagged ``sweep=table2`` and ``sweep_t_first``/``sweep_t_next`` afterwards
-(by ``benchmark.sweep``, which runs the grid; this module only defines it and reads the runs back).
+The grid runs as one sweep, ``benchmark/sweeps/table2.toml`` (``python -m benchmark sweep``): each point's
+parent run is tagged ``sweep=table2`` and ``grid.<param>`` = the JSON of its value (``benchmark.sweep``;
+runs of the earlier serial sweep carry ``sweep_t_first``/``sweep_t_next`` and are read too). This module
+only defines the grid and reads the runs back: a point run with several seeds is one row, the mean over
+seeds with a t-interval and ``n_seeds`` (``reports.tables.aggregate_seeds``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +23,13 @@ import pandas as pd
 from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
 from reports.markdown import markdown_table
-from reports.runs import TABLE_METRICS, metric, parent_runs
-from reports.tables import format_value, n_summary, write_csv
+from reports.runs import TABLE_METRICS, parent_runs
+from reports.tables import aggregate_seeds, format_value, n_summary, table_rows, write_csv
 
 SWEEP_NAME = "table2"
+#: BVDM's sampling parameters that the grid sets (the keys of ``benchmark/sweeps/table2.toml``'s ``[[grid]]``,
+#: fields of ``[generators.bvdm.sampling]``)
+T_FIRST_PARAM, T_NEXT_PARAM = "sampling.t_first", "sampling.t_next"
 T_FIRST_SERIES = (100, 200, 400, 600)
 T_NEXT_AT = 10
 T_NEXT_SERIES = (0, 10, 30, 50, 200)
@@ -37,8 +44,7 @@ class SweepPoint:
 
     @property
     def overrides(self) -> dict[str, int]:
-        """The point as generator parameters (``[generators.bvdm.sampling]`` fields, dotted)."""
-        return {"sampling.t_first": self.t_first, "sampling.t_next": self.t_next}
+        return {T_FIRST_PARAM: self.t_first, T_NEXT_PARAM: self.t_next}
 
 
 def sweep_points() -> list[SweepPoint]:
@@ -51,49 +57,69 @@ def sweep_points() -> list[SweepPoint]:
     return [SweepPoint(tf, tn, tuple(s)) for (tf, tn), s in series.items()]
 
 
+def point_of(run: pd.Series) -> tuple[int, int] | None:
+    """(T_f0, T_fnon0) of a sweep run: its ``grid.*`` tags (JSON values), else the serial sweep's tags."""
+    for first_tag, next_tag in ((f"tags.grid.{T_FIRST_PARAM}", f"tags.grid.{T_NEXT_PARAM}"),
+                                ("tags.sweep_t_first", "tags.sweep_t_next")):
+        first, after = run.get(first_tag), run.get(next_tag)
+        if isinstance(first, str) and isinstance(after, str):
+            return int(json.loads(first)), int(json.loads(after))
+    return None
+
+
 def sweep_table(dataset: str, profile: str | None, generator: str = "bvdm",
                 metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
-    """One row per (series, grid point) from the newest tagged run of each point; missing points are absent."""
+    """One row per (series, grid point) over the newest tagged run of each (point, seed): one seed as it is,
+    several as their mean and t-interval (``n_seeds``); missing points are absent."""
     runs = parent_runs(dataset, profile, sweep=SWEEP_NAME)
     if runs.empty:
         return pd.DataFrame()
     runs = runs[runs["tags.generator"] == generator].sort_values("start_time", ascending=False)
-    latest = runs.drop_duplicates(subset=["tags.sweep_t_first", "tags.sweep_t_next"], keep="first")
-    by_point = {(int(r["tags.sweep_t_first"]), int(r["tags.sweep_t_next"])): r for _, r in latest.iterrows()}
+    by_point: dict[tuple[int, int], list[pd.Series]] = {}
+    seen: set[tuple[tuple[int, int], str]] = set()
+    for _, run in runs.iterrows():
+        point, seed = point_of(run), str(run.get("params.seed"))
+        if point is not None and (point, seed) not in seen:
+            seen.add((point, seed))
+            by_point.setdefault(point, []).append(run)
     rows = []
     for point in sweep_points():
-        run = by_point.get((point.t_first, point.t_next))
-        if run is None:
+        group = by_point.get((point.t_first, point.t_next))
+        if not group:
             continue
+        summary = aggregate_seeds(table_rows(pd.DataFrame(group), None, metrics), metrics)
         for series in point.series:
             row: dict[str, Any] = {"series": series, "t_first": point.t_first, "t_next": point.t_next,
-                                   "independent": point.t_next >= point.t_first, "run_id": run["run_id"]}
+                                   "independent": point.t_next >= point.t_first, "run_id": summary["run_id"],
+                                   "n_seeds": summary["n_seeds"]}
             for name in metrics:
-                row[name] = metric(run, name)
-                row[f"{name}_ci_low"] = metric(run, f"{name}_ci_low")
-                row[f"{name}_ci_high"] = metric(run, f"{name}_ci_high")
+                for suffix in ("", "_ci_low", "_ci_high"):
+                    row[f"{name}{suffix}"] = summary.get(f"{name}{suffix}")
             for n_key in ("n_fid", "n_fvd"):
-                row[n_key] = metric(run, n_key)
+                row[n_key] = summary.get(n_key)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def sweep_display(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
-    """Strings for Markdown: series label, T_f0, T_fnon0 (marked when frames are independent) and each
-    metric that has a value somewhere (value [CI])."""
+    """Strings for Markdown: series label, T_f0, T_fnon0 (marked when frames are independent), each metric that
+    has a value somewhere (value [CI]) and the number of seeds."""
     shown = [m for m in metrics if m in table.columns and table[m].notna().any()]
     rows = []
     for _, row in table.iterrows():
         label = "T_f0 sweep" if row["series"] == "t_first" else "T_fnon0 sweep"
         t_next = f"{row['t_next']} (indep.)" if row["independent"] else str(row["t_next"])
         cells = {m: format_value(row[m], row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high")) for m in shown}
-        rows.append({"series": label, "T_f0": str(row["t_first"]), "T_fnon0": t_next, **cells})
-    return pd.DataFrame(rows, columns=["series", "T_f0", "T_fnon0", *shown])
+        seeds = row.get("n_seeds")
+        rows.append({"series": label, "T_f0": str(row["t_first"]), "T_fnon0": t_next, **cells,
+                     "seeds": str(int(seeds)) if seeds is not None and not pd.isna(seeds) else "–"})
+    return pd.DataFrame(rows, columns=["series", "T_f0", "T_fnon0", *shown, "seeds"])
 
 
 def sweep_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS) -> str:
     """Table 2 in Markdown: a title line, the N note and the table (``markdown_table``)."""
-    lines = [f"## {title}", "", f"N: {n_summary(table)}. T_fnon0 >= T_f0 means independent frames.", ""]
+    lines = [f"## {title}", "", f"N: {n_summary(table)}. T_fnon0 >= T_f0 means independent frames. A point run with "
+             "several seeds shows their mean [95 % t-interval across seeds].", ""]
     if table.empty:
         return "\n".join([*lines, "_no sweep runs found_", ""])
     lines.append(markdown_table(sweep_display(table, metrics), left=("series",)))

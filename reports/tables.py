@@ -4,6 +4,10 @@ Realism scores carry 95 % cluster-bootstrap CIs where the metrics layer logged t
 (``<metric>_ci_low/_ci_high``) and the N per side they were computed on (``n_fid``, ``n_fvd``); FVD
 with N < 400 (400-d features) and FID with N < 2048 (2048-d) are rank-deficient and marked with a dagger;
 KVD/KID are unbiased MMD estimates and need no such mark.
+
+Seeds: a generator run with several seeds (a sweep's ``seeds = [0, 1, ...]``) is one row with the mean over
+its newest run per seed and a Student-t interval of that mean across seeds, and ``n_seeds``
+(``seed_table``); ``report --per-seed`` adds a row per seed under it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,89 @@ def table_rows(runs: pd.DataFrame, floor: pd.Series | None = None,
         row.update(_metric_cells(floor, [m for m in metrics if m in REALISM_N]))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: the two-sided coverage of the across-seed interval
+SEED_LEVEL = 0.95
+
+
+#: the values a metric can take (None: unbounded): an interval is cut to them. The true mean lies inside, so
+#: the cut interval covers it whenever the uncut one does (with 2 seeds, t = 12.7 reaches far outside)
+METRIC_RANGE: dict[str, tuple[float | None, float | None]] = {
+    "SEG": (0.0, 1.0), "DET": (0.0, 1.0), "TRA": (0.0, 1.0), "FID": (0.0, None), "FVD": (0.0, None),
+    "ORACLE_FID": (0.0, None)}
+
+
+def seed_interval(values: Sequence[float], bounds: tuple[float | None, float | None] = (None, None)
+                  ) -> tuple[float | None, float | None, float | None]:
+    """Mean of one metric over seeds and its Student-t interval (``SEED_LEVEL``, n - 1 degrees of freedom), cut
+    to ``bounds``. It measures how much the result moves with the run's seed (generation, downstream
+    training), which a single run's own interval cannot show. No interval for fewer than 2 seeds, nor when
+    every seed gave the same value (a stage the seeds share, e.g. the frame ceiling of their one fit)."""
+    from scipy import stats
+
+    finite = [float(v) for v in values if _present(v)]
+    if not finite:
+        return None, None, None
+    mean = sum(finite) / len(finite)
+    if len(finite) < 2 or len(set(finite)) == 1:
+        return mean, None, None
+    sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+    half = float(stats.t.ppf(0.5 + SEED_LEVEL / 2, len(finite) - 1)) * sd / math.sqrt(len(finite))
+    low, high = mean - half, mean + half
+    if bounds[0] is not None:
+        low = max(low, bounds[0])
+    if bounds[1] is not None:
+        high = min(high, bounds[1])
+    return mean, low, high
+
+
+def aggregate_seeds(group: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> dict[str, Any]:
+    """One row for the runs of ``group`` (one generator, or one grid point, over seeds): a single run as it is
+    (with its own interval), several as ``seed_interval`` of each metric; N columns their smallest value,
+    stage times their mean, ``n_seeds`` and ``seeds`` the seeds it covers."""
+    first = group.iloc[0].to_dict()
+    seeds = sorted({str(s) for s in group.get("seed", pd.Series(dtype=object)) if _present(s)}, key=_seed_order)
+    if len(group) == 1:
+        return {**first, "n_seeds": 1, "seeds": ",".join(seeds)}
+    row: dict[str, Any] = {k: v for k, v in first.items() if not _is_number_column(k, metrics)}
+    row.update({"seed": None, "n_seeds": len(group), "seeds": ",".join(seeds), "run_ids": list(group["run_id"])})
+    for name in metrics:
+        if name in group.columns:
+            row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = seed_interval(
+                list(group[name]), METRIC_RANGE.get(name, (None, None)))
+    for column in group.columns:
+        values = [v for v in group[column] if _present(v)]
+        if column in set(REALISM_N.values()) and values:
+            row[column] = int(min(values))
+        elif column.startswith("time_") and values:
+            row[column] = sum(float(v) for v in values) / len(values)
+    return row
+
+
+def _seed_order(seed: str) -> tuple[int, str]:
+    return (int(seed), seed) if seed.isdigit() else (2**31, seed)
+
+
+def _is_number_column(column: str, metrics: Sequence[str]) -> bool:
+    base = column.removesuffix("_ci_low").removesuffix("_ci_high")
+    return base in metrics or column in set(REALISM_N.values()) or column.startswith("time_")
+
+
+def seed_table(runs: pd.DataFrame, floor: pd.Series | None = None, metrics: Sequence[str] = TABLE_METRICS,
+               per_seed: bool = False) -> pd.DataFrame:
+    """Table 1 over seeds: one row per generator (``aggregate_seeds`` of its newest run per seed), followed by
+    one row per seed (``seed_row``) when ``per_seed``, then the floor row."""
+    per_run = table_rows(runs, None, metrics)
+    rows: list[dict[str, Any]] = []
+    if not per_run.empty:
+        for _, group in per_run.groupby("generator", sort=False):
+            rows.append(aggregate_seeds(group, metrics))
+            if per_seed and len(group) > 1:
+                rows += sorted(({**r, "n_seeds": 1, "seeds": str(r["seed"]), "seed_row": True}
+                                for r in group.to_dict("records")), key=lambda r: _seed_order(str(r["seed"])))
+    floor_rows = table_rows(runs.iloc[:0], floor, metrics) if floor is not None else pd.DataFrame()
+    return pd.concat([pd.DataFrame(rows), floor_rows], ignore_index=True) if rows else floor_rows
 
 
 def unavailable_notes(run: pd.Series, metrics: Sequence[str]) -> dict[str, str]:
@@ -106,7 +193,8 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
     """Strings for Markdown/HTML: one column per metric (value [CI]), N per row, run id."""
     out = []
     for _, row in table.iterrows():
-        cells = {"generator": row["generator"]}
+        seed_row = _present(row.get("seed_row")) and bool(row.get("seed_row"))
+        cells = {"generator": f"{row['generator']} · seed {row['seed']}" if seed_row else row["generator"]}
         for name in metrics:
             if name not in table.columns:
                 continue
@@ -121,13 +209,23 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
         for n_key, label in (("n_fid", "N crops"), ("n_fvd", "N clips")):
             if n_key in table.columns:
                 cells[label] = str(int(row[n_key])) if _present(row[n_key]) else "–"
-        cells["run"] = str(row["run_id"])[:8] if _present(row.get("run_id")) else "–"
+        if "n_seeds" in table.columns:
+            cells["seeds"] = str(int(row["n_seeds"])) if _present(row["n_seeds"]) else "–"
+        run_ids = row.get("run_ids")
+        if isinstance(run_ids, list) and len(run_ids) > 1:
+            cells["run"] = f"{str(run_ids[0])[:8]} +{len(run_ids) - 1}"
+        else:
+            cells["run"] = str(row["run_id"])[:8] if _present(row.get("run_id")) else "–"
         out.append(cells)
     return pd.DataFrame(out)
 
 
 INTERVAL_NOTE = (f"Values with intervals: point estimate at equal N [{INTERVAL_SUMMARY}]. "
                  "Lower is better for FVD/FID/KVD/KID.")
+SEED_NOTE = (f"A row over several seeds (seeds > 1) shows the mean over seeds [{SEED_LEVEL:.0%} Student-t interval of "
+             "the mean across seeds, seeds − 1 degrees of freedom, cut to the metric's range: how much the result "
+             "moves with the run's seed; none where every seed gave the same value]; N is the smallest over its "
+             "runs.")
 COLUMN_NOTE = ("FID∞: Fréchet distance extrapolated linearly in 1/N from subsamples (Chong & Forsyth 2020). "
                "frame ceiling FID: the real training textures rendered through the generator's own frame path "
                "(`python -m benchmark oracle`), i.e. what a perfect texture model reaches in that frame model.")
@@ -148,7 +246,8 @@ def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_
                 protocol: str | None = None) -> str:
     """Table 1 in Markdown: a title line, the N note, the table (``markdown_table``) and its footnote."""
     shown = display_table(table, metrics)
-    lines = [f"## {title}", "", f"N: {n_summary(table)}. {INTERVAL_NOTE} {COLUMN_NOTE}", ""]
+    seeds = f" {SEED_NOTE}" if "n_seeds" in table.columns and (table["n_seeds"].fillna(1) > 1).any() else ""
+    lines = [f"## {title}", "", f"N: {n_summary(table)}. {INTERVAL_NOTE}{seeds} {COLUMN_NOTE}", ""]
     if protocol:
         lines[-1:-1] = [protocol, ""]
     if shown.empty:

@@ -2,7 +2,7 @@
 
 Built with ``ast`` from the source files (nothing heavy is imported), counting imports inside functions
 too: a lazy import is still a dependency. ``benchmark/`` holds two floors, so its orchestration modules
-(CLI, pipeline, sweep, gate) form their own node; every other module's node is its top-level package.
+(CLI, pipeline, stages, sweep, cluster, gate) form their own node; every other module's node is its top-level package.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("benchmark", "generators", "downstream", "reports")
 #: the top floor of ``benchmark/``: it may import everything; nothing below it imports it
 ORCHESTRATION = frozenset({"benchmark.__main__", "benchmark.cli", "benchmark.pipeline", "benchmark.stages",
-                           "benchmark.sweep", "benchmark.gate"})
+                           "benchmark.sweep", "benchmark.cluster", "benchmark.gate"})
 BASE = "benchmark"
 PLUGINS = frozenset({"generators", "downstream"})
 

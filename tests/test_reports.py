@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import shutil
 import subprocess
 import sys
@@ -28,10 +29,16 @@ from test_reports_data import (
 from benchmark import experiment
 from benchmark.cli import main
 from benchmark.ctc import CTCSequence
-from benchmark.sweep import run_sweep
 from reports.markdown import markdown_table
 from reports.runs import latest_per_generator, parent_runs
-from reports.sweep import SWEEP_NAME, sweep_points, sweep_table, write_sweep_report
+from reports.sweep import (
+    SWEEP_NAME,
+    T_FIRST_PARAM,
+    T_NEXT_PARAM,
+    sweep_points,
+    sweep_table,
+    write_sweep_report,
+)
 from reports.tables import FLOOR_ROW, display_table, n_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,6 +276,44 @@ def test_dagger_marks_rank_deficient_frechet_distances_only() -> None:
     assert "FID N < 2048" in n_summary(table) and "FVD N < 400" in n_summary(table)
 
 
+def test_table1_aggregates_seeds_and_shows_them_on_demand(data: ScoredData, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Two seeds of mitogen (one scored good, one broken: real, different SEG/TRA) are one Table 1 row: the
+    mean and a 95 % t-interval across the seeds, n_seeds 2; a re-run of seed 0 replaces it; ``--per-seed``
+    adds each seed's own row under it. A generator with one seed keeps its run's own interval."""
+    from scipy import stats
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_store(data, tmp_path / "store"))
+    stages = tmp_path / "stages"
+    scored = {"window": data.window, "stage_root": stages, "cache": data.cache, "realism": False}
+    log_scored_run("mitogen", "ci", synthetic_dir=data.noise_synthetic, res_dir=data.broken_res, seed=0, **scored)
+    seed0 = log_scored_run("mitogen", "ci", synthetic_dir=data.good_synthetic, res_dir=data.good_res, seed=0, **scored)
+    seed1 = log_scored_run("mitogen", "ci", synthetic_dir=data.noise_synthetic, res_dir=data.broken_res, seed=1,
+                           **scored)
+    bvdm = log_scored_run("bvdm", "ci", data.window, data.good_synthetic, data.good_res, stages, data.cache)
+    out = tmp_path / "out"
+    assert main(["report", "--dataset", DATASET, "--profile", "ci", "--out", str(out), "--no-log", "--per-seed"]) == 0
+    table = pd.read_csv(out / "reports" / f"{DATASET}-ci" / "table1.csv")
+    mitogen = table[(table["generator"] == "mitogen") & table["seed_row"].isna()].iloc[0]
+    values = [seed0["SEG"], seed1["SEG"]]
+    mean = sum(values) / 2
+    half = stats.t.ppf(0.975, 1) * abs(values[0] - values[1]) / math.sqrt(2) / math.sqrt(2)
+    assert mitogen["n_seeds"] == 2 and mitogen["SEG"] == pytest.approx(mean)
+    assert (mitogen["SEG_ci_low"], mitogen["SEG_ci_high"]) == pytest.approx((max(0, mean - half), min(1, mean + half)))
+    assert mitogen["TRA"] == pytest.approx((seed0["TRA"] + seed1["TRA"]) / 2)
+    per_seed = table[(table["generator"] == "mitogen") & table["seed_row"].notna()]
+    assert sorted(per_seed["SEG"]) == pytest.approx(sorted(values))
+    one = table[table["generator"] == "bvdm"].iloc[0]
+    assert one["n_seeds"] == 1 and (one["FID_ci_low"], one["FID_ci_high"]) == pytest.approx(
+        (bvdm["fid_ci_low"], bvdm["fid_ci_high"]))
+    markdown = capsys.readouterr().out
+    assert "| mitogen · seed 0 |" in markdown and "| mitogen · seed 1 |" in markdown
+    assert "Student-t interval of the mean across seeds" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| mitogen |"))
+    assert row.split("|")[-3].strip() == "2"  # the seeds column
+
+
 def test_sweep_grid_is_the_papers_table2() -> None:
     points = sweep_points()
     assert [(p.t_first, p.t_next) for p in points if "t_first" in p.series] == [(100, 10), (200, 10), (400, 10),
@@ -279,38 +324,44 @@ def test_sweep_grid_is_the_papers_table2() -> None:
 
 
 def test_sweep_runs_are_tagged_and_tabulated(logged: dict, data: ScoredData) -> None:
-    """run_sweep with a runner that logs a scored run per point (the real pipeline is exercised by
-    test_pipeline; here the BVDM fit would take far too long)."""
+    """Runs tagged as the sweep tags its grid points (``sweep_run_tags``) are read back into Table 2: one row
+    per (series, point), a point with two seeds as their mean and t-interval. The runs carry real scores;
+    the real pipeline on Ray is exercised by test_sweep_ray (here the BVDM fit would take far too long)."""
     from benchmark.metrics.ctc import ctc_scores
+    from benchmark.sweep import load_spec, sweep_run_tags
 
     scores = ctc_scores(data.good_res, CTCSequence(data.window, "02").gt_dir, ("SEG", "DET", "TRA"))
-    seen: list[dict] = []
+    spec = load_spec(ROOT / "benchmark" / "sweeps" / "table2.toml")
+    assert list(spec.grid) == [p.overrides for p in sweep_points()]  # the shipped spec IS the paper's grid
+    tra: dict[tuple[int, int], list[float]] = {}
+    for point in spec.grid:
+        t_first, t_next = point[T_FIRST_PARAM], point[T_NEXT_PARAM]
+        if t_first == 600:
+            continue  # a point that failed: absent from the table
+        for seed in (0, 1) if (t_first, t_next) == (200, 200) else (0,):
+            value = scores["TRA"] - t_next / 1000 - seed / 100
+            tra.setdefault((t_first, t_next), []).append(value)
+            tags = {"generator": "bvdm", "profile": "ci", "stage": "run",
+                    **sweep_run_tags(spec.name, spec.digest, f"run-{seed}", point)}
+            config = {"generator": "bvdm", "profile": "ci", "seed": seed, "generator_params": point}
+            with experiment.start_run(f"bvdm-s{seed}-ci", DATASET, config=config, tags=tags):
+                experiment.log_metrics({**scores, "TRA": value})
 
-    def runner(config, out_dir, data_root):
-        seen.append(dict(config.generator_params["sampling"]))
-        name = f"{config.generator}-s{config.seed}-{config.profile}"
-        tags = {"generator": config.generator, "profile": config.profile, "stage": "run"}
-        with experiment.start_run(name, config.dataset, config=config.to_dict(), tags=tags) as run:
-            if seen[-1]["t_first"] == 600:
-                raise RuntimeError("t_first beyond the scheduler's steps")
-            experiment.log_metrics({**scores, "TRA": scores["TRA"] - seen[-1]["t_next"] / 1000})
-        return {"run_id": run.info.run_id}
-
-    points = sweep_points()
-    rows, failures = run_sweep(DATASET, "ci", logged["root"] / "sweep", "bvdm", points=points, runner=runner)
-    assert [(s["t_first"], s["t_next"]) for s in seen] == [(p.t_first, p.t_next) for p in points]
-    assert len(rows) == 7 and len(failures) == 1 and "T_f0=600" in failures[0]
     table = sweep_table(DATASET, "ci", "bvdm")
     assert len(table) == 8  # 9 grid cells minus the failed (600, 10); (200, 10) appears on both lines
     indep = table[(table["t_first"] == 200) & (table["t_next"] == 200)].iloc[0]
-    assert bool(indep["independent"]) and indep["TRA"] == pytest.approx(scores["TRA"] - 0.2)
+    assert bool(indep["independent"]) and indep["n_seeds"] == 2
+    assert indep["TRA"] == pytest.approx(sum(tra[(200, 200)]) / 2)
+    assert indep["TRA_ci_low"] < indep["TRA"] < indep["TRA_ci_high"]
+    one = table[(table["t_first"] == 100)].iloc[0]
+    assert one["n_seeds"] == 1 and one["TRA"] == pytest.approx(tra[(100, 10)][0])
     # sweep runs stay out of Table 1
     assert logged["rows"]["bvdm"]["run_id"] in set(latest_per_generator(parent_runs(DATASET, "ci"))["run_id"])
-    assert set(parent_runs(DATASET, "ci", sweep=SWEEP_NAME)["tags.sweep_t_next"]) == {"0", "10", "30", "50", "200"}
+    assert set(parent_runs(DATASET, "ci", sweep=SWEEP_NAME)["tags.grid.t_next"]) == {"0", "10", "30", "50", "200"}
     paths = write_sweep_report(DATASET, "ci", logged["root"] / "sweep", "bvdm")
     assert {p.name for p in paths} == {"table2.md", "table2.csv", "table2.png"}
     md = paths[0].read_text()
-    assert "| T_fnon0 sweep | 200 | 200 (indep.) |" in md
+    assert "| T_fnon0 sweep | 200 | 200 (indep.) |" in md and md.rstrip().endswith("| 2 |")  # its last row: 2 seeds
 
 
 @pytest.mark.slow
@@ -349,6 +400,10 @@ def test_report_tables_go_through_the_one_writer(monkeypatch: pytest.MonkeyPatch
                             "FID_ci_high": 33.3, "n_fid": 2048}])
     text = tables.to_markdown(table1, "Table 1", metrics=("FID",))
     assert "| generator | FID | N crops | run |\n|---|---:|---:|---|\n| bvdm | 30.5 [28.1, 33.3] | 2048 | abcdef12 |\n" in text
+    seeds = table1.assign(n_seeds=2, run_ids=[["abcdef123456", "b"]])
+    text = tables.to_markdown(seeds, "Table 1", metrics=("FID",))
+    assert ("| generator | FID | N crops | seeds | run |\n|---|---:|---:|---:|---|\n"
+            "| bvdm | 30.5 [28.1, 33.3] | 2048 | 2 | abcdef12 +1 |\n") in text
 
     pairs = pd.DataFrame([{"comparison": "a − b", "metric": "FID", "n": 100, "difference": -1.5, "ci_low": -2.0,
                            "ci_high": -1.0, "excludes_zero": True}])
@@ -358,7 +413,8 @@ def test_report_tables_go_through_the_one_writer(monkeypatch: pytest.MonkeyPatch
     grid = pd.DataFrame([{"series": "t_next", "t_first": 200, "t_next": 200, "independent": True, "run_id": "r",
                           "TRA": 0.7, "TRA_ci_low": None, "TRA_ci_high": None, "n_fid": None, "n_fvd": None}])
     text = sweep.sweep_markdown(grid, "Table 2", metrics=("TRA",))
-    assert text.endswith("| series | T_f0 | T_fnon0 | TRA |\n|---|---:|---:|---:|\n| T_fnon0 sweep | 200 | 200 (indep.) | 0.7 |\n")
+    assert text.endswith("| series | T_f0 | T_fnon0 | TRA | seeds |\n|---|---:|---:|---:|---:|\n"
+                         "| T_fnon0 sweep | 200 | 200 (indep.) | 0.7 | – |\n")
 
     calls: list[list[str]] = []
     for module in (tables, comparisons, sweep):
@@ -367,7 +423,7 @@ def test_report_tables_go_through_the_one_writer(monkeypatch: pytest.MonkeyPatch
     comparisons.comparisons_markdown(pairs, "Table 1b")
     sweep.sweep_markdown(grid, "Table 2", metrics=("TRA",))
     assert calls == [["generator", "FID", "N crops", "run"], ["comparison", "FID", "N FID"],
-                     ["series", "T_f0", "T_fnon0", "TRA"]]
+                     ["series", "T_f0", "T_fnon0", "TRA", "seeds"]]
 
 
 def test_no_other_module_writes_markdown_table_rows() -> None:

@@ -91,7 +91,7 @@ def broken_result(window: Path, res_dir: Path, seed: int = 0, per_frame: int = 1
 
 
 def log_scored_run(generator: str, profile: str, window: Path, synthetic_dir: Path, res_dir: Path, stage_root: Path,
-                   cache: Path, realism: bool = True, tags: dict[str, str] | None = None) -> dict[str, Any]:
+                   cache: Path, realism: bool = True, tags: dict[str, str] | None = None, seed: int = 0) -> dict[str, Any]:
     """One parent run with generate / realism / eval-real stage runs; metrics from real scoring."""
     from benchmark.metrics.ctc import ctc_scores
     from benchmark.metrics.realism import realism_scores
@@ -99,8 +99,8 @@ def log_scored_run(generator: str, profile: str, window: Path, synthetic_dir: Pa
     experiment.configure()
     test_seq = CTCSequence(window, REFERENCE)
     all_tags = {"generator": generator, "profile": profile, "stage": "run", **protocol(), **(tags or {})}
-    config = {"generator": generator, "profile": profile, "seed": 0, "synthetic": str(synthetic_dir)}
-    with experiment.start_run(f"{generator}-s0-{profile}", DATASET, config=config, tags=all_tags) as parent:
+    config = {"generator": generator, "profile": profile, "seed": seed, "synthetic": str(synthetic_dir)}
+    with experiment.start_run(f"{generator}-s{seed}-{profile}", DATASET, config=config, tags=all_tags) as parent:
         stages = Stages(stage_root / parent.info.run_id, DATASET, log=lambda _msg: None)
 
         def generate(out: Path) -> dict[str, Any]:

@@ -158,6 +158,7 @@ class BVDMConfig(GeneratorConfig):
 @register_generator("bvdm")
 class BVDMGenerator(Generator):
     config_class = BVDMConfig
+    fit_accelerator = True  # DDPM + flow training: a sweep gives the fit a GPU when the cluster has one
     # the ablation (paper's Table 2) sweeps the sampling section without refitting the DDPM and flow model
     sampling_fields = frozenset({"sampling"})
     config: BVDMConfig

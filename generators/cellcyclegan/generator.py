@@ -65,6 +65,7 @@ class CellCycleGANGenerator(Generator):
     """Conditional-GAN texturing of the shared mask videos (see the module docstring)."""
 
     config_class = CellCycleGANConfig
+    fit_accelerator = True  # a GAN: a sweep gives its fit a GPU when the cluster has one
     config: CellCycleGANConfig
 
     def __init__(self, config: CellCycleGANConfig | None = None) -> None:
