@@ -357,7 +357,7 @@ def test_sweep_runs_are_tagged_and_tabulated(logged: dict, data: ScoredData) -> 
     assert one["n_seeds"] == 1 and one["TRA"] == pytest.approx(tra[(100, 10)][0])
     # sweep runs stay out of Table 1
     assert logged["rows"]["bvdm"]["run_id"] in set(latest_per_generator(parent_runs(DATASET, "ci"))["run_id"])
-    assert set(parent_runs(DATASET, "ci", sweep=SWEEP_NAME)["tags.grid.t_next"]) == {"0", "10", "30", "50", "200"}
+    assert set(parent_runs(DATASET, "ci", sweep=SWEEP_NAME)[f"tags.grid.{T_NEXT_PARAM}"]) == {"0", "10", "30", "50", "200"}
     paths = write_sweep_report(DATASET, "ci", logged["root"] / "sweep", "bvdm")
     assert {p.name for p in paths} == {"table2.md", "table2.csv", "table2.png"}
     md = paths[0].read_text()
