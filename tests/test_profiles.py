@@ -30,27 +30,21 @@ def test_an_unknown_section_or_key_is_refused_at_load(tmp_path: Path, text: str,
     assert named in str(info.value) and "\n" not in str(info.value)
 
 
-def test_the_cli_refuses_a_bad_profile_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("generator", "text", "needles"), [
+    ("mitogen", '[segmentor]\nepochs = 3\n', ["[segmentor]"]),
+    ("bvdm", '[generators.bvdm.ddpm]\niteration = 3\n',
+     ["profile 'typo'", "generators.bvdm.ddpm: unknown parameters ['iteration']"]),
+])
+def test_the_cli_refuses_a_bad_profile_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       generator: str, text: str, needles: list[str]) -> None:
+    """An unknown section, or a typo inside a nested generator section, is one line before any work."""
     path = tmp_path / "typo.toml"
-    path.write_text('extends = "ci"\n[segmentor]\nepochs = 3\n')
+    path.write_text('extends = "ci"\n' + text)
     out = tmp_path / "runs"
-    code = main(["run", "--generator", "mitogen", "--dataset", "Fluo-N2DH-GOWT1", "--profile", str(path),
+    code = main(["run", "--generator", generator, "--dataset", "Fluo-N2DH-GOWT1", "--profile", str(path),
                  "--out", str(out)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "[segmentor]" in err and len(err.splitlines()) == 1
-    assert not out.exists()
-
-
-def test_a_typo_in_a_nested_generator_section_is_refused_before_any_work(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "typo.toml"
-    path.write_text('extends = "ci"\n[generators.bvdm.ddpm]\niteration = 3\n')
-    out = tmp_path / "runs"
-    code = main(["run", "--generator", "bvdm", "--dataset", "Fluo-N2DH-GOWT1", "--profile", str(path),
-                 "--out", str(out)])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
-    assert "profile 'typo'" in err and "generators.bvdm.ddpm: unknown parameters ['iteration']" in err
+    assert code == 2 and len(err.splitlines()) == 1 and all(needle in err for needle in needles)
     assert not out.exists()
 
 
