@@ -4,8 +4,13 @@
              nearest-neighbour LAP baseline, both linking GT-derived full masks of 02 -> TRA/DET.
   segmenter: short StarDist trained on 01 full masks (exported as SEG), applied to 02 -> SEG/DET/TRA
              (tracked with the learned tracker).
+  thresholds: the real row's StarDist as the pipeline trains it (the --profile's [segmenter], default cpu),
+             scored on 02 with the thresholds StarDist's optimize_thresholds fits on 01's held-out frames,
+             with StarDist's defaults, and over a probability sweep; plus the validation frames' misses and
+             false positives at each probability (why the fitted threshold is not the default).
 
-Usage: .venv/bin/python scripts/downstream_real.py {tracker,segmenter,all} [--out DIR] [--epochs N] [--steps N] [--patch PX] [--lr LR]
+Usage: .venv/bin/python scripts/downstream_real.py {tracker,segmenter,thresholds,all} [--out DIR] [--epochs N]
+       [--steps N] [--patch PX] [--lr LR] [--profile P]
 """
 
 from __future__ import annotations
@@ -21,7 +26,12 @@ from tqdm.auto import tqdm
 from benchmark.ctc import CTCSequence, validate_result, write_sequence
 from benchmark.ctc.crops import full_masks
 from benchmark.metrics.ctc import ctc_scores
-from downstream.segmenter import SegmenterConfig, segment_sequence, train_segmenter
+from downstream.segmenter import (
+    STARDIST_DEFAULT_THRESHOLDS,
+    SegmenterConfig,
+    segment_sequence,
+    train_segmenter,
+)
 from downstream.tracker import TrackerConfig, track_nearest, track_sequence, train_tracker
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "ctc" / "Fluo-N2DH-GOWT1"
@@ -86,14 +96,75 @@ def run_segmenter(out: Path, epochs: int, steps: int, patch: int, lr: float) -> 
     return result
 
 
+def _scored_at(model_dir: Path, tracker: Path, test: CTCSequence, prob: float, nms: float, out: Path) -> dict:
+    """SEG/DET/TRA (+ missed/spurious counts) of the model on ``test`` at the given thresholds."""
+    from downstream.normalize import normalize_image
+    from downstream.segmenter import load_segmenter, rescale_image, rescale_labels
+
+    model = load_segmenter(model_dir)
+    scale = json.loads((model_dir / "training.json").read_text())["scale"]
+    masks = []
+    for t in tqdm(range(test.n_frames), desc=f"02 at prob {prob:.2f} nms {nms:.2f}", leave=False):
+        image = test.image(t)
+        labels, _ = model.predict_instances(rescale_image(normalize_image(image), scale), prob_thresh=prob,
+                                            nms_thresh=nms, verbose=False)
+        masks.append(rescale_labels(labels, image.shape).astype(np.uint16))
+    res = track_sequence(tracker, test, masks, out / f"02_RES_p{prob:.3f}_n{nms:.2f}", overwrite=True)
+    scores = ctc_scores(res, test.gt_dir, ("SEG", "DET", "TRA"))
+    return {"prob": prob, "nms": nms, **scores}
+
+
+def _validation_errors(model_dir: Path, train_dir: Path, probs: list[float], nms: float) -> list[dict]:
+    """Misses and false positives (IoU 0.5) on the segmenter's own validation frames at each probability."""
+    from stardist.matching import matching_dataset
+
+    from downstream.segmenter import _load, load_segmenter, split_frames
+
+    training = json.loads((model_dir / "training.json").read_text())
+    model = load_segmenter(model_dir)
+    _, val_pairs = split_frames(train_dir, training["config"]["n_val"])
+    val = _load(val_pairs, "validation frames", True, training["scale"])
+    rows = []
+    for prob in probs:
+        pred = [model.predict_instances(x, prob_thresh=prob, nms_thresh=nms, verbose=False)[0] for x in val.images]
+        match = matching_dataset(val.masks, pred, thresh=0.5, show_progress=False)
+        rows.append({"prob": prob, "nms": nms, "frames": len(pred), "missed": match.fn, "spurious": match.fp})
+    return rows
+
+
+def run_thresholds(out: Path, profile: str) -> dict:
+    from benchmark.config import build_run_config, config_from_dict
+
+    train_dir = export_full(DATA, "01", out / "gowt1_01_full")
+    segmenter = build_run_config(profile, "Fluo-N2DH-GOWT1", "real").segmenter
+    config = config_from_dict(SegmenterConfig, {**segmenter, "thresholds": "optimize"})
+    t0 = time.perf_counter()
+    model = train_segmenter(train_dir, config, out / f"stardist_{profile}_01", overwrite=True)
+    train_s = time.perf_counter() - t0
+    tracker = out / "tracker_gowt1_01"
+    if not tracker.is_dir():
+        tracker, _ = train_01_tracker(out)
+    fitted = json.loads((model / "training.json").read_text())["thresholds"]
+    test = CTCSequence(DATA, "02")
+    default = STARDIST_DEFAULT_THRESHOLDS
+    rows = [{"thresholds": "optimize (fitted on 01's held-out frames)",
+             **_scored_at(model, tracker, test, fitted["prob"], fitted["nms"], out)},
+            {"thresholds": "default (StarDist's)", **_scored_at(model, tracker, test, default["prob"], default["nms"], out)}]
+    rows += [{"thresholds": "sweep", **_scored_at(model, tracker, test, prob, default["nms"], out)} for prob in (0.3, 0.7)]
+    probs = [0.3, 0.5, 0.7, 0.8, round(fitted["prob"], 3)]
+    return {"profile": profile, "train_seconds": train_s, "fitted": fitted, "on_02": rows,
+            "validation": _validation_errors(model, train_dir, probs, default["nms"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["tracker", "segmenter", "all"])
+    parser.add_argument("what", choices=["tracker", "segmenter", "thresholds", "all"])
     parser.add_argument("--out", type=Path, default=Path("runs/downstream_real"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--profile", default="cpu", help="profile whose [segmenter] the thresholds mode trains")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report = {}
@@ -101,6 +172,8 @@ def main() -> None:
         report["tracker"] = run_tracker(args.out)
     if args.what in ("segmenter", "all"):
         report["segmenter"] = run_segmenter(args.out, args.epochs, args.steps, args.patch, args.lr)
+    if args.what == "thresholds":
+        report["thresholds"] = run_thresholds(args.out, args.profile)
     (args.out / f"report_{args.what}.json").write_text(json.dumps(report, indent=1))
     for part, values in report.items():
         print(part, json.dumps({k: v for k, v in values.items() if k not in ("summary", "training")}, indent=1))

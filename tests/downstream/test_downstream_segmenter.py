@@ -14,6 +14,7 @@ from benchmark.ctc import CTCFormatError, CTCSequence, window_sequence, write_se
 from benchmark.ctc.crops import full_masks
 from downstream.normalize import normalize_image
 from downstream.segmenter import (
+    STARDIST_DEFAULT_THRESHOLDS,
     SegmenterConfig,
     effective_patch_size,
     load_segmenter,
@@ -86,11 +87,33 @@ def test_trains_writes_folder_and_predicts_label_frames(trained: Path, test_sequ
     for frame in labels:
         assert frame.dtype == np.uint16 and frame.shape == test_sequence.frame_shape
 
-    model = load_segmenter(trained)  # reload gives the optimised thresholds and the same prediction
+    model = load_segmenter(trained)  # reload gives StarDist's default thresholds and the same prediction
     thresholds = json.loads((trained / "thresholds.json").read_text())
-    assert model.thresholds.prob == pytest.approx(thresholds["prob"])
+    assert thresholds == STARDIST_DEFAULT_THRESHOLDS == {"prob": 0.5, "nms": 0.4}
+    assert summary["threshold_policy"] == "default" and summary["threshold_frames"] == 0
+    assert summary["thresholds"] == thresholds
+    assert (model.thresholds.prob, model.thresholds.nms) == (0.5, 0.4)
     again, _ = model.predict_instances(normalize_image(test_sequence.image(0)), show_tile_progress=False)
     assert np.array_equal(again.astype(np.uint16), labels[0])
+
+
+def test_optimize_policy_fits_thresholds_on_validation_frames(full_window: Path, tmp_path: Path) -> None:
+    """'optimize' runs StarDist's optimize_thresholds on held-out TRAINING frames (sequence 02 of the window
+    here, never a test sequence) and the model folder predicts with what it found."""
+    config = SegmenterConfig(**{**TINY.__dict__, "epochs": 1, "steps_per_epoch": 2, "thresholds": "optimize"})
+    model_dir = train_segmenter(full_window, config, tmp_path / "stardist_opt", progress=False)
+    summary = json.loads((model_dir / "training.json").read_text())
+    fitted = json.loads((model_dir / "thresholds.json").read_text())
+    assert summary["threshold_policy"] == "optimize" and summary["threshold_frames"] == 2
+    assert summary["thresholds"] == fitted and set(fitted) == {"prob", "nms"}
+    assert 0.0 < fitted["prob"] < 1.0 and fitted["nms"] in (0.3, 0.4, 0.5)
+    model = load_segmenter(model_dir)
+    assert (model.thresholds.prob, model.thresholds.nms) == pytest.approx((fitted["prob"], fitted["nms"]))
+
+
+def test_unknown_threshold_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"thresholds must be one of \['default', 'optimize'\], got 'best'"):
+        SegmenterConfig(thresholds="best")
 
 
 def test_existing_model_folder_is_not_overwritten(trained: Path, full_window: Path) -> None:
