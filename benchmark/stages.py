@@ -448,11 +448,21 @@ def _oracle(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
     return _upper_realism(scores, "ORACLE_")
 
 
+def segmenter_params(ctx: RunContext) -> dict[str, Any]:
+    """The segmenter's whole config, every default included: the stage key and the logged params, so that a
+    changed default (e.g. the threshold policy) is a new stage, not a stale cached model."""
+    from benchmark.config import config_from_dict, config_to_dict
+    from downstream.segmenter import SegmenterConfig
+
+    return config_to_dict(config_from_dict(SegmenterConfig, {"seed": ctx.config.seed, **ctx.config.segmenter},
+                                           where="segmenter"))
+
+
 def _train_segmenter(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
     from benchmark.config import config_from_dict
     from downstream.segmenter import SegmenterConfig, train_segmenter
 
-    config = config_from_dict(SegmenterConfig, {"seed": ctx.config.seed, **ctx.config.segmenter})
+    config = config_from_dict(SegmenterConfig, segmenter_params(ctx))
     train_segmenter(results["generate"].folder / "synthetic", config, out / "stardist")
     history_file = out / "stardist" / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else {}
@@ -518,8 +528,8 @@ ORACLE = Stage("oracle", ("fit",), key=lambda ctx, r: (r["fit"].folder.name, ctx
                tags=lambda ctx: ctx.protocol_tags(), when=lambda ctx: _needs_fit(ctx) and ctx.config.oracle,
                resources=_sampling_resources)
 TRAIN_SEGMENTER = Stage("train-segmenter", ("generate",),
-                        key=lambda ctx, r: (r["generate"].folder.name, ctx.config.segmenter), body=_train_segmenter,
-                        params=lambda ctx: ctx.config.segmenter,
+                        key=lambda ctx, r: (r["generate"].folder.name, segmenter_params(ctx)), body=_train_segmenter,
+                        params=segmenter_params,
                         artifacts=lambda ctx, folder: log_history(folder / "stardist"),
                         resources=lambda config: Resources(memory_gb=3.0))
 TRAIN_TRACKER = Stage("train-tracker", ("generate",), key=lambda ctx, r: (r["generate"].folder.name, ctx.config.tracker),

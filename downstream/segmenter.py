@@ -9,10 +9,10 @@ sequence is never used for any choice.
 
 Detection thresholds (``SegmenterConfig.thresholds``): StarDist's own defaults (prob 0.5, NMS 0.4) unless
 a profile asks for ``"optimize"``. Optimising on the held-out frames of ONE training video overfits: on
-GOWT1 01's last 14 frames the cpu-profile model finds every nucleus at every probability threshold, so
-the optimiser climbs to the point where the last false positive vanishes (prob 0.86), and on the real
-held-out sequence that threshold misses one nucleus in eight (SEG 0.764 / TRA 0.876 vs 0.862 / 0.979 at
-the defaults; ``scripts/downstream_real.py thresholds``). The CTC measures the benchmark scores with
+GOWT1 01's last 14 frames a model trained 1 500 steps misses no nucleus anywhere from prob 0.3 to 0.8, so
+the optimiser climbs to where the last false positive vanishes (prob 0.82), and on the real held-out
+sequence that threshold misses about one nucleus in eight: SEG 0.732 / TRA 0.870, against 0.842 / 0.971
+at the defaults (``scripts/downstream_real.py thresholds``). The CTC measures the benchmark scores with
 weight a missed cell ten times a spurious one, so a threshold chosen on frames where nothing is missed is
 biased the costly way.
 
@@ -135,9 +135,10 @@ def rescale_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
 
 
-def _load(pairs: list[tuple[CTCSequence, int]], desc: str, progress: bool, scale: float = 1.0) -> _Frames:
+def load_frames(pairs: list[tuple[CTCSequence, int]], desc: str, progress: bool, scale: float = 1.0) -> _Frames:
     from stardist import fill_label_holes
 
+    """Normalised images rescaled by ``scale`` and their label masks (holes filled), as StarDist trains on them."""
     out = _Frames([], [], [])
     for seq, t in tqdm(pairs, desc=desc, disable=not progress, leave=False):
         image, mask = seq.image(t), seq.seg(t)
@@ -231,8 +232,8 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
     train_pairs, val_pairs = split_frames(dataset_dir, config.n_val)
     train_pairs = _evenly(train_pairs, config.max_train_frames)
     scale = 1.0 if config.object_diameter is None else config.object_diameter / median_diameter(train_pairs)
-    train = _load(train_pairs, "load train frames", progress, scale)
-    val = _load(val_pairs, "load val frames", progress, scale)
+    train = load_frames(train_pairs, "load train frames", progress, scale)
+    val = load_frames(val_pairs, "load val frames", progress, scale)
     patch = effective_patch_size(config, [im.shape for im in train.images + val.images])
 
     _configure_tensorflow(config.seed, config.threads)

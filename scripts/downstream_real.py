@@ -118,17 +118,17 @@ def _validation_errors(model_dir: Path, train_dir: Path, probs: list[float], nms
     """Misses and false positives (IoU 0.5) on the segmenter's own validation frames at each probability."""
     from stardist.matching import matching_dataset
 
-    from downstream.segmenter import _load, load_segmenter, split_frames
+    from downstream.segmenter import load_frames, load_segmenter, split_frames
 
     training = json.loads((model_dir / "training.json").read_text())
     model = load_segmenter(model_dir)
     _, val_pairs = split_frames(train_dir, training["config"]["n_val"])
-    val = _load(val_pairs, "validation frames", True, training["scale"])
+    val = load_frames(val_pairs, "validation frames", True, training["scale"])
     rows = []
     for prob in probs:
         pred = [model.predict_instances(x, prob_thresh=prob, nms_thresh=nms, verbose=False)[0] for x in val.images]
         match = matching_dataset(val.masks, pred, thresh=0.5, show_progress=False)
-        rows.append({"prob": prob, "nms": nms, "frames": len(pred), "missed": match.fn, "spurious": match.fp})
+        rows.append({"prob": prob, "nms": nms, "frames": len(pred), "missed": int(match.fn), "spurious": int(match.fp)})
     return rows
 
 
@@ -138,9 +138,10 @@ def run_thresholds(out: Path, profile: str) -> dict:
     train_dir = export_full(DATA, "01", out / "gowt1_01_full")
     segmenter = build_run_config(profile, "Fluo-N2DH-GOWT1", "real").segmenter
     config = config_from_dict(SegmenterConfig, {**segmenter, "thresholds": "optimize"})
-    t0 = time.perf_counter()
-    model = train_segmenter(train_dir, config, out / f"stardist_{profile}_01", overwrite=True)
-    train_s = time.perf_counter() - t0
+    model = out / f"stardist_{profile}_01"
+    if not (model / "training.json").is_file():  # a finished model is reused: delete the folder to retrain
+        train_segmenter(train_dir, config, model)
+    train_s = json.loads((model / "training.json").read_text())["total_seconds"]
     tracker = out / "tracker_gowt1_01"
     if not tracker.is_dir():
         tracker, _ = train_01_tracker(out)
@@ -152,7 +153,9 @@ def run_thresholds(out: Path, profile: str) -> dict:
             {"thresholds": "default (StarDist's)", **_scored_at(model, tracker, test, default["prob"], default["nms"], out)}]
     rows += [{"thresholds": "sweep", **_scored_at(model, tracker, test, prob, default["nms"], out)} for prob in (0.3, 0.7)]
     probs = [0.3, 0.5, 0.7, 0.8, round(fitted["prob"], 3)]
-    return {"profile": profile, "train_seconds": train_s, "fitted": fitted, "on_02": rows,
+    steps = json.loads((model / "training.json").read_text())["config"]
+    return {"profile": profile, "steps": steps["epochs"] * steps["steps_per_epoch"], "train_seconds": train_s,
+            "fitted": fitted, "on_02": rows,
             "validation": _validation_errors(model, train_dir, probs, default["nms"])}
 
 
