@@ -23,6 +23,15 @@ apart; loss = binary cross-entropy on the causally normalised scores plus 1 % of
 (numerically steadier), positive continuation entries weighted x2 and division entries
 x(1 + ``division_weight``), averaged per window and weighted by (entries)^0.2 across a batch.
 
+Measured on real GOWT1 (``scripts/downstream_real.py trackastra``: trained on 01 only, full masks grown from
+its TRA markers; linking GT-derived full masks of 02; 2 shared CPU cores):
+  defaults (0.17 M parameters, 360 steps):  train 13 s, track 5 s, TRA 0.99923 / DET 1.000 (AOGM 20.5)
+  d_model 128, 3+3 layers, window 6, 1000 steps of 8 windows (0.94 M): train 217 s, TRA 0.99938 (AOGM 16.5)
+  learned tracker / nearest-neighbour baseline:                          TRA 0.99972 (AOGM 7.5) both
+GOWT1 is an easy linking problem, so it does not separate the trackers; what trackastra adds is a
+tracker of a different kind (a transformer over windows of frames) whose quality also follows the
+training lineage.
+
 Deterministic for a given config and seed on CPU: seeded torch/numpy generators, deterministic
 algorithms, ``threads`` intra-op threads; the caller's torch RNG state and thread count are restored.
 """
@@ -66,8 +75,9 @@ DETECTION_MODES = ("tra", "full")
 class TrackastraConfig:
     """Model size, training schedule and linking of the trackastra tracker (lengths in pixels, times in frames).
 
-    The defaults are the ``cpu`` size: ~0.2 M parameters, a few minutes of training on 2 CPU cores for a
-    92-frame video (trackastra's published models are ~1-10 M parameters, trained on GPUs for hours).
+    The defaults are the ``cpu`` size: 0.17 M parameters, ~15 s of training on 2 CPU cores for GOWT1's 92
+    frames (longer on denser videos: attention grows with the square of the objects per window);
+    trackastra's published models are ~1-10 M parameters, trained on GPUs for hours.
     """
 
     window: int = 4  # frames per transformer window (trackastra: 4-10)
