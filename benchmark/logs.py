@@ -18,7 +18,7 @@ from typing import TextIO
 #: the harness's own top-level packages: their loggers follow -v/-q
 PACKAGES = ("benchmark", "generators", "downstream", "reports")
 #: chatty libraries held at WARNING unless -v (MLflow and alembic have handlers of their own)
-THIRD_PARTY = ("mlflow", "matplotlib", "tensorflow", "urllib3", "alembic")
+THIRD_PARTY = ("mlflow", "matplotlib", "tensorflow", "urllib3", "alembic", "trackastra")
 #: at INFO a line reads as the ``print`` it replaced; with -v it names its level and logger
 PLAIN_FORMAT = "%(message)s"
 VERBOSE_FORMAT = "%(levelname)s %(name)s: %(message)s"

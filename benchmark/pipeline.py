@@ -18,7 +18,7 @@ from benchmark.ctc.validate import check_input_sequence
 from benchmark.ctc.window import check_window
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
 from benchmark.paths import add_cache_argument, require_writable
-from benchmark.stages import ORACLE_DAG, RUN_DAG, RunContext, Stages, prepare_context, run_dag
+from benchmark.stages import ORACLE_DAG, RUN_DAG, RunContext, Stages, prepare_context, run_dag, tracker_name
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +50,22 @@ def check_run_config(config: RunConfig) -> None:
     from benchmark.config import config_from_dict
     from benchmark.metrics.realism import RealismConfig
     from downstream.segmenter import SegmenterConfig
-    from downstream.tracker.model import TrackerConfig
+    from downstream.tracker import tracker_config
     from generators.base import MAX_SEQUENCES
     from generators.registry import get_generator
 
     sections = ((f"generators.{config.generator}", get_generator(config.generator).config_class,
                  config.generator_params), ("segmenter", SegmenterConfig, {"seed": config.seed, **config.segmenter}),
-                ("tracker", TrackerConfig, {"seed": config.seed, **config.tracker}),
                 ("realism", RealismConfig, config.realism))
     for where, config_class, values in sections:  # errors name the table: "generators.bvdm.ddpm: unknown ..."
         try:
             config_from_dict(config_class, values, where)
         except ValueError as exc:
             raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
+    try:  # [tracker]: the method, the learned tracker's flat keys and [tracker.trackastra], all checked
+        tracker_config(config.tracker, config.seed)
+    except ValueError as exc:
+        raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
     for name, low, high in (("n_sequences", 1, MAX_SEQUENCES), ("n_frames", 0, None)):
         value = getattr(config, name)
         if value < low or (high is not None and value > high):
@@ -80,7 +83,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
     run_name = f"{config.generator}-s{config.seed}-{config.profile}"
     with experiment.start_run(run_name, config.dataset, config=config.to_dict(), parent_run_id=parent_run_id,
                               tags={**(tags or {}), "generator": config.generator, "profile": config.profile,
-                                    "stage": "run"}) as parent:
+                                    "tracker": tracker_name(config), "stage": "run"}) as parent:
         ctx = prepare_context(config, Stages(out_dir / config.dataset / "stages", config.dataset), data_root)
         log_run_inputs(ctx)
         if ctx.no_tracking is not None:  # a partial copy: SEG and DET on the frames that exist, TRA marked unavailable

@@ -470,11 +470,12 @@ def _train_segmenter(ctx: RunContext, results: Results, out: Path) -> dict[str, 
 
 
 def _train_tracker(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
-    from benchmark.config import config_from_dict
-    from downstream.tracker.model import TrackerConfig, train_tracker
+    """The profile's tracker (``[tracker] method``: the learned association model or trackastra) trained on the
+    synthetic lineage into ``tracker/``."""
+    from downstream.tracker import tracker_config
 
-    config = config_from_dict(TrackerConfig, {"seed": ctx.config.seed, **ctx.config.tracker})
-    train_tracker(results["generate"].folder / "synthetic", config, out / "tracker")
+    method, config = tracker_config(ctx.config.tracker, ctx.config.seed)
+    method.train(results["generate"].folder / "synthetic", config, out / "tracker")
     return {}
 
 
@@ -482,11 +483,12 @@ def _eval_real(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
     """Segment and track the held-out sequence; SEG/DET/TRA with py-ctcmetrics."""
     from benchmark.metrics.ctc import score_tracking
     from downstream.segmenter import segment_sequence
-    from downstream.tracker.model import track_sequence
+    from downstream.tracker import tracker_method
 
     masks = segment_sequence(results["train-segmenter"].folder / "stardist", ctx.reference)
     res_dir = out / f"{ctx.reference.name}_RES"
-    track_sequence(results["train-tracker"].folder / "tracker", ctx.reference, masks, res_dir)
+    tracker_method(ctx.config.tracker).track(results["train-tracker"].folder / "tracker", ctx.reference, masks,
+                                             res_dir)
     return score_tracking(res_dir, ctx.reference.gt_dir)
 
 
@@ -532,9 +534,23 @@ TRAIN_SEGMENTER = Stage("train-segmenter", ("generate",),
                         params=segmenter_params,
                         artifacts=lambda ctx, folder: log_history(folder / "stardist"),
                         resources=lambda config: Resources(memory_gb=3.0))
-TRAIN_TRACKER = Stage("train-tracker", ("generate",), key=lambda ctx, r: (r["generate"].folder.name, ctx.config.tracker),
+def _tracker_key(ctx: RunContext, results: Results) -> Any:
+    from downstream.tracker import tracker_stage_key
+
+    return results["generate"].folder.name, tracker_stage_key(ctx.config.tracker, ctx.config.seed)
+
+
+def tracker_name(config: RunConfig) -> str:
+    """The ``[tracker] method`` a run uses (``learned`` unless the profile chooses another): the ``tracker`` tag."""
+    from downstream.tracker import tracker_method
+
+    return tracker_method(config.tracker).name
+
+
+TRAIN_TRACKER = Stage("train-tracker", ("generate",), key=_tracker_key,
                       body=_train_tracker, params=lambda ctx: ctx.config.tracker,
                       artifacts=lambda ctx, folder: log_small_artifacts(folder / "tracker", "tracker"),
+                      tags=lambda ctx: {"tracker": tracker_name(ctx.config)},
                       when=lambda ctx: ctx.no_tracking is None)
 EVAL_REAL = Stage("eval-real", ("train-segmenter", "train-tracker"),
                   key=lambda ctx, r: (r["train-segmenter"].folder.name, r["train-tracker"].folder.name,

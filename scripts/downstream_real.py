@@ -2,6 +2,9 @@
 
   tracker:   learned tracker (trained on 01 only: GT lineage, full masks grown from TRA markers) vs the untrained
              nearest-neighbour LAP baseline, both linking GT-derived full masks of 02 -> TRA/DET.
+  trackastra: trackastra's transformer trained FROM SCRATCH on 01 (the same full-mask export; the --profile's
+             [tracker.trackastra], else TrackastraConfig's cpu-sized defaults) next to the learned tracker and the
+             nearest-neighbour baseline, all linking GT-derived full masks of 02 -> TRA/DET, train/track seconds.
   segmenter: short StarDist trained on 01 full masks (exported as SEG), applied to 02 -> SEG/DET/TRA
              (tracked with the learned tracker).
   thresholds: the real row's StarDist as the pipeline trains it (the --profile's [segmenter], default cpu),
@@ -9,7 +12,7 @@
              with StarDist's defaults, and over a probability sweep; plus the validation frames' misses and
              false positives at each probability (why the fitted threshold is not the default).
 
-Usage: .venv/bin/python scripts/downstream_real.py {tracker,segmenter,thresholds,all} [--out DIR] [--epochs N]
+Usage: .venv/bin/python scripts/downstream_real.py {tracker,trackastra,segmenter,thresholds,all} [--out DIR] [--epochs N]
        [--steps N] [--patch PX] [--lr LR] [--profile P]
 """
 
@@ -32,7 +35,15 @@ from downstream.segmenter import (
     segment_sequence,
     train_segmenter,
 )
-from downstream.tracker import TrackerConfig, track_nearest, track_sequence, train_tracker
+from downstream.tracker import (
+    TrackerConfig,
+    track_nearest,
+    track_sequence,
+    track_with_trackastra,
+    tracker_config,
+    train_trackastra,
+    train_tracker,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "ctc" / "Fluo-N2DH-GOWT1"
 
@@ -70,6 +81,38 @@ def run_tracker(out: Path) -> dict:
         assert not validate_result(res, test.n_frames)
         result[name] = ctc_scores(res, test.gt_dir, ("TRA", "DET"))
     return result
+
+
+def run_trackastra(out: Path, profile: str) -> dict:
+    """trackastra from scratch vs the learned tracker vs the nearest-neighbour baseline on 02's GT-derived masks."""
+    from benchmark.config import build_run_config
+
+    section = build_run_config(profile, "Fluo-N2DH-GOWT1", "real").tracker
+    _, config = tracker_config({**section, "method": "trackastra"}, seed=0)
+    test = CTCSequence(DATA, "02")
+    masks = [full_masks(test, t) for t in tqdm(range(test.n_frames), desc="02 full masks")]
+    train_dir = export_full(DATA, "01", out / "gowt1_01_full")
+    t0 = time.perf_counter()
+    model = train_trackastra(train_dir, config, out / "trackastra_gowt1_01", overwrite=True)
+    rows = {"trackastra": {"train_seconds": time.perf_counter() - t0}}
+    t0 = time.perf_counter()
+    results = {"trackastra": track_with_trackastra(model, test, masks, out / "trackastra" / "02_RES", overwrite=True)}
+    rows["trackastra"]["track_seconds"] = time.perf_counter() - t0
+    learned, train_s = train_01_tracker(out)
+    t0 = time.perf_counter()
+    results["learned"] = track_sequence(learned, test, masks, out / "learned" / "02_RES", overwrite=True)
+    rows["learned"] = {"train_seconds": train_s, "track_seconds": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    results["baseline"] = track_nearest(test, masks, out / "baseline" / "02_RES", overwrite=True)
+    rows["baseline"] = {"train_seconds": 0.0, "track_seconds": time.perf_counter() - t0}
+    for name, res in results.items():
+        assert not validate_result(res, test.n_frames)
+        scores = ctc_scores(res, test.gt_dir, ("TRA", "DET"))
+        rows[name].update({k: scores[k] for k in ("TRA", "DET", "AOGM")})
+    summary = json.loads((model / "trackastra.json").read_text())
+    rows["trackastra"].update({k: summary[k] for k in ("n_parameters", "windows", "pretrained")})
+    rows["trackastra"]["loss"] = {k: [round(v, 4) for v in summary["history"][k]] for k in ("train_loss", "val_loss")}
+    return {"profile": profile, "config": summary["config"], "on_02": rows}
 
 
 def run_segmenter(out: Path, epochs: int, steps: int, patch: int, lr: float) -> dict:
@@ -161,13 +204,14 @@ def run_thresholds(out: Path, profile: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["tracker", "segmenter", "thresholds", "all"])
+    parser.add_argument("what", choices=["tracker", "trackastra", "segmenter", "thresholds", "all"])
     parser.add_argument("--out", type=Path, default=Path("runs/downstream_real"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--profile", default="cpu", help="profile whose [segmenter] the thresholds mode trains")
+    parser.add_argument("--profile", default="cpu", help="profile whose [segmenter] the thresholds mode trains "
+                        "(and whose [tracker.trackastra] the trackastra mode trains)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report = {}
@@ -177,6 +221,8 @@ def main() -> None:
         report["segmenter"] = run_segmenter(args.out, args.epochs, args.steps, args.patch, args.lr)
     if args.what == "thresholds":
         report["thresholds"] = run_thresholds(args.out, args.profile)
+    if args.what == "trackastra":
+        report["trackastra"] = run_trackastra(args.out, args.profile)
     (args.out / f"report_{args.what}.json").write_text(json.dumps(report, indent=1))
     for part, values in report.items():
         print(part, json.dumps({k: v for k, v in values.items() if k not in ("summary", "training")}, indent=1))
