@@ -6,6 +6,7 @@ and print the summary. One MLflow parent run per (generator, seed, profile) with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -80,10 +81,11 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
 
     out_dir = Path(out_dir)
     check_inputs(config, data_root, out_dir)
-    run_name = f"{config.generator}-s{config.seed}-{config.profile}"
+    tracker = tracker_name(config)
+    run_name = f"{config.generator}-s{config.seed}-{config.profile}" + ("" if tracker == "learned" else f"-{tracker}")
     with experiment.start_run(run_name, config.dataset, config=config.to_dict(), parent_run_id=parent_run_id,
                               tags={**(tags or {}), "generator": config.generator, "profile": config.profile,
-                                    "tracker": tracker_name(config), "stage": "run"}) as parent:
+                                    "tracker": tracker, "stage": "run"}) as parent:
         ctx = prepare_context(config, Stages(out_dir / config.dataset / "stages", config.dataset), data_root)
         log_run_inputs(ctx)
         if ctx.no_tracking is not None:  # a partial copy: SEG and DET on the frames that exist, TRA marked unavailable
@@ -191,9 +193,19 @@ def format_summary(row: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def with_tracker(config: RunConfig, method: str | None) -> RunConfig:
+    """``config`` with ``[tracker] method`` set to ``method`` (None: as the profile says). The rest of the
+    profile's ``[tracker]`` section is kept, so a run with another tracker reuses every stage before
+    train-tracker from the cache and stands beside the profile's row in the report (Table 1d)."""
+    if method is None:
+        return config
+    return dataclasses.replace(config, tracker={**config.tracker, "method": method})
+
+
 def _run_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)
-    config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
+    config = with_tracker(build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides),
+                          args.tracker)
     row = run_benchmark(config, Path(args.out), args.data_root)
     print(format_summary(row), file=sys.stdout)  # the command's result: stdout, whatever -q says
     return 0
@@ -261,6 +273,11 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
                          description="Run the whole benchmark for one generator. Finished stages are cached "
                          "under --out and skipped on a re-run.")
     _add_run_arguments(run)
+    from downstream.tracker import TRACKERS
+
+    run.add_argument("--tracker", choices=sorted(TRACKERS),
+                     help="tracker to train and score with (default: the profile's [tracker] method, else learned); "
+                     "the stages before train-tracker come from the cache of the profile's own run")
     run.set_defaults(func=_run_command)
 
     oracle = sub.add_parser("oracle", help="frame ceiling: real training textures through a generator's frame path",

@@ -176,6 +176,21 @@ def _augmenter(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
 
 
+def stardist_models() -> Any:
+    """``stardist.models`` (and with it TensorFlow), imported after torch's compiler stack.
+
+    torch imports ``torch._dynamo`` lazily (a torch optimizer's constructor does), and that loads triton's
+    native library, which segfaults the process when TensorFlow is already loaded. A run trains StarDist and
+    then, in the same process, a torch model (the trackastra tracker), so the loading order is fixed here, in
+    the one place this project imports TensorFlow: torch's side first, which is harmless."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        importlib.import_module("torch._dynamo")
+    return importlib.import_module("stardist.models")
+
+
 def _configure_tensorflow(seed: int, threads: int) -> None:
     import keras
     import tensorflow as tf
@@ -223,7 +238,8 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
     ``history.json`` = per-epoch Keras losses + epoch seconds, ``training.json`` = data split, patch,
     timings) appears atomically: training runs in a temporary sibling folder that is renamed at the end.
     """
-    from stardist.models import Config2D, StarDist2D
+    models = stardist_models()
+    Config2D, StarDist2D = models.Config2D, models.StarDist2D  # noqa: N806 - StarDist's class names
 
     dataset_dir, model_dir = Path(dataset_dir), Path(model_dir)
     if model_dir.exists() and not overwrite:
@@ -289,7 +305,7 @@ def choose_thresholds(model: Any, config: SegmenterConfig, val: _Frames, folder:
 
 def load_segmenter(model_dir: Path) -> Any:
     """Load a trained StarDist2D (best weights and the thresholds in its ``thresholds.json``) from its folder."""
-    from stardist.models import StarDist2D
+    StarDist2D = stardist_models().StarDist2D  # noqa: N806 - StarDist's class name
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():

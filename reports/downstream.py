@@ -8,6 +8,10 @@ way. A reader sees whether a low row lost its score to missed cells (a weak segm
 linking (a weak tracker), and whether a generator's row fails differently from the real-trained ceiling.
 
 The counts are py-ctcmetrics' AOGM parts that the eval stage logs on each parent run (``AOGM_FN`` ...).
+
+Table 1d puts each generator's scores under every tracker that was run (``run --tracker``; the parent run's
+``tracker`` tag) side by side and says whether ranking the generators by TRA gives the same order under each:
+a ranking that flips with the tracker is a statement about the tracker, not the data.
 Reads the run store only.
 """
 
@@ -19,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from reports.markdown import markdown_table
-from reports.runs import metric
+from reports.runs import DEFAULT_TRACKER, latest_per_tracker, metric
 
 #: AOGM weights of the CTC's TRA (w_NS, w_FN, w_FP, w_ED, w_EA, w_EC), and what each count means
 AOGM_PARTS: dict[str, tuple[float, str]] = {
@@ -96,3 +100,56 @@ def breakdown_markdown(table: pd.DataFrame, title: str) -> str:
         return "\n".join([*lines, "_no run logged a TRA error breakdown (AOGM parts)_", ""])
     lines += [READING_NOTE, "", markdown_table(breakdown_display(table), left=("generator", "main cause"))]
     return "\n".join(lines) + "\n"
+
+
+TRACKER_NOTE = ("Each generator's newest run with each tracker (`python -m benchmark run --tracker NAME`; the stages "
+                "before train-tracker are shared with the profile's own run). TRA rank: 1 = best TRA among the "
+                "generators scored with the same tracker.")
+
+
+def tracker_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 1d: SEG/DET/TRA of every (generator, tracker) and the row's TRA rank within its tracker; empty
+    unless at least two trackers were run."""
+    latest = latest_per_tracker(runs)
+    if latest.empty or latest["tags.tracker"].nunique() < 2:
+        return pd.DataFrame()
+    rows = [{"generator": str(run["tags.generator"]), "tracker": str(run["tags.tracker"]),
+             **{m: metric(run, m) for m in ("SEG", "DET", "TRA")}} for _, run in latest.iterrows()]
+    table = pd.DataFrame(rows)
+    table["TRA_rank"] = table.groupby("tracker")["TRA"].rank(ascending=False, method="min")
+    return table
+
+
+def tracker_orders(table: pd.DataFrame) -> dict[str, list[str]]:
+    """Per tracker, the generators scored under EVERY tracker, best TRA first (the order compared)."""
+    scored = table.dropna(subset=["TRA"])
+    common = set.intersection(*(set(group["generator"]) for _, group in scored.groupby("tracker")))
+    orders = {}
+    for tracker, group in scored.groupby("tracker"):
+        kept = group[group["generator"].isin(common)].sort_values("TRA", ascending=False, kind="stable")
+        orders[str(tracker)] = list(kept["generator"])
+    return dict(sorted(orders.items(), key=lambda item: (item[0] != DEFAULT_TRACKER, item[0])))
+
+
+def order_sentence(table: pd.DataFrame) -> str:
+    """Whether ranking by TRA orders the generators the same way under every tracker, in words."""
+    orders = tracker_orders(table)
+    text = "; ".join(f"{tracker}: {' > '.join(order)}" for tracker, order in orders.items())
+    if len({tuple(order) for order in orders.values()}) == 1:
+        return f"Ranked by TRA, the generators keep the same order under every tracker ({text})."
+    return f"Ranked by TRA, the order of the generators CHANGES with the tracker ({text})."
+
+
+def tracker_display(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([{"generator": row["generator"], "tracker": row["tracker"],
+                          **{m: "–" if pd.isna(row[m]) else f"{row[m]:.3f}" for m in ("SEG", "DET", "TRA")},
+                          "TRA rank": "–" if pd.isna(row["TRA_rank"]) else str(int(row["TRA_rank"]))}
+                         for _, row in table.iterrows()])
+
+
+def tracker_markdown(table: pd.DataFrame, title: str) -> str:
+    """Table 1d in Markdown, or nothing when only one tracker was run."""
+    if table.empty:
+        return ""
+    return "\n".join([f"## {title}", "", TRACKER_NOTE, "", order_sentence(table), "",
+                      markdown_table(tracker_display(table), left=("generator", "tracker"))]) + "\n"

@@ -17,7 +17,17 @@ from benchmark import experiment
 from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
 from reports.comparisons import comparisons_display, comparisons_markdown, paired_comparisons
-from reports.downstream import READING_NOTE, breakdown_display, breakdown_markdown, downstream_breakdown
+from reports.downstream import (
+    READING_NOTE,
+    TRACKER_NOTE,
+    breakdown_display,
+    breakdown_markdown,
+    downstream_breakdown,
+    order_sentence,
+    tracker_display,
+    tracker_markdown,
+    tracker_table,
+)
 from reports.html import Section, image_tag, render_page, table_html
 from reports.runs import (
     WEIGHT_TAGS,
@@ -25,6 +35,7 @@ from reports.runs import (
     latest_oracle,
     latest_per_generator,
     latest_per_seed,
+    latest_per_tracker,
     metric,
     parent_runs,
     protocol_of,
@@ -189,6 +200,9 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
         markdown_text += "\nExcluded (not comparable with this table's protocol): " + "; ".join(excluded) + "\n"
     breakdown = downstream_breakdown(runs)
     markdown_text += "\n" + breakdown_markdown(breakdown, f"Table 1c — where the downstream loses TRA, {dataset}")
+    newest = latest_per_tracker(parent_runs(dataset, profile, tracker=None))
+    trackers = tracker_table(comparable_runs(dataset, newest, floor)[0])
+    markdown_text += tracker_markdown(trackers, f"Table 1d — the tracker choice, {dataset}")
     markdown = atomic_write_text(folder / "table1.md", markdown_text)
     csv = write_csv(table, folder / "table1.csv")
     written: list[Path] = []
@@ -196,6 +210,8 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
         written.append(write_csv(comparisons, folder / "table1b_paired.csv"))
     if not breakdown.empty:
         written.append(write_csv(breakdown, folder / "table1c_downstream.csv"))
+    if not trackers.empty:
+        written.append(write_csv(trackers, folder / "table1d_trackers.csv"))
 
     summary = Section("Table 1: downstream (SEG/DET/TRA on the real held-out sequence) and realism")
     summary.add_text(protocol)
@@ -228,6 +244,12 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
         losses.add_text(READING_NOTE)
         losses.add_html(table_html(breakdown_display(breakdown)))
     sections.append(losses)
+    if not trackers.empty:
+        choice = Section("Table 1d: the tracker choice (SEG/DET/TRA of each generator under each tracker)")
+        choice.add_text(TRACKER_NOTE)
+        choice.add_text(order_sentence(trackers))
+        choice.add_html(table_html(tracker_display(trackers)))
+        sections.append(choice)
 
     bars = figures.metric_bars(table)
     if bars is not None:

@@ -49,10 +49,16 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[name] if name in runs.columns else pd.Series([None] * len(runs), index=runs.index, dtype=object)
 
 
+#: the tracker of every table but Table 1d (``[tracker] method``'s default; runs logged before the choice
+#: existed carry no ``tracker`` tag and used it)
+DEFAULT_TRACKER = "learned"
+
+
 def parent_runs(dataset: str, profile: str | None = None, sweep: str | None = None,
-                finished_only: bool = True) -> pd.DataFrame:
+                finished_only: bool = True, tracker: str | None = DEFAULT_TRACKER) -> pd.DataFrame:
     """Parent runs (``tags.stage='run'``), newest first. ``sweep=None`` excludes sweep runs, a name keeps
-    only that sweep's runs."""
+    only that sweep's runs. ``tracker`` keeps the runs scored with that tracker (None: every tracker), so a
+    newer run with another tracker never replaces a generator's row in the main tables."""
     clauses = ["tags.stage = 'run'"]
     if profile:
         clauses.append(f"tags.profile = '{profile}'")
@@ -63,6 +69,9 @@ def parent_runs(dataset: str, profile: str | None = None, sweep: str | None = No
         return runs
     sweep_tag = _column(runs, "tags.sweep")
     keep = sweep_tag.isna() if sweep is None else sweep_tag == sweep
+    if tracker is not None:
+        tracker_tag = _column(runs, "tags.tracker")
+        keep &= (tracker_tag == tracker) | (tracker_tag.isna() & (tracker == DEFAULT_TRACKER))
     return runs[keep.to_numpy()].reset_index(drop=True)
 
 
@@ -77,6 +86,19 @@ def latest_per_generator(runs: pd.DataFrame) -> pd.DataFrame:
     ordered = runs.sort_values("start_time", ascending=False)
     latest = ordered.drop_duplicates(subset=["tags.generator"], keep="first")
     keys = [generator_sort_key(g) for g in latest["tags.generator"]]
+    return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
+
+
+def latest_per_tracker(runs: pd.DataFrame) -> pd.DataFrame:
+    """The newest run of every (generator, tracker), in table order (runs without the tag: the default
+    tracker): the rows of Table 1d."""
+    if runs.empty:
+        return runs
+    ordered = runs.sort_values("start_time", ascending=False)
+    ordered = ordered.assign(**{"tags.tracker": _column(ordered, "tags.tracker").fillna(DEFAULT_TRACKER)})
+    latest = ordered.drop_duplicates(subset=["tags.generator", "tags.tracker"], keep="first")
+    keys = [(generator_sort_key(g), t != DEFAULT_TRACKER, t) for g, t in zip(latest["tags.generator"],
+                                                                              latest["tags.tracker"], strict=True)]
     return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
 
 

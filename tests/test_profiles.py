@@ -91,3 +91,20 @@ def test_a_bad_extends_is_refused_naming_the_profile(tmp_path: Path, monkeypatch
     with pytest.raises(ValueError, match=r"^profile '(\./other|mine)\.toml': ") as info:
         load_profile("mine.toml")
     assert named in str(info.value) and "\n" not in str(info.value)
+
+
+def test_run_tracker_flag_switches_only_the_method(capsys: pytest.CaptureFixture[str]) -> None:
+    """``run --tracker`` sets ``[tracker] method`` and keeps the profile's other tracker keys (so the stages
+    before train-tracker are the profile run's); an unknown tracker is refused by the parser."""
+    from benchmark.pipeline import check_run_config, with_tracker
+
+    config = build_run_config("ci", "Fluo-N2DH-GOWT1", "real")
+    assert with_tracker(config, None) is config
+    switched = with_tracker(config, "trackastra")
+    assert switched.tracker == {**config.tracker, "method": "trackastra"} and config.tracker.get("method") is None
+    assert {k: v for k, v in switched.to_dict().items() if k != "tracker"} == {
+        k: v for k, v in config.to_dict().items() if k != "tracker"}
+    check_run_config(switched)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--generator", "real", "--profile", "ci", "--tracker", "trackstra"])
+    assert exc.value.code == 2 and "invalid choice: 'trackstra'" in capsys.readouterr().err

@@ -314,6 +314,57 @@ def test_table1_aggregates_seeds_and_shows_them_on_demand(data: ScoredData, tmp_
     assert row.split("|")[-3].strip() == "2"  # the seeds column
 
 
+def test_table_1d_puts_each_tracker_beside_the_other_and_says_when_the_order_changes(
+        data: ScoredData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs tagged with another tracker never replace a generator's Table 1 row (the default tracker's), and
+    Table 1d lists every (generator, tracker) with its TRA rank. Here the GT-derived result goes to real under
+    the learned tracker and to mitogen under trackastra, so the order flips and the report says so."""
+    from reports.report import build_report
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_store(data, tmp_path / "store"))
+    scored = {"window": data.window, "stage_root": tmp_path / "stages", "cache": data.cache, "realism": False}
+    good = {"synthetic_dir": data.good_synthetic, "res_dir": data.good_res}
+    broken = {"synthetic_dir": data.noise_synthetic, "res_dir": data.broken_res}
+    rows = {("real", "learned"): log_scored_run("real", "ci", **good, **scored),
+            ("mitogen", "learned"): log_scored_run("mitogen", "ci", **broken, **scored, tags={"tracker": "learned"}),
+            ("real", "trackastra"): log_scored_run("real", "ci", **broken, **scored, tags={"tracker": "trackastra"}),
+            ("mitogen", "trackastra"): log_scored_run("mitogen", "ci", **good, **scored,
+                                                      tags={"tracker": "trackastra"})}
+    assert rows[("real", "learned")]["TRA"] > rows[("mitogen", "learned")]["TRA"]  # the data make the flip real
+
+    report = build_report(DATASET, "ci", tmp_path / "out", log=False)
+    table1 = pd.read_csv(report.folder / "table1.csv").set_index("generator")
+    for name in ("real", "mitogen"):  # the newer trackastra runs did not displace the learned rows
+        assert table1.loc[name, "TRA"] == pytest.approx(rows[(name, "learned")]["TRA"])
+    trackers = pd.read_csv(report.folder / "table1d_trackers.csv")
+    assert list(zip(trackers["generator"], trackers["tracker"], strict=True)) == [
+        ("real", "learned"), ("real", "trackastra"), ("mitogen", "learned"), ("mitogen", "trackastra")]
+    for _, row in trackers.iterrows():
+        assert row["TRA"] == pytest.approx(rows[(row["generator"], row["tracker"])]["TRA"])
+        assert row["SEG"] == pytest.approx(rows[(row["generator"], row["tracker"])]["SEG"])
+    ranks = {(r["generator"], r["tracker"]): r["TRA_rank"] for _, r in trackers.iterrows()}
+    assert ranks == {("real", "learned"): 1, ("mitogen", "learned"): 2, ("real", "trackastra"): 2,
+                     ("mitogen", "trackastra"): 1}
+    markdown = report.markdown.read_text()
+    assert "## Table 1d — the tracker choice" in markdown
+    assert ("the order of the generators CHANGES with the tracker (learned: real > mitogen; "
+            "trackastra: mitogen > real)") in markdown
+
+
+def test_table_1d_is_absent_with_one_tracker_and_says_same_order_when_it_holds() -> None:
+    from reports.downstream import order_sentence, tracker_table
+
+    runs = pd.DataFrame({"tags.generator": ["real", "bvdm", "real", "bvdm"],
+                         "tags.tracker": [None, "learned", "trackastra", "trackastra"],
+                         "start_time": pd.to_datetime([1, 2, 3, 4], unit="s"),
+                         "metrics.SEG": [0.9, 0.8, 0.9, 0.8], "metrics.DET": [0.9, 0.8, 0.9, 0.8],
+                         "metrics.TRA": [0.95, 0.85, 0.93, 0.9]})
+    assert tracker_table(runs.iloc[:2]).empty  # one tracker (an untagged run is the default tracker)
+    table = tracker_table(runs)
+    assert order_sentence(table) == ("Ranked by TRA, the generators keep the same order under every tracker "
+                                     "(learned: real > bvdm; trackastra: real > bvdm).")
+
+
 def test_sweep_grid_is_the_papers_table2() -> None:
     points = sweep_points()
     assert [(p.t_first, p.t_next) for p in points if "t_first" in p.series] == [(100, 10), (200, 10), (400, 10),

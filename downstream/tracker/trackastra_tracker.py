@@ -182,21 +182,23 @@ def _quiet(iterable: Any, *args: Any, **kwargs: Any) -> Any:
 
 @contextmanager
 def torch_session(seed: int, threads: int) -> Iterator[None]:
-    """Seeded, deterministic, ``threads``-threaded torch for one training or tracking call; the caller's RNG
-    state, thread count and determinism flag come back afterwards (torch keeps them process-wide)."""
+    """Seeded, ``threads``-threaded torch for one training or tracking call; the caller's RNG state and thread
+    count come back afterwards (torch keeps them process-wide). Same seed, same bytes: on the CPU with a fixed
+    thread count torch's kernels are deterministic (``test_tracker_trackastra`` checks it).
+
+    ``torch.use_deterministic_algorithms`` is NOT called: it imports torch._inductor and with it triton, whose
+    native library segfaults when TensorFlow is already loaded, which it is in a run (train-segmenter comes
+    first in the same process)."""
     import torch
 
     previous_threads = torch.get_num_threads()
-    previous_deterministic = torch.are_deterministic_algorithms_enabled()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(True)
         try:
             yield
         finally:
             torch.set_num_threads(previous_threads)
-            torch.use_deterministic_algorithms(previous_deterministic)
 
 
 def frame_features(mask: np.ndarray, image: np.ndarray, t: int) -> WRFeatures:

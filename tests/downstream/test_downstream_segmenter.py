@@ -136,3 +136,16 @@ def test_same_seed_same_weights(full_window: Path, trained: Path, tmp_path: Path
     for a, b in zip(first, second, strict=True):
         assert np.array_equal(a, b)
     assert (trained / "thresholds.json").read_text() == (again / "thresholds.json").read_text()
+
+
+def test_a_torch_optimizer_after_stardist_does_not_crash_the_process() -> None:
+    """A run trains StarDist, then a torch model (trackastra) in the same process: triton's native library,
+    which torch's first optimizer loads, segfaults when TensorFlow came first. ``stardist_models`` loads it first."""
+    import subprocess
+    import sys
+
+    code = ("from downstream.segmenter import stardist_models; stardist_models()\n"
+            "import torch; torch.optim.AdamW([torch.zeros(1, requires_grad=True)]); print('alive')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip().endswith("alive"), done.stderr[-2000:]
