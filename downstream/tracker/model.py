@@ -87,6 +87,15 @@ def _gt_masks(seq: CTCSequence, t: int, mode: str) -> np.ndarray:
     raise ValueError(f"TrackerConfig.detections must be 'tra' or 'full', got {mode!r}")
 
 
+def lineage_sequences(dataset_dir: Path, trainee: str) -> list[CTCSequence]:
+    """The sequences of a CTC folder that a tracker can learn from (GT TRA masks and ``man_track.txt``)."""
+    seqs = [CTCSequence(dataset_dir, n) for n in list_sequences(dataset_dir)]
+    seqs = [s for s in seqs if s.has_tracks and s.tra_files]
+    if not seqs:
+        raise CTCFormatError(dataset_dir, f"no sequence with NN_GT/TRA and man_track.txt to train {trainee} on")
+    return seqs
+
+
 def gt_decision(fp: FramePair, tracks: dict[int, Track], t: int) -> PairDecision:
     """The GT links and divisions between t and t+1 as row indices (detections labelled by track id)."""
     la, lb = fp.a.labels, fp.b.labels
@@ -206,10 +215,7 @@ def train_tracker(dataset_dir: Path, config: TrackerConfig, model_dir: Path, *, 
     if model_dir.exists() and not overwrite:
         raise FileExistsError(f"{model_dir}: already exists (pass overwrite=True to replace it)")
     started = time.perf_counter()
-    seqs = [CTCSequence(dataset_dir, n) for n in list_sequences(dataset_dir)]
-    seqs = [s for s in seqs if s.has_tracks and s.tra_files]
-    if not seqs:
-        raise CTCFormatError(dataset_dir, "no sequence with NN_GT/TRA and man_track.txt to train the tracker on")
+    seqs = lineage_sequences(dataset_dir, "the tracker")
     per_seq = [_sequence_pairs(s, config, progress) for s in seqs]
     per_seq = [p for p in per_seq if p]
     if not per_seq or sum(len(p) for p in per_seq) < 2:

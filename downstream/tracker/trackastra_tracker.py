@@ -50,12 +50,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmark.ctc import CTCFormatError, CTCSequence, Track, list_sequences, write_result
+from benchmark.ctc import CTCFormatError, CTCSequence, Track, write_result
 from benchmark.ctc.crops import full_masks
 from benchmark.io import replace_directory, staging_directory
 from downstream.normalize import normalize_image
 from downstream.split import holdout_split
 from downstream.tracker.linking import PairDecision, build_tracks
+from downstream.tracker.model import lineage_sequences
 
 if TYPE_CHECKING:
     import torch
@@ -408,10 +409,7 @@ def train_trackastra(dataset_dir: Path, config: TrackastraConfig, model_dir: Pat
     if model_dir.exists() and not overwrite:
         raise FileExistsError(f"{model_dir}: already exists (pass overwrite=True to replace it)")
     started = time.perf_counter()
-    seqs = [CTCSequence(dataset_dir, n) for n in list_sequences(dataset_dir)]
-    seqs = [s for s in seqs if s.has_tracks and s.tra_files]
-    if not seqs:
-        raise CTCFormatError(dataset_dir, "no sequence with NN_GT/TRA and man_track.txt to train trackastra on")
+    seqs = lineage_sequences(dataset_dir, "trackastra")
     per_seq = [w for w in (_sequence_windows(s, config, progress) for s in seqs) if w]
     n_windows = sum(len(w) for w in per_seq)
     if n_windows < 1:

@@ -20,21 +20,6 @@ from downstream.tracker.model import gt_decision
 
 
 @pytest.fixture(scope="module")
-def train_01(gowt1_window: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Only sequence 01 of the real window: the tracker must never see 02, the test sequence."""
-    out = tmp_path_factory.mktemp("train01") / "Fluo-N2DH-GOWT1"
-    for name in ("01", "01_GT"):
-        shutil.copytree(gowt1_window / name, out / name)
-    return out
-
-
-@pytest.fixture(scope="module")
-def test_02(gowt1_window: Path) -> tuple[CTCSequence, list[np.ndarray]]:
-    seq = CTCSequence(gowt1_window, "02")
-    return seq, [full_masks(seq, t) for t in range(seq.n_frames)]
-
-
-@pytest.fixture(scope="module")
 def tracker(train_01: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_tracker(train_01, TrackerConfig(detections="full"), tmp_path_factory.mktemp("m") / "tracker",
                          progress=False)

@@ -5,15 +5,13 @@ the held-out sequence 02, scored by py-ctcmetrics against 02_GT; plus the profil
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmark.config import build_run_config
-from benchmark.ctc import CTCSequence, ResultSequence, validate_result, write_result
-from benchmark.ctc.crops import full_masks
+from benchmark.ctc import ResultSequence, validate_result, write_result
 from benchmark.metrics.ctc import ctc_scores
 from benchmark.pipeline import check_run_config
 from downstream.tracker import (
@@ -29,21 +27,6 @@ from downstream.tracker import (
 #: seconds on 2 shared cores: 160 steps of a ~28 k-parameter model
 TINY = dict(detections="full", d_model=32, num_encoder_layers=1, num_decoder_layers=1, epochs=4,
             steps_per_epoch=40, warmup_steps=5)
-
-
-@pytest.fixture(scope="module")
-def train_01(gowt1_window: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Only sequence 01 of the real window: the tracker must never see 02, the test sequence."""
-    out = tmp_path_factory.mktemp("train01") / "Fluo-N2DH-GOWT1"
-    for name in ("01", "01_GT"):
-        shutil.copytree(gowt1_window / name, out / name)
-    return out
-
-
-@pytest.fixture(scope="module")
-def test_02(gowt1_window: Path) -> tuple[CTCSequence, list[np.ndarray]]:
-    seq = CTCSequence(gowt1_window, "02")
-    return seq, [full_masks(seq, t) for t in range(seq.n_frames)]
 
 
 @pytest.fixture(scope="module")
