@@ -79,7 +79,8 @@ class _PairData:
     truth: PairDecision
 
 
-def _gt_masks(seq: CTCSequence, t: int, mode: str) -> np.ndarray:
+def gt_masks(seq: CTCSequence, t: int, mode: str) -> np.ndarray:
+    """A training frame's detections: the GT TRA labels ("tra") or full masks grown from them ("full")."""
     if mode == "tra":
         return seq.tra(t)
     if mode == "full":
@@ -136,7 +137,7 @@ def _sequence_pairs(seq: CTCSequence, config: TrackerConfig, progress: bool) -> 
     out: list[_PairData] = []
     previous: tuple[int, np.ndarray, Detections] | None = None
     for t in tqdm(frames, desc=f"tracker features {seq.name}", disable=not progress, leave=False):
-        mask = _gt_masks(seq, t, config.detections)
+        mask = gt_masks(seq, t, config.detections)
         current = (t, mask, detect(mask, seq.image(t)))
         if previous is not None and previous[0] == t - 1:
             out.append(_pair_data(seq, t - 1, (previous[1], mask), (previous[2], current[2]), config))

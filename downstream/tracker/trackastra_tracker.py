@@ -32,8 +32,8 @@ GOWT1 is an easy linking problem, so it does not separate the trackers; what tra
 tracker of a different kind (a transformer over windows of frames) whose quality also follows the
 training lineage.
 
-Deterministic for a given config and seed on CPU: seeded torch/numpy generators, deterministic
-algorithms, ``threads`` intra-op threads; the caller's torch RNG state and thread count are restored.
+Deterministic for a given config and seed on CPU: seeded torch/numpy generators and ``threads`` intra-op
+threads (``torch_session``); the caller's torch RNG state and thread count are restored.
 """
 
 from __future__ import annotations
@@ -51,12 +51,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchmark.ctc import CTCFormatError, CTCSequence, Track, write_result
-from benchmark.ctc.crops import full_masks
 from benchmark.io import replace_directory, staging_directory
 from downstream.normalize import normalize_image
 from downstream.split import holdout_split
 from downstream.tracker.linking import PairDecision, build_tracks
-from downstream.tracker.model import lineage_sequences
+from downstream.tracker.model import gt_masks, lineage_sequences
 
 if TYPE_CHECKING:
     import torch
@@ -237,10 +236,6 @@ def _lineage(tracks: Mapping[int, Track]) -> dict[int, set[int]]:
     return out
 
 
-def _gt_masks(seq: CTCSequence, t: int, mode: str) -> np.ndarray:
-    return seq.tra(t) if mode == "tra" else full_masks(seq, t)
-
-
 def _annotated_runs(seq: CTCSequence, min_length: int) -> list[list[int]]:
     """Maximal runs of consecutive frames that have both an image and GT TRA, at least ``min_length`` long."""
     frames = sorted(t for t in seq.tra_files if t in seq.image_files)
@@ -284,7 +279,7 @@ def _sequence_windows(seq: CTCSequence, config: TrackastraConfig, progress: bool
     ancestry = _lineage(seq.tracks)
     windows: list[_Window] = []
     for run in _annotated_runs(seq, config.window):
-        feats = [frame_features(_gt_masks(seq, t, config.detections), seq.image(t), t)
+        feats = [frame_features(gt_masks(seq, t, config.detections), seq.image(t), t)
                  for t in tqdm(run, desc=f"trackastra features {seq.name}", disable=not progress, leave=False)]
         for start in range(len(run) - config.window + 1):
             w = _window(feats[start:start + config.window], ancestry, config)
