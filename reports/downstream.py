@@ -151,5 +151,5 @@ def tracker_markdown(table: pd.DataFrame, title: str) -> str:
     """Table 1d in Markdown, or nothing when only one tracker was run."""
     if table.empty:
         return ""
-    return "\n".join([f"## {title}", "", TRACKER_NOTE, "", order_sentence(table), "",
+    return "\n".join(["", f"## {title}", "", TRACKER_NOTE, "", order_sentence(table), "",
                       markdown_table(tracker_display(table), left=("generator", "tracker"))]) + "\n"
