@@ -273,11 +273,11 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
                          description="Run the whole benchmark for one generator. Finished stages are cached "
                          "under --out and skipped on a re-run.")
     _add_run_arguments(run)
-    from downstream.tracker import TRACKERS
-
-    run.add_argument("--tracker", choices=sorted(TRACKERS),
-                     help="tracker to train and score with (default: the profile's [tracker] method, else learned); "
-                     "the stages before train-tracker come from the cache of the profile's own run")
+    # no `choices`: the registry (downstream.tracker.TRACKERS) is not imported for --help; an unknown name is
+    # refused with the profile's other errors, in one line, before any stage
+    run.add_argument("--tracker", metavar="NAME",
+                     help="tracker to train and score with: learned or trackastra (default: the profile's [tracker] "
+                     "method, else learned); the stages before train-tracker come from the profile run's cache")
     run.set_defaults(func=_run_command)
 
     oracle = sub.add_parser("oracle", help="frame ceiling: real training textures through a generator's frame path",
