@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -313,25 +313,28 @@ def load_segmenter(model_dir: Path) -> Any:
     return StarDist2D(None, name=model_dir.name, basedir=str(model_dir.parent))
 
 
-def segment_sequence(model_dir: Path, seq: CTCSequence, progress: bool = True) -> list[np.ndarray]:
+def segment_sequence(model_dir: Path, seq: CTCSequence, progress: bool = True,
+                     thresholds: Mapping[str, float] | None = None) -> list[np.ndarray]:
     """Instance masks ``(H, W) uint16`` (per-frame labels, not tracked) for frames 0..n_frames-1 of ``seq``."""
     if seq.missing_frames:
         raise CTCFormatError(seq.image_dir, f"sequence is incomplete (missing frames {seq.missing_frames[:5]}...)")
-    masks = segment_frames(model_dir, seq, range(seq.n_frames), progress)
+    masks = segment_frames(model_dir, seq, range(seq.n_frames), progress, thresholds)
     return [masks[t] for t in range(seq.n_frames)]
 
 
-def segment_frames(model_dir: Path, seq: CTCSequence, frames: Iterable[int],
-                   progress: bool = True) -> dict[int, np.ndarray]:
+def segment_frames(model_dir: Path, seq: CTCSequence, frames: Iterable[int], progress: bool = True,
+                   thresholds: Mapping[str, float] | None = None) -> dict[int, np.ndarray]:
     """Instance masks ``{t: (H, W) uint16}`` for the given frames (which must have raw images): what a partial
-    copy of a dataset (frames missing) can still be segmented and scored on."""
+    copy of a dataset (frames missing) can still be segmented and scored on. ``thresholds`` (``prob``, ``nms``)
+    replace the model folder's own ``thresholds.json`` (a sensitivity study; the pipeline never passes them)."""
     model = load_segmenter(model_dir)
     scale = float(json.loads((Path(model_dir) / TRAINING_FILE).read_text()).get("scale", 1.0))
+    chosen = {} if thresholds is None else {"prob_thresh": thresholds["prob"], "nms_thresh": thresholds["nms"]}
     out: dict[int, np.ndarray] = {}
     for t in tqdm(list(frames), desc=f"segment {seq.name}", disable=not progress):
         image = seq.image(t)
         labels, _ = model.predict_instances(rescale_image(normalize_image(image), scale), show_tile_progress=False,
-                                            verbose=False)
+                                            verbose=False, **chosen)
         labels = rescale_labels(labels, image.shape)
         if labels.max() > MAX_LABEL:
             raise ValueError(f"{seq.image_files[t]}: {labels.max()} objects exceed the uint16-safe maximum")

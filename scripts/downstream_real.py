@@ -141,17 +141,7 @@ def run_segmenter(out: Path, epochs: int, steps: int, patch: int, lr: float) -> 
 
 def _scored_at(model_dir: Path, tracker: Path, test: CTCSequence, prob: float, nms: float, out: Path) -> dict:
     """SEG/DET/TRA (+ missed/spurious counts) of the model on ``test`` at the given thresholds."""
-    from downstream.normalize import normalize_image
-    from downstream.segmenter import load_segmenter, rescale_image, rescale_labels
-
-    model = load_segmenter(model_dir)
-    scale = json.loads((model_dir / "training.json").read_text())["scale"]
-    masks = []
-    for t in tqdm(range(test.n_frames), desc=f"02 at prob {prob:.2f} nms {nms:.2f}", leave=False):
-        image = test.image(t)
-        labels, _ = model.predict_instances(rescale_image(normalize_image(image), scale), prob_thresh=prob,
-                                            nms_thresh=nms, verbose=False)
-        masks.append(rescale_labels(labels, image.shape).astype(np.uint16))
+    masks = segment_sequence(model_dir, test, thresholds={"prob": prob, "nms": nms})
     res = track_sequence(tracker, test, masks, out / f"02_RES_p{prob:.3f}_n{nms:.2f}", overwrite=True)
     scores = ctc_scores(res, test.gt_dir, ("SEG", "DET", "TRA"))
     return {"prob": prob, "nms": nms, **scores}

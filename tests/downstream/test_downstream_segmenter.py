@@ -18,6 +18,7 @@ from downstream.segmenter import (
     SegmenterConfig,
     effective_patch_size,
     load_segmenter,
+    segment_frames,
     segment_sequence,
     split_frames,
     train_segmenter,
@@ -93,6 +94,10 @@ def test_trains_writes_folder_and_predicts_label_frames(trained: Path, test_sequ
     assert summary["threshold_policy"] == "default" and summary["threshold_frames"] == 0
     assert summary["thresholds"] == thresholds
     assert (model.thresholds.prob, model.thresholds.nms) == (0.5, 0.4)
+    named = segment_frames(trained, test_sequence, [0], progress=False, thresholds=thresholds)
+    assert np.array_equal(named[0], labels[0])  # the folder's own values passed explicitly: the same masks
+    strict = segment_frames(trained, test_sequence, [0], progress=False, thresholds={"prob": 1.0, "nms": 0.4})
+    assert not strict[0].any()  # no pixel of StarDist's probability map exceeds 1: an override is applied
     again, _ = model.predict_instances(normalize_image(test_sequence.image(0)), show_tile_progress=False)
     assert np.array_equal(again.astype(np.uint16), labels[0])
 
