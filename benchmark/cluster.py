@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -137,10 +139,11 @@ def run_tasks(tasks: list[SweepTask], earlier: Mapping[str, dict[str, Any]], con
             pending[refs[task.id]] = task
         watch = Progress(len(tasks), len(earlier), context, progress)
         # log lines go above the bar, not through it
-        with logging_redirect_tqdm() if not watch.bar.disable else nullcontext():
+        with logging_redirect_tqdm() if not watch.bar.disable else nullcontext(), DeferredInterrupt() as interrupt:
             try:
                 while pending:
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+                    interrupt.act()
                     for ref in ready:
                         task = pending.pop(ref)
                         _collect(ray, ref, task, results)
@@ -154,6 +157,54 @@ def run_tasks(tasks: list[SweepTask], earlier: Mapping[str, dict[str, Any]], con
             finally:
                 watch.close()
     return results
+
+
+class DeferredInterrupt:
+    """While the driver waits on Ray, Ctrl-C and SIGTERM only record themselves; ``act()`` (once per poll,
+    so within ``POLL_S``) then calls the handler that was there before, which raises ``KeyboardInterrupt``
+    and the loop cancels the tasks.
+
+    Why not let the handler raise where the signal lands: Python runs a signal handler at whatever bytecode
+    the main thread is on. When that is a finaliser (the cyclic GC calling a ``__del__`` of TensorFlow or
+    torch garbage, or any weakref callback) the ``KeyboardInterrupt`` is "ignored" (printed as unraisable)
+    and the sweep goes on as if nothing had been pressed. Recording a flag cannot be lost that way. A second
+    signal before the loop acts raises at once, for a user who insists. Only the main thread can own
+    handlers; elsewhere, and for a signal left at the OS default (SIGTERM outside the CLI), nothing changes."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.received: int | None = None
+
+    def __enter__(self) -> DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    self.previous[signum] = handler
+                    signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        previous, self.previous = self.previous, {}
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if exc_type is None and self.received is not None:  # pressed after the last poll: act on it now
+            signum, self.received = self.received, None
+            previous[signum](signum, None)
+
+    def _record(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            self.previous[signum](signum, frame)
+        self.received = signum
+
+    def act(self) -> None:
+        """Call the earlier handler of a signal recorded since the last call (it raises ``KeyboardInterrupt``
+        under Python's default SIGINT handler and the CLI's SIGTERM one)."""
+        if self.received is not None:
+            signum, self.received = self.received, None
+            self.previous[signum](signum, None)
 
 
 def _collect(ray: Any, ref: Any, task: SweepTask, results: TaskResults) -> None:

@@ -38,7 +38,7 @@ datasets = ["Fluo-N2DH-GOWT1"]
 def toy_runner(task: SweepTask, context: SweepContext) -> dict[str, Any]:
     """One task: an MLflow run under the sweep's parent holding one cached stage. The task named in
     ``victim.txt`` kills its own worker process on its first attempt (``killed-once`` marks that it did); with a
-    file ``slow``, run tasks take seconds."""
+    file ``slow``, run tasks wait until it is removed."""
     from benchmark.stages import Stages
 
     root = context.out_dir
@@ -49,8 +49,9 @@ def toy_runner(task: SweepTask, context: SweepContext) -> dict[str, Any]:
         if victim.is_file() and victim.read_text() == task.id and not (root / "killed-once").exists():
             (root / "killed-once").write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-task, its MLflow run left RUNNING
-        if task.kind == "run" and (root / "slow").exists():
-            time.sleep(4.0)  # long enough to interrupt the sweep while its run is open
+        deadline = time.monotonic() + 120
+        while task.kind == "run" and (root / "slow").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the run stays open until the test removes ``slow`` (or the interrupt kills it)
 
         def body(out: Path) -> dict[str, Any]:
             begin = time.time()

@@ -147,3 +147,47 @@ def test_seed_interval_is_a_t_interval_cut_to_the_metric_range() -> None:
     assert seed_interval([143.3, 143.3]) == (143.3, None, None)  # shared by the seeds: no spread to show
     assert seed_interval([7.0, None, float("nan")]) == (7.0, None, None)
     assert seed_interval([]) == (None, None, None)
+
+
+class _InterruptsWhileFinalised:
+    """Garbage whose finaliser receives a Ctrl-C: Python runs the handler inside ``__del__``, where a raised
+    ``KeyboardInterrupt`` is printed as unraisable and dropped (how a sweep's Ctrl-C got lost under the
+    cyclic GC of a long test session)."""
+
+    def __init__(self) -> None:
+        self.cycle = self
+
+    def __del__(self) -> None:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))  # bytecodes after the signal: the handler runs here, inside the finaliser
+
+
+def test_a_ctrl_c_during_a_finaliser_still_stops_the_sweep_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under Python's own handler the interrupt is lost; under the sweep's ``DeferredInterrupt`` it is
+    recorded and raised at the loop's next poll, and the earlier handler is back afterwards."""
+    import gc
+    import signal
+    import sys
+
+    from benchmark.cluster import DeferredInterrupt
+
+    dropped: list[type[BaseException] | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: dropped.append(unraisable.exc_type))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    _InterruptsWhileFinalised()
+    gc.collect()  # the KeyboardInterrupt is raised and dropped inside __del__: nothing reaches this frame
+    assert dropped == [KeyboardInterrupt]
+    with DeferredInterrupt() as interrupt:
+        _InterruptsWhileFinalised()
+        gc.collect()
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.act()
+        interrupt.act()  # acted on once only
+    assert dropped == [KeyboardInterrupt]  # nothing more was dropped
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt), DeferredInterrupt():
+        _InterruptsWhileFinalised()
+        gc.collect()  # not acted on before the block ends: acted on as it ends
