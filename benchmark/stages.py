@@ -547,6 +547,15 @@ def tracker_name(config: RunConfig) -> str:
     return tracker_method(config.tracker).name
 
 
+def _gap_key(ctx: RunContext) -> tuple[str, int, float]:
+    """The gap closing the tracking step applies (``downstream.tracker.gaps``): part of the eval key, so that a
+    result tracked before gap closing existed (same trained tracker) is not served from the cache."""
+    from downstream.tracker import tracker_config
+
+    config = tracker_config(ctx.config.tracker, ctx.config.seed)[1]
+    return "gaps", config.gap_frames, config.gap_diameters
+
+
 TRAIN_TRACKER = Stage("train-tracker", ("generate",), key=_tracker_key,
                       body=_train_tracker, params=lambda ctx: ctx.config.tracker,
                       artifacts=lambda ctx, folder: log_small_artifacts(folder / "tracker", "tracker"),
@@ -554,7 +563,7 @@ TRAIN_TRACKER = Stage("train-tracker", ("generate",), key=_tracker_key,
                       when=lambda ctx: ctx.no_tracking is None)
 EVAL_REAL = Stage("eval-real", ("train-segmenter", "train-tracker"),
                   key=lambda ctx, r: (r["train-segmenter"].folder.name, r["train-tracker"].folder.name,
-                                      ctx.reference.name, ctx.reference_digest),
+                                      ctx.reference.name, ctx.reference_digest, _gap_key(ctx)),
                   body=_eval_real, params=lambda ctx: {"test_sequence": ctx.reference.name},
                   artifacts=lambda ctx, folder: _log_result(folder / f"{ctx.reference.name}_RES"),
                   when=lambda ctx: ctx.no_tracking is None)

@@ -7,7 +7,9 @@ Pipeline per frame pair t -> t+1 (``downstream.md`` 4.3):
 4. a gradient-boosted link classifier and a division classifier on (mother, daughter, daughter)
    triples, both trained on the dataset's GT (TRA labels + ``man_track.txt``) from scratch;
 5. Jaqaman-style augmented LAP (births, deaths) on -log p, then greedy division attachment;
-6. a CTC result written by ``benchmark.ctc.write_result`` (always valid). No gap closing.
+6. gap closing (``downstream.tracker.gaps``, both trackers): a track broken by up to ``gap_frames`` missed
+   detections is joined again and the missed frames filled with its shifted mask;
+7. a CTC result written by ``benchmark.ctc.write_result`` (always valid).
 
 Why it stays the default over trackastra (``downstream.md`` 4.2, now the second choice below): it trains in
 seconds on 2 CPU cores, is deterministic and needs no torch in the tracking stage, which is what the
@@ -23,7 +25,7 @@ GOWT1 is an easy linking problem (slow nuclei, 2 mitoses per sequence, too few t
 model from 01 alone), so the learned model only ties the baseline there. It is still the benchmark's
 tracker because its quality follows the training lineage (the quantity being compared across
 generators), and it learns divisions where the training data has them; the baseline stays as a
-reference row. Without gap closing, neither recovers a missed detection.
+reference row. These figures are without gap closing (``gap_frames = 0``); with it, see ``gaps``.
 
 A second tracker, trackastra's association transformer trained from scratch by our own loop
 (``downstream.tracker.trackastra_tracker``), is chosen per profile with ``[tracker] method = "trackastra"``

@@ -41,6 +41,7 @@ from downstream.tracker.features import (
     division_features,
     frame_pair,
 )
+from downstream.tracker.gaps import bridge_gaps
 from downstream.tracker.linking import PairDecision, build_tracks, decide
 
 MODEL_FILE = "tracker.joblib"
@@ -65,6 +66,14 @@ class TrackerConfig:
     refit_on_all: bool = True
     seed: int = 0
     threads: int = 1  # OpenMP threads of the classifiers; more is ~10x SLOWER on a shared, oversubscribed CPU
+    gap_frames: int = 2  # gap closing (``downstream.tracker.gaps``): missed frames bridged; 0 = off
+    gap_diameters: float = 1.0  # gap closing: farthest centroid jump, in median nucleus diameters
+
+    def check(self, where: str = "TrackerConfig") -> None:
+        """Refuse a gap-closing setting the tracking stage would fail on after the segmenter has trained."""
+        if self.gap_frames < 0 or self.gap_diameters < 0:
+            raise ValueError(f"{where}: gap_frames = {self.gap_frames} and gap_diameters = {self.gap_diameters} "
+                             "must be >= 0 (gap_frames = 0 turns gap closing off)")
 
 
 @dataclass
@@ -277,5 +286,6 @@ def track_sequence(model_dir: Path, seq: CTCSequence, masks: list[np.ndarray], r
         decisions = decide(fps, link_probabilities(payload["link"], fps), payload["tau_link"],
                            payload["tau_division"], config.k_division, _proba(payload["division"]))
     frames, parents = build_tracks(masks, [d.labels for d in dets], decisions)
+    frames, parents = bridge_gaps(frames, parents, config.gap_frames, config.gap_diameters)
     write_result(res_dir, frames, parents, overwrite=overwrite)
     return Path(res_dir)

@@ -54,6 +54,7 @@ from benchmark.ctc import CTCFormatError, CTCSequence, Track, write_result
 from benchmark.io import replace_directory, staging_directory
 from downstream.normalize import normalize_image
 from downstream.split import holdout_split
+from downstream.tracker.gaps import bridge_gaps
 from downstream.tracker.linking import PairDecision, build_tracks
 from downstream.tracker.model import gt_masks, lineage_sequences
 
@@ -108,6 +109,8 @@ class TrackastraConfig:
     max_neighbors: int = 10  # candidate edges per object
     predict_batch_size: int = 4  # windows per forward pass when tracking
     threads: int = 1  # torch intra-op threads; more is slower on a shared, oversubscribed 2-core machine
+    gap_frames: int = 2  # gap closing (``downstream.tracker.gaps``): missed frames bridged; 0 = off
+    gap_diameters: float = 1.0  # gap closing: farthest centroid jump, in median nucleus diameters
     seed: int = 0
 
     def check(self, where: str = "TrackastraConfig") -> None:
@@ -127,6 +130,9 @@ class TrackastraConfig:
                 raise ValueError(f"{where}: {name} = {getattr(self, name)} must be >= 1")
         if not 0.0 <= self.n_val < 1.0:
             raise ValueError(f"{where}: n_val = {self.n_val} must be in [0, 1)")
+        if self.gap_frames < 0 or self.gap_diameters < 0:
+            raise ValueError(f"{where}: gap_frames = {self.gap_frames} and gap_diameters = {self.gap_diameters} "
+                             "must be >= 0 (gap_frames = 0 turns gap closing off)")
 
 
 @dataclass
@@ -527,5 +533,6 @@ def track_with_trackastra(model_dir: Path, seq: CTCSequence, masks: list[np.ndar
                                             threshold=config.link_threshold)
         decisions = _decisions(solution, labels)
     frames, parents = build_tracks(masks, labels, decisions)
+    frames, parents = bridge_gaps(frames, parents, config.gap_frames, config.gap_diameters)
     write_result(res_dir, frames, parents, overwrite=overwrite)
     return Path(res_dir)

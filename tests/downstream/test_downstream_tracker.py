@@ -48,15 +48,36 @@ def test_same_seed_same_result(train_01: Path, tracker: Path, test_02, tmp_path:
 
 
 def test_empty_and_sparse_frames_stay_valid(tracker: Path, test_02, tmp_path: Path) -> None:
-    """Segmenters miss cells and whole frames; the result must still validate and score."""
+    """Segmenters miss cells and whole frames; the result must still validate and score. Three empty frames
+    in a row are past the default gap closing (2 frames), so detections stay lost there."""
     seq, masks = test_02
     damaged = [m.copy() for m in masks]
-    damaged[3][:] = 0
+    for t in (3, 4, 5):
+        damaged[t][:] = 0
     damaged[7][damaged[7] == np.unique(damaged[7])[-1]] = 0
     res = track_sequence(tracker, seq, damaged, tmp_path / "02_RES")
     assert validate_result(res, seq.n_frames) == []
     scores = ctc_scores(res, seq.gt_dir, ("TRA", "DET"))
     assert 0.0 < scores["DET"] < 1.0
+
+
+def test_a_missed_nucleus_keeps_its_track_through_the_gap(tracker: Path, test_02, tmp_path: Path) -> None:
+    """The learned tracker with its default gap closing: a nucleus missed in one middle frame comes back as the
+    same track, filled in the missed frame (not a track that ends and a new one born two frames later)."""
+    seq, masks = test_02
+    t = seq.n_frames // 2
+    common = set(np.unique(masks[t - 1])) & set(np.unique(masks[t])) & set(np.unique(masks[t + 1])) - {0}
+    label = max(common, key=lambda k: int((masks[t] == k).sum()))
+    damaged = [m.copy() for m in masks]
+    damaged[t][damaged[t] == label] = 0
+    res = ResultSequence(track_sequence(tracker, seq, damaged, tmp_path / "02_RES"))
+    assert validate_result(res.res_dir, seq.n_frames) == []
+    before = np.bincount(res.mask(t - 1)[masks[t - 1] == label]).argmax()
+    assert before > 0
+    assert all((res.mask(u) == before).any() for u in (t, t + 1))
+    after = np.bincount(res.mask(t + 1)[masks[t + 1] == label]).argmax()
+    assert after == before
+    assert (res.mask(t)[masks[t] == label] == before).mean() > 0.7
 
 
 def test_wrong_mask_count_is_rejected(tracker: Path, test_02, tmp_path: Path) -> None:

@@ -73,14 +73,18 @@ def test_same_seed_same_result(train_01: Path, model: Path, test_02, tmp_path: P
 
 
 def test_empty_and_sparse_frames_stay_valid(model: Path, test_02, tmp_path: Path) -> None:
-    """Segmenters miss cells and whole frames; unlinked detections must stay in the result (DET)."""
+    """Segmenters miss cells and whole frames; unlinked detections must stay in the result (DET). Three empty
+    frames in a row are past the default gap closing (2 frames): those detections stay lost, the one nucleus
+    missed in frame 7 is filled."""
     seq, masks = test_02
     damaged = [m.copy() for m in masks]
-    damaged[3][:] = 0
+    for t in (3, 4, 5):
+        damaged[t][:] = 0
     damaged[7][damaged[7] == np.unique(damaged[7])[-1]] = 0
     res = track_with_trackastra(model, seq, damaged, tmp_path / "02_RES")
     assert validate_result(res, seq.n_frames) == []
-    assert 0.9 < ctc_scores(res, seq.gt_dir, ("DET",))["DET"] < 1.0
+    assert 0.8 < ctc_scores(res, seq.gt_dir, ("DET",))["DET"] < 1.0
+    assert len(np.unique(ResultSequence(res).mask(7))) == len(np.unique(masks[7]))
 
 
 def test_wrong_mask_count_is_rejected(model: Path, test_02, tmp_path: Path) -> None:
