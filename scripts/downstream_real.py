@@ -5,6 +5,9 @@
   trackastra: trackastra's transformer trained FROM SCRATCH on 01 (the same full-mask export; the --profile's
              [tracker.trackastra], else TrackastraConfig's cpu-sized defaults) next to the learned tracker and the
              nearest-neighbour baseline, all linking GT-derived full masks of 02 -> TRA/DET, train/track seconds.
+  gaps:      gap closing (downstream.tracker.gaps) on the learned tracker and the nearest-neighbour baseline: 02's
+             GT-derived full masks with 5 % / 15 % of the objects dropped at random (seed 0), each result scored
+             as linked (gap_frames = 0) and after close_gaps with 1, 2 and 3 bridged frames -> TRA/DET.
   segmenter: short StarDist trained on 01 full masks (exported as SEG), applied to 02 -> SEG/DET/TRA
              (tracked with the learned tracker).
   thresholds: the real row's StarDist as the pipeline trains it (the --profile's [segmenter], default cpu),
@@ -12,7 +15,7 @@
              with StarDist's defaults, and over a probability sweep; plus the validation frames' misses and
              false positives at each probability (why the fitted threshold is not the default).
 
-Usage: .venv/bin/python scripts/downstream_real.py {tracker,trackastra,segmenter,thresholds,all} [--out DIR] [--epochs N]
+Usage: .venv/bin/python scripts/downstream_real.py {tracker,trackastra,gaps,segmenter,thresholds,all} [--out DIR] [--epochs N]
        [--steps N] [--patch PX] [--lr LR] [--profile P]
 """
 
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmark.ctc import CTCSequence, validate_result, write_sequence
+from benchmark.ctc import CTCSequence, ResultSequence, validate_result, write_result, write_sequence
 from benchmark.ctc.crops import full_masks
 from benchmark.metrics.ctc import ctc_scores
 from downstream.segmenter import (
@@ -44,6 +47,7 @@ from downstream.tracker import (
     train_trackastra,
     train_tracker,
 )
+from downstream.tracker.gaps import close_gaps
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "ctc" / "Fluo-N2DH-GOWT1"
 
@@ -80,6 +84,43 @@ def run_tracker(out: Path) -> dict:
     for name, res in (("learned", learned), ("baseline", baseline)):
         assert not validate_result(res, test.n_frames)
         result[name] = ctc_scores(res, test.gt_dir, ("TRA", "DET"))
+    return result
+
+
+def _scored_with_gaps(res: Path, test: CTCSequence, out: Path, gap_frames: int) -> dict:
+    """``res`` (linked with gap closing off) scored after ``close_gaps`` with ``gap_frames`` bridged frames."""
+    result = ResultSequence(res)
+    frames = [result.mask(t) for t in range(test.n_frames)]
+    parents = {k: v.parent for k, v in result.tracks.items() if v.parent}
+    frames, parents, closed = close_gaps(frames, parents, max_frames=gap_frames)
+    write_result(out, frames, parents, overwrite=True)
+    assert not validate_result(out, test.n_frames)
+    return {"gaps_closed": closed, **ctc_scores(out, test.gt_dir, ("TRA", "DET"))}
+
+
+def run_gaps(out: Path) -> dict:
+    """TRA/DET with and without gap closing when 5 % / 15 % of 02's GT-derived objects are missed."""
+    test = CTCSequence(DATA, "02")
+    masks = [full_masks(test, t) for t in tqdm(range(test.n_frames), desc="02 full masks")]
+    train_dir = export_full(DATA, "01", out / "gowt1_01_full")
+    model = train_tracker(train_dir, TrackerConfig(gap_frames=0), out / "tracker_gowt1_01_nogaps", overwrite=True)
+    rng = np.random.default_rng(0)
+    result: dict = {}
+    for fraction in (0.05, 0.15):
+        damaged = []
+        for m in masks:
+            labels = np.unique(m)[1:]
+            gone = labels[rng.random(len(labels)) < fraction]
+            damaged.append(np.where(np.isin(m, gone), 0, m).astype(m.dtype))
+        for name in ("learned", "baseline"):
+            res = out / f"drop{fraction}" / name / "02_RES"
+            if name == "learned":
+                track_sequence(model, test, damaged, res, overwrite=True)
+            else:
+                track_nearest(test, damaged, res, overwrite=True)
+            for gap_frames in (0, 1, 2, 3):
+                key = f"drop {fraction:.0%} {name} gap_frames={gap_frames}"
+                result[key] = _scored_with_gaps(res, test, res.parent / f"gaps{gap_frames}" / "02_RES", gap_frames)
     return result
 
 
@@ -194,7 +235,7 @@ def run_thresholds(out: Path, profile: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["tracker", "trackastra", "segmenter", "thresholds", "all"])
+    parser.add_argument("what", choices=["tracker", "trackastra", "gaps", "segmenter", "thresholds", "all"])
     parser.add_argument("--out", type=Path, default=Path("runs/downstream_real"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
@@ -211,6 +252,8 @@ def main() -> None:
         report["segmenter"] = run_segmenter(args.out, args.epochs, args.steps, args.patch, args.lr)
     if args.what == "thresholds":
         report["thresholds"] = run_thresholds(args.out, args.profile)
+    if args.what == "gaps":
+        report["gaps"] = run_gaps(args.out)
     if args.what == "trackastra":
         report["trackastra"] = run_trackastra(args.out, args.profile)
     (args.out / f"report_{args.what}.json").write_text(json.dumps(report, indent=1))

@@ -754,11 +754,13 @@ import sys, time
 from pathlib import Path
 from benchmark.stages import Stages
 
-root, marker = Path(sys.argv[1]), Path(sys.argv[2])
+root, marker, release = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 
 def body(out):
     marker.write_text("started")
-    time.sleep(4)
+    deadline = time.monotonic() + 120
+    while not release.exists() and time.monotonic() < deadline:  # holds the stage until the other run waits
+        time.sleep(0.05)
     (out / "made-by.txt").write_text("first")
     return {"value": 1.0}
 
@@ -774,8 +776,8 @@ def test_a_second_run_waits_for_the_stage_another_is_writing(tmp_path: Path, mon
     from benchmark.stages import Stages
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    marker = tmp_path / "started"
-    first = subprocess.Popen([sys.executable, "-c", SLOW_STAGE, str(tmp_path / "stages"), str(marker)])
+    marker, release = tmp_path / "started", tmp_path / "release"
+    first = subprocess.Popen([sys.executable, "-c", SLOW_STAGE, str(tmp_path / "stages"), str(marker), str(release)])
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -783,11 +785,17 @@ def test_a_second_run_waits_for_the_stage_another_is_writing(tmp_path: Path, mon
             time.sleep(0.1)
         logs: list[str] = []
 
+        def log(line: str) -> None:  # the first writer finishes only once this run has said it waits
+            logs.append(line)
+            if "waiting" in line:
+                release.write_text("go")
+
         def must_not_run(out: Path) -> dict:
             raise AssertionError("the stage ran twice")
 
-        result = Stages(tmp_path / "stages", "ds", log=logs.append).run("slow", "key", must_not_run)
+        result = Stages(tmp_path / "stages", "ds", log=log).run("slow", "key", must_not_run)
     finally:
+        release.write_text("go")
         first.wait(timeout=120)
     assert first.returncode == 0
     assert "busy" in logs[0] and f"pid {first.pid}" in logs[0] and "waiting" in logs[0]
