@@ -33,7 +33,7 @@ MIN_VISIBLE = 0.5
 
 @dataclass(frozen=True)
 class TrackEnds:
-    """Where each track starts and ends: frame, centroid (row, col) and the pixels of its mask there."""
+    """Where each track starts and ends (frame and centroid (row, col)), and the median nucleus diameter."""
 
     first: dict[int, int]
     last: dict[int, int]
@@ -103,12 +103,18 @@ def choose_gaps(candidates: list[tuple[int, int, float]]) -> list[tuple[int, int
     return [(ended[r], born[c]) for r, c in zip(rows, cols, strict=True) if r < len(ended) and c < len(born)]
 
 
+def check_gap_settings(gap_frames: int, gap_diameters: float, where: str) -> None:
+    """The one check of the gap-closing settings, for every tracker config and for ``close_gaps`` itself."""
+    if gap_frames < 0 or gap_diameters < 0:
+        raise ValueError(f"{where}: gap_frames = {gap_frames} and gap_diameters = {gap_diameters} "
+                         "must be >= 0 (gap_frames = 0 turns gap closing off)")
+
+
 def close_gaps(frames: Sequence[np.ndarray], parents: Mapping[int, int], max_frames: int = 2,
                max_diameters: float = 1.0) -> tuple[list[np.ndarray], dict[int, int], int]:
     """Join tracks across up to ``max_frames`` missed frames (0: no gap closing); returns the new
     track-labelled frames (copies), the new {daughter: mother} map and the number of gaps closed."""
-    if max_frames < 0 or max_diameters < 0:
-        raise ValueError(f"gap closing needs max_frames >= 0 and max_diameters >= 0, got {max_frames}, {max_diameters}")
+    check_gap_settings(max_frames, max_diameters, "close_gaps")
     out = [np.array(f, copy=True) for f in frames]
     new_parents = dict(parents)
     if max_frames == 0 or len(out) < 3:

@@ -41,7 +41,7 @@ from downstream.tracker.features import (
     division_features,
     frame_pair,
 )
-from downstream.tracker.gaps import bridge_gaps
+from downstream.tracker.gaps import bridge_gaps, check_gap_settings
 from downstream.tracker.linking import PairDecision, build_tracks, decide
 
 MODEL_FILE = "tracker.joblib"
@@ -71,9 +71,7 @@ class TrackerConfig:
 
     def check(self, where: str = "TrackerConfig") -> None:
         """Refuse a gap-closing setting the tracking stage would fail on after the segmenter has trained."""
-        if self.gap_frames < 0 or self.gap_diameters < 0:
-            raise ValueError(f"{where}: gap_frames = {self.gap_frames} and gap_diameters = {self.gap_diameters} "
-                             "must be >= 0 (gap_frames = 0 turns gap closing off)")
+        check_gap_settings(self.gap_frames, self.gap_diameters, where)
 
 
 @dataclass

@@ -54,7 +54,7 @@ from benchmark.ctc import CTCFormatError, CTCSequence, Track, write_result
 from benchmark.io import replace_directory, staging_directory
 from downstream.normalize import normalize_image
 from downstream.split import holdout_split
-from downstream.tracker.gaps import bridge_gaps
+from downstream.tracker.gaps import bridge_gaps, check_gap_settings
 from downstream.tracker.linking import PairDecision, build_tracks
 from downstream.tracker.model import gt_masks, lineage_sequences
 
@@ -130,9 +130,7 @@ class TrackastraConfig:
                 raise ValueError(f"{where}: {name} = {getattr(self, name)} must be >= 1")
         if not 0.0 <= self.n_val < 1.0:
             raise ValueError(f"{where}: n_val = {self.n_val} must be in [0, 1)")
-        if self.gap_frames < 0 or self.gap_diameters < 0:
-            raise ValueError(f"{where}: gap_frames = {self.gap_frames} and gap_diameters = {self.gap_diameters} "
-                             "must be >= 0 (gap_frames = 0 turns gap closing off)")
+        check_gap_settings(self.gap_frames, self.gap_diameters, where)
 
 
 @dataclass
