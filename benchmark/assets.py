@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from benchmark.io import atomic_write, atomic_write_bytes
+from benchmark.io import atomic_write, atomic_write_bytes, sha256_file
 from benchmark.paths import cache_dir
 
 DOWNLOAD_TIMEOUT_S = 20.0
@@ -142,11 +142,7 @@ def sha256_of(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = sha256_file(path)
     return _HASHES[key]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
@@ -24,6 +25,7 @@ COMMAND_HOOKS = (
     ("benchmark.metrics.cli", "add_metrics_commands"),
     ("benchmark.pipeline", "add_run_command"),
     ("reports.cli", "add_report_commands"),
+    ("benchmark.bundle_cli", "add_bundle_commands"),
     ("benchmark.sweep", "add_sweep_command"),
     ("benchmark.gate", "add_check_command"),
 )
@@ -106,8 +108,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}\n")
 
 
+#: OS errors of a write that ran out of room: said in words, with the file (``io.naming`` supplies it)
+OUT_OF_ROOM = {errno.ENOSPC: "no space left on device while writing it",
+               errno.EFBIG: "file too large while writing it (a file-size limit: ulimit -f, or the file system's)",
+               errno.EDQUOT: "disk quota exceeded while writing it"}
+
+
 def error_line(exc: BaseException) -> str:
     """The one line an expected failure prints: the message, with the file an OS error is about."""
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_ROOM:
+        return f"{exc.filename or 'a file (name unknown)'}: {OUT_OF_ROOM[exc.errno]}"
     if isinstance(exc, OSError) and exc.strerror:  # raised by the OS: name the file it is about
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror}"
@@ -154,6 +164,27 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+#: what an interrupted command leaves behind, said in its ``interrupted`` line
+KEPT_ON_INTERRUPT = {
+    "run": "finished stages are kept and the same command resumes",
+    "oracle": "finished stages are kept and the same command resumes",
+    "sweep": "finished tasks are kept and the same command resumes",
+    "generate": "nothing was written to --out (an earlier output is as it was); a finished fit stays cached",
+}
+
+
+def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> tuple[str, int]:
+    """The line and exit status of an interrupted command: it names the command and what it kept; the status is
+    the shell's convention, 128 + the signal (SIGTERM 143, Ctrl-C 130), so a scheduler can tell them apart."""
+    name = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "SIGINT"
+    signum = getattr(signal.Signals, name, signal.SIGINT)
+    parts = (getattr(args, "command", None), getattr(args, "data_command", None))
+    command = " ".join(str(part) for part in parts if part) or "the command"
+    kept = KEPT_ON_INTERRUPT.get(str(parts[0]), "nothing half-written is left under a final name")
+    how = "Ctrl-C" if signum == signal.SIGINT else name
+    return f"error: {command} interrupted by {how}; {kept}", 128 + int(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with cli_logging(args.log_level):
@@ -162,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the subcommand; an expected failure is one ``error:`` line on stderr (printed, not logged: its
-    form is fixed whatever -v/-q say), Ctrl-C or SIGTERM exits 130."""
+    form is fixed whatever -v/-q say); Ctrl-C exits 130, SIGTERM 143, each with a line naming the command."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
@@ -176,9 +207,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        why = f"by {exc.args[0]}" if exc.args else "by Ctrl-C"
-        print(f"error: interrupted {why}; finished stages are kept and the same command resumes", file=sys.stderr)
-        return 130
+        line, code = _interrupted(args, exc)
+        print(line, file=sys.stderr)
+        return code
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -55,6 +56,62 @@ def worker_env() -> dict[str, str]:
            "PYTHONPATH": python_path}
     env.update({name: os.environ[name] for name in PASSED_ENV if name in os.environ})
     return env
+
+
+#: seconds a TCP connect to ``--address`` may take before the cluster is declared unreachable
+CONNECT_TIMEOUT_S = 5.0
+#: Ray's client port (``ray://host`` without a port), and the GCS port of a bare ``host``
+RAY_CLIENT_PORT, RAY_GCS_PORT = 10001, 6379
+
+
+def cluster_address(address: str | None) -> tuple[str, str] | None:
+    """``(address, where it came from)``: ``--address`` or ``$RAY_ADDRESS``; None for a local instance."""
+    if address:
+        return address, f"--address {address}"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], f"$RAY_ADDRESS={os.environ['RAY_ADDRESS']}"
+    return None
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast, naming the address given, when no Ray cluster can answer there: a plain TCP connect with a
+    short timeout, before ``ray.init`` (which retries for minutes and then names addresses of its own) and
+    before the sweep's MLflow parent run is opened. ``auto``/``local`` and an instance this process already
+    started are left to Ray."""
+    given = cluster_address(address)
+    if given is None or given[0] in ("auto", "local") or _ray_initialized():
+        return
+    value, source = given
+    host, port = _host_port(value, source)
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except TimeoutError:
+        raise ValueError(f"{source}: no Ray cluster answers at {host}:{port} "
+                         f"(no reply within {CONNECT_TIMEOUT_S:g} s)") from None
+    except OSError as exc:
+        raise ValueError(f"{source}: no Ray cluster answers at {host}:{port} "
+                         f"({exc.strerror or exc})") from None
+
+
+def _ray_initialized() -> bool:
+    """Whether this process already holds a Ray instance (without importing Ray where nothing has)."""
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+def _host_port(value: str, source: str) -> tuple[str, int]:
+    """``host:port``, ``ray://host[:port]`` or a bare ``host`` as (host, port); one line for anything else."""
+    scheme, _, rest = value.rpartition("://")
+    if scheme not in ("", "ray"):
+        raise ValueError(f"{source}: unknown scheme {scheme!r}; expected HOST:PORT or ray://HOST:PORT")
+    rest = rest.rstrip("/")
+    host, colon, port = rest.rpartition(":") if rest.count(":") == 1 or rest.startswith("[") else ("", "", "")
+    if not colon:
+        host, port = rest, str(RAY_CLIENT_PORT if scheme else RAY_GCS_PORT)
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{source}: expected HOST:PORT or ray://HOST:PORT")
+    return host, int(port)
 
 
 @contextmanager

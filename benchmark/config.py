@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import numbers
 import tomllib
 import types
@@ -120,32 +121,50 @@ def load_profile(profile: str | Path) -> dict[str, Any]:
     return _resolve(profile, ())
 
 
-def _resolve(profile: str | Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+def _resolve(profile: str | Path, chain: tuple[Path, ...], path: Path | None = None) -> dict[str, Any]:
     """``load_profile`` without the base check; ``chain`` holds the files already on the ``extends`` path
-    (resolved, so ``a.toml`` and ``./a.toml`` are one file and a cycle cannot recurse forever)."""
-    raw = _read_profile(profile)
+    (resolved, so ``a.toml`` and ``./a.toml`` are one file and a cycle cannot recurse forever). ``path``: the
+    file an ``extends`` named, already resolved against the folder of the profile that named it (``profile``
+    is then only how error lines call it); None: ``profile`` as given on the command line."""
+    path = path or _profile_path(profile)
+    raw = _read_profile(profile, path)
     base = raw.pop("extends", None)
     check_profile(profile, raw)
     if base is None:
         return raw
-    here = (*chain, _profile_path(profile).resolve())
-    target = _extends_target(profile, base)
+    here = (*chain, path.resolve())
+    target = _extends_target(profile, path, base)
     if target.resolve() in here:
-        names = " -> ".join(p.stem for p in (*here, target))
-        raise ValueError(f"profile {profile!r}: circular 'extends' chain {names}")
-    return merge_params(_resolve(base, here), raw)
+        raise ValueError(f"profile {profile!r}: circular 'extends' chain {_chain_text((*here, target.resolve()))}")
+    return merge_params(_resolve(base, here, target), raw)
 
 
-def _extends_target(profile: str | Path, base: Any) -> Path:
-    """The file ``extends = base`` names, checked before it is read: the error names the extending profile."""
+def _chain_text(files: Sequence[Path]) -> str:
+    """``a -> b -> a``: file stems, or whole paths where two files of the chain share a stem."""
+    stems = [f.stem for f in files]
+    unique = len({*stems}) == len({*files})
+    return " -> ".join(stems if unique else [str(f) for f in files])
+
+
+def extends_is_path(base: str) -> bool:
+    """Whether ``extends = base`` names a TOML file (it contains a ``/`` or has a suffix such as ``.toml``)
+    rather than a shipped profile: a file resolves against the folder of the profile that names it, never
+    the working directory, so a profile resolves the same wherever it runs (sweep workers included)."""
+    return "/" in base or "\\" in base or bool(Path(base).suffix)
+
+
+def _extends_target(profile: str | Path, path: Path, base: Any) -> Path:
+    """The file ``extends = base`` in ``path`` names, checked before it is read: the error names the
+    extending profile and, for a path, where it was looked for."""
     if not isinstance(base, str) or not base:
         raise ValueError(f"profile {profile!r}: 'extends' must be a profile name or TOML path, got {base!r}")
-    path = _profile_path(base)
-    if not path.is_file():
+    target = path.parent / Path(base).expanduser() if extends_is_path(base) else PROFILE_DIR / f"{base}.toml"
+    if not target.is_file():
         known = ", ".join(sorted((*PROFILES, *BASES)))
-        raise ValueError(f"profile {profile!r}: extends unknown profile {base!r}; "
+        where = f" (no file {target}, relative to the folder of {path.name})" if extends_is_path(base) else ""
+        raise ValueError(f"profile {profile!r}: extends unknown profile {base!r}{where}; "
                          f"known: {known}, or a TOML path")
-    return path
+    return target
 
 
 def _profile_path(profile: str | Path) -> Path:
@@ -154,8 +173,7 @@ def _profile_path(profile: str | Path) -> Path:
     return PROFILE_DIR / f"{profile}.toml" if not path.suffix else path
 
 
-def _read_profile(profile: str | Path) -> dict[str, Any]:
-    path = _profile_path(profile)
+def _read_profile(profile: str | Path, path: Path) -> dict[str, Any]:
     if not Path(profile).suffix and not path.is_file():
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)} or pass a TOML path")
     try:
@@ -163,8 +181,21 @@ def _read_profile(profile: str | Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ValueError(f"{path}: profile file is missing") from None
-    except tomllib.TOMLDecodeError as exc:
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not a profile TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: invalid TOML ({exc})") from None
+
+
+def profile_label(profile: str | Path | None) -> str | None:
+    """The one label a ``--profile`` value goes by in tags, run names, lookups and the thresholds file: a
+    shipped profile's name as given, a TOML path's stem (``my/fast.toml`` -> ``fast``). Every command
+    (run, oracle, sweep, report, check) passes its ``--profile`` through here, so the value that ran a
+    benchmark also finds it. None (no ``--profile``: any) stays None."""
+    if profile is None or str(profile) == "":
+        return None
+    path = Path(profile)
+    return path.stem if path.suffix else str(profile)
 
 
 def build_run_config(profile: str | Path, dataset: str, generator: str, seed: int = 0,
@@ -178,7 +209,7 @@ def build_run_config(profile: str | Path, dataset: str, generator: str, seed: in
     window = raw.get("window", {}).get(dataset) or raw.get("window", {}).get("default")
     params = merge_params(raw.get("generators", {}).get(generator, {}), nest_params(generator_overrides or {}))
     return RunConfig(
-        profile=Path(profile).stem if Path(profile).suffix else str(profile),
+        profile=profile_label(profile) or "",
         dataset=dataset,
         generator=generator,
         seed=seed,
@@ -282,22 +313,31 @@ PARAM_HELP = ("generator parameter, KEY=VALUE (VALUE read as JSON when it parses
 
 
 def parse_params(items: Sequence[str] | str | None) -> dict[str, Any]:
-    """``--param`` of every command (``run``, ``oracle``, ``generate``): each item is ``KEY=VALUE`` or a JSON
-    object of generator parameters; one line naming the item when it is neither."""
+    """``--param`` of every command (``run``, ``oracle``, ``generate``), the one parser they share: each item
+    is ``KEY=VALUE`` or a JSON object of generator parameters; one line naming the item when it is neither.
+
+    Returns NESTED tables (``ddpm.batch_size=16`` is ``{"ddpm": {"batch_size": 16}}``, ``nest_params``), the
+    form a config class reads: ``generate`` hands them to ``from_params`` directly, where a dotted key would
+    be an unknown field. Items merge in order, later ones win, sub-tables merge (``ddpm.iterations=40`` after
+    ``'{"ddpm": {"batch_size": 16}}'`` keeps the batch size)."""
     params: dict[str, Any] = {}
     for item in [items] if isinstance(items, str) else (items or []):
-        text = item.strip()
-        if text.startswith(("{", "[")) or "=" not in text:
-            params.update(_json_params(item))
-            continue
-        key, value = text.split("=", 1)
-        if not key.strip():
-            raise ValueError(f"--param {item!r}: expected KEY=VALUE with a parameter name before '='")
-        try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key.strip()] = value
+        params = merge_params(params, nest_params(_param_item(item)))
     return params
+
+
+def _param_item(item: str) -> dict[str, Any]:
+    """One ``--param`` item as a table of (possibly dotted) keys."""
+    text = item.strip()
+    if text.startswith(("{", "[")) or "=" not in text:
+        return _json_params(item)
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise ValueError(f"--param {item!r}: expected KEY=VALUE with a parameter name before '='")
+    try:
+        return {key.strip(): json.loads(value)}
+    except json.JSONDecodeError:
+        return {key.strip(): value}
 
 
 def _json_params(item: str) -> dict[str, Any]:
@@ -336,4 +376,52 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def int_at_least(minimum: int, what: str = "an integer") -> typing.Callable[[str], int]:
+    """argparse type of an integer option with a floor (``positive_int`` is ``int_at_least(1)``): a value
+    below it would be accepted and logged, then fail or mean nothing minutes later."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int>={minimum}"  # argparse names the type in its messages
+    return parse
+
+
+#: argparse type of a count that may be zero (retries, bootstrap replicates where 0 means "none")
+non_negative_int = int_at_least(0)
+
+
+def finite_float(text: str) -> float:
+    """argparse type of a real number: ``nan`` and ``inf`` parse as floats but mean nothing as a setting."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type of a margin or a duration: a finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type of a relative margin below 100 %: a finite number in [0, 1)."""
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
     return value

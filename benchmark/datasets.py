@@ -34,6 +34,8 @@ class DatasetInfo:
     global P0.5 / P99.9 of all raw frames of both training-set sequences, pooled, computed once and
     written here so that every generator, the real-vs-real floor and every later run are scored under
     the same constants (realism-metrics.md 1.1). ``None``: derived the same way at run time (logged).
+    ``intensity_dtype``: the dtype of the frames the map was derived from; the map holds for data in that
+    dtype's units only (``benchmark.metrics.realism.check_intensity_units``).
     """
 
     name: str
@@ -41,6 +43,7 @@ class DatasetInfo:
     train_sequence: str = "01"
     test_sequence: str = "02"
     intensity_map: tuple[float, float] | None = None
+    intensity_dtype: str | None = None
 
     @property
     def url(self) -> str:
@@ -52,14 +55,19 @@ DATASETS: dict[str, DatasetInfo] = {
     for d in (
         # HeLa's map comes from the frames of the shared partial copy (49 + 45 of 92 frames per sequence)
         DatasetInfo("Fluo-N2DL-HeLa", "HeLa cells stably expressing H2b-GFP, 700x1100 uint16, 92 frames",
-                    intensity_map=(33032.0, 35009.0)),
+                    intensity_map=(33032.0, 35009.0), intensity_dtype="uint16"),
         DatasetInfo("Fluo-N2DH-GOWT1", "GFP-GOWT1 mouse stem cells, 1024x1024 uint8, 92 frames",
-                    intensity_map=(0.0, 123.0)),
+                    intensity_map=(0.0, 123.0), intensity_dtype="uint8"),
         DatasetInfo("Fluo-N2DH-SIM+", "simulated HL60 nuclei (MitoGen output), 2 sequences of 65 and 150 frames"),
         DatasetInfo("Fluo-C2DL-MSC", "rat mesenchymal stem cells, 832x992 / 782x1200 uint16"),
-        DatasetInfo("Fluo-N2DH-CE", "C. elegans developing embryo (2D slices are not provided: 3D only)"),
+        DatasetInfo("Fluo-C2DL-Huh7", "human hepatocarcinoma-derived Huh7 cells, whole-cell fluorescence"),
     )
 }
+#: The CTC's 2D fluorescence training sets (celltrackingchallenge.net/datasets): all five are registered.
+#: The rest of its 2D list is brightfield, DIC or phase contrast (BF-C2DL-HSC, BF-C2DL-MuSC, DIC-C2DH-HeLa,
+#: PhC-C2DH-U373, PhC-C2DL-PSC), which the generators here do not model; its C. elegans set is 3D only
+#: (Fluo-N3DH-CE). ``tests/test_paper_cuts.py`` checks every entry's 2D name pattern and URL form.
+
 #: the whole protocol (SEG, DET, TRA, FID, FVD) runs on it; the shared HeLa copy lacks half its frames
 DEFAULT_DATASET = "Fluo-N2DH-GOWT1"
 
@@ -69,6 +77,10 @@ logger = logging.getLogger(__name__)
 
 class DatasetNotFound(FileNotFoundError):
     pass
+
+
+class DatasetLayoutError(DatasetNotFound):
+    """The dataset's folder is there but not in CTC's layout: downloading another copy would not help."""
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -90,6 +102,8 @@ def resolve_dataset(name: str, data_root: str | Path | None = None, fetch: bool 
     if fetch and data_root is None:
         try:
             return resolve_dataset(name, None, fetch=False)
+        except DatasetLayoutError:
+            raise
         except DatasetNotFound:
             logger.info("%s is not on this machine: fetching it from %s", name, info.url)
             return fetch_dataset(name)
@@ -102,11 +116,28 @@ def resolve_dataset(name: str, data_root: str | Path | None = None, fetch: bool 
         folder = root.expanduser() / info.name
         if (folder / info.train_sequence).is_dir():
             return folder
+    for root in roots:  # a folder that is there but not in CTC's layout: say what it holds, not "fetch it"
+        folder = root.expanduser() / info.name
+        if folder.is_dir():
+            raise DatasetLayoutError(not_ctc_layout(folder, info))
     tried = ", ".join(str(r / info.name) for r in roots)
     raise DatasetNotFound(
         f"dataset {name} not found (looked in {tried}); run `python -m benchmark data fetch {name}` "
         f"(downloads {info.url}) or pass --data-root / set {DATA_ROOT_ENV} to a folder holding {name}/"
     )
+
+
+def not_ctc_layout(folder: Path, info: DatasetInfo, shown: int = 8) -> str:
+    """The line for a dataset folder without the training sequence: what it holds and what CTC expects (two-digit
+    sequence folders with their ``_GT`` annotations), so ``1/`` and ``1_GT/`` are recognised as a naming slip."""
+    try:
+        entries = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    except OSError as exc:
+        return f"{folder}: cannot list the dataset folder ({exc.strerror or exc})"
+    found = ", ".join(entries[:shown]) + (f", ... ({len(entries)} entries)" if len(entries) > shown else "")
+    expected = f"{info.train_sequence}/, {info.train_sequence}_GT/, {info.test_sequence}/, {info.test_sequence}_GT/"
+    return (f"{folder}: holds no CTC sequence folder {info.train_sequence}/ (found: {found or 'nothing'}); "
+            f"CTC expects two-digit sequence folders with their annotations: {expected}")
 
 
 def _download(url: str, dest: Path, progress: bool = True) -> str:

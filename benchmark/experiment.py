@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.io import folder_lock
+from benchmark.io import folder_lock, process_alive
 from benchmark.machine import cpu_description, machine_class
 from benchmark.paths import require_writable
 
@@ -232,25 +232,13 @@ def close_stale_runs(experiment_id: str) -> list[str]:
         tags = run.data.tags
         if tags.get(HOST_TAG) != host or not str(tags.get(PID_TAG, "")).isdigit():
             continue
-        if _process_alive(int(tags[PID_TAG])):
+        if process_alive(int(tags[PID_TAG])):
             continue
         client.set_terminated(run.info.run_id, "KILLED")
         stale.append(run.info.run_id)
     if stale:
         logger.warning("MLflow: marked %d run(s) KILLED that a killed process left RUNNING", len(stale))
     return stale
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:

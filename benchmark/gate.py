@@ -22,11 +22,13 @@ import math
 import re
 import sys
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from benchmark.config import fraction, non_negative_float, profile_label
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +66,69 @@ class Check:
         return "ok" if self.passed else "FAIL"
 
 
+ENTRY_KEYS = ("min", "max", "measured", "source_run")
+
+
 def load_thresholds(path: Path = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+    """The thresholds tree, its whole structure checked (``check_thresholds``): a malformed file is a user's
+    error (one line, exit 2), never a traceback that CI would read as a regression (exit 1)."""
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            tree = tomllib.load(fh)
     except FileNotFoundError:
         raise ValueError(f"{path}: thresholds file is missing (create it with --write-thresholds MARGIN)") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not a thresholds TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a text TOML file ({exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: invalid TOML ({exc})") from None
+    check_thresholds(tree, path)
+    return tree
+
+
+def check_thresholds(tree: Mapping[str, Any], path: Path | str) -> None:
+    """Refuse a thresholds tree that is not {profile: {dataset: {generator: entry | {machine_class: entry}}}}
+    with entries of ``min``/``max``/``measured`` tables of numbers and a ``source_run`` string; the line names
+    the file and the entry (``[ci."Fluo-N2DH-GOWT1".bvdm.min]``)."""
+    def fail(where: list[str], problem: str) -> NoReturn:
+        raise ValueError(f"{path}: [{'.'.join(where)}] {problem}")
+
+    def need_table(node: Any, where: list[str], what: str) -> None:
+        if not isinstance(node, Mapping):
+            fail(where, f"must be a table of {what}, got {node!r}")
+
+    for profile, datasets in tree.items():
+        need_table(datasets, [_toml_key(profile)], "datasets")
+        for dataset, generators in datasets.items():
+            need_table(generators, [_toml_key(profile), _toml_value(dataset)], "generators")
+            for generator, node in generators.items():
+                where = [_toml_key(profile), _toml_value(dataset), _toml_key(generator)]
+                need_table(node, where, "machine classes or bounds (min, max)")
+                if _is_entry(node):
+                    _check_entry(node, where, fail)
+                    continue
+                for machine, entry in node.items():
+                    need_table(entry, [*where, _toml_key(machine)], "bounds (min, max, measured, source_run)")
+                    _check_entry(entry, [*where, _toml_key(machine)], fail)
+
+
+def _check_entry(entry: Mapping[str, Any], where: list[str], fail: Callable[[list[str], str], NoReturn]) -> None:
+    """One bounds entry: only the known keys; min/max/measured tables of numbers; source_run a string."""
+    for key, value in entry.items():
+        if key not in ENTRY_KEYS:
+            fail(where, f"unknown key {key!r}; an entry holds {', '.join(ENTRY_KEYS)}")
+        if key == "source_run":
+            if not isinstance(value, str):
+                fail([*where, key], f"must be a run id string, got {value!r}")
+            continue
+        if not isinstance(value, Mapping):
+            fail([*where, key], f"must be a table of metric = number, got {value!r}")
+        for name, bound in value.items():
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+                fail([*where, key], f"{name} must be a number, got {bound!r}")
+            if key != "measured" and not math.isfinite(bound):
+                fail([*where, key], f"{name} must be a finite bound, got {bound!r}")
 
 
 def _bounds(entry: Mapping[str, Any], where: str) -> Iterable[tuple[str, str, float]]:
@@ -176,7 +233,9 @@ def derive_thresholds(profile: str, datasets: Sequence[str], margin: float,
                 if name in MIN_METRICS:
                     entry["min"][name] = _round(value * (1 - margin))
                 else:
-                    entry["max"][name] = _round(value * (1 + margin))
+                    # FID/FVD are distances (>= 0): a negative one is the round-off of identical feature sets,
+                    # and a bound scaled from it would lie below the value it came from
+                    entry["max"][name] = _round(max(value, 0.0) * (1 + margin))
             for stage, seconds in stage_times(run).items():
                 entry["measured"][f"time_{stage}_s"] = seconds
                 entry["max"][f"time_{stage}_s"] = _round(seconds * (1 + time_margin) + TIME_SLACK_S)
@@ -261,6 +320,8 @@ def known_datasets() -> list[str]:
 def _check_command(args: argparse.Namespace) -> int:
     path = Path(args.thresholds)
     if args.write_thresholds is not None:
+        if path.exists():  # a malformed file it would merge into: one line now, before the store is read
+            load_thresholds(path)
         datasets = args.dataset or known_datasets()
         derived = derive_thresholds(args.profile, datasets, args.write_thresholds, args.time_margin)
         if not derived:
@@ -283,14 +344,15 @@ def _check_command(args: argparse.Namespace) -> int:
 def add_check_command(sub: argparse._SubParsersAction) -> None:
     check = sub.add_parser("check", help="CI regression gate: newest runs vs thresholds.toml (exit 1 on regression)",
                            description=__doc__.splitlines()[0])
-    check.add_argument("--profile", default="ci")
+    check.add_argument("--profile", default="ci", type=profile_label,
+                       help="the profile's name, or the TOML file `run --profile` was given (default: ci)")
     check.add_argument("--dataset", action="append", help="restrict to this dataset (repeatable; default: all "
                        "in the thresholds file, or all in the store with --write-thresholds)")
     check.add_argument("--thresholds", default=str(DEFAULT_THRESHOLDS), help="TOML file (default: %(default)s)")
-    check.add_argument("--write-thresholds", type=float, metavar="MARGIN",
+    check.add_argument("--write-thresholds", type=fraction, metavar="MARGIN",
                        help="instead of checking, derive bounds from the newest runs with this relative margin "
                        "(e.g. 0.2) and write them into --thresholds")
-    check.add_argument("--time-margin", type=float, default=1.0,
+    check.add_argument("--time-margin", type=non_negative_float, default=1.0,
                        help="relative margin for stage times with --write-thresholds (default 1.0 = 2x, plus "
                        f"{TIME_SLACK_S:g} s)")
     check.add_argument("--failures-only", action="store_true", help="print only violated bounds")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +19,19 @@ def require_writable(target: Path, what: str) -> None:
     """Fail now, naming ``target``, when the folder that will hold it cannot be written (read-only place, a
     file in the way), rather than with a traceback about a temporary name after expensive work. ``what``
     says which argument or setting ``target`` came from."""
-    anchor = target.parent
+    _probe(target, target.parent, what)
+
+
+def require_writable_folder(folder: Path, what: str) -> None:
+    """``require_writable`` for a folder the command writes INTO (the cache's ``generators/``): the folder
+    itself when it exists (a read-only ``generators/`` inside a writable cache), else where it would be made."""
+    _probe(folder, folder, what)
+
+
+def _probe(target: Path, start: Path, what: str) -> None:
+    """Create and remove a hidden folder in ``start`` or its nearest existing ancestor; one line naming
+    ``target`` when that fails (the real writes would fail the same way, later)."""
+    anchor = start
     while not anchor.exists() and anchor != anchor.parent:
         anchor = anchor.parent
     if not anchor.is_dir():
@@ -29,6 +41,18 @@ def require_writable(target: Path, what: str) -> None:
     except OSError as exc:
         raise ValueError(f"{target}: cannot write {what} here ({exc.strerror})") from None
     os.rmdir(probe)
+
+
+#: the cache's folders a command writes: fitted generators, lock files, realism feature caches
+CACHE_WRITES = ("generators", "locks", "features")
+
+
+def require_cache_writable(parts: tuple[str, ...] = CACHE_WRITES) -> None:
+    """Probe every cache folder the command will write, at its start (generate, run, oracle, sweep), so a
+    read-only ``generators/`` fails now with one line naming it, not after the fit naming a temporary folder."""
+    root = cache_dir()
+    for part in parts:
+        require_writable_folder(root / part, f"the cache's {part}/ (--cache / $SYNTHVID_CACHE)")
 
 
 def add_cache_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:
@@ -55,3 +79,29 @@ def using_cache(folder: str | None) -> Iterator[None]:
             del os.environ["SYNTHVID_CACHE"]
         else:
             os.environ["SYNTHVID_CACHE"] = previous
+
+
+def refuse_output_overlapping_inputs(out: str | Path, inputs: Iterable[str | Path | None], what: str) -> None:
+    """Refuse (ValueError, one line naming both) an output folder ``out`` that IS, CONTAINS or LIES INSIDE any
+    of the folders (or files) a command reads: ``--overwrite`` or a stage cache must never reach input data.
+
+    Paths are compared resolved (symlinks followed, ``..`` collapsed; a folder not made yet resolves through
+    its nearest existing parent), so a link or a relative spelling of the data does not slip through.
+    ``inputs`` may hold None (an input the command does not have); ``what`` names the output's argument
+    (``--out``). Every writing command calls this before any work: ``generate``, ``run``/``oracle``,
+    ``report``, ``sweep`` (and ``export``)."""
+    target = Path(out).expanduser().resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        source = Path(item).expanduser().resolve()
+        if target == source:
+            relation = "is"
+        elif target.is_relative_to(source):
+            relation = "lies inside"
+        elif source.is_relative_to(target):
+            relation = "contains"
+        else:
+            continue
+        raise ValueError(f"{out}: {what} {relation} the input {source}, which this command reads; "
+                         "choose an output folder outside it (--overwrite never reaches input data)")

@@ -18,8 +18,14 @@ from benchmark.ctc import CTCSequence
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.ctc.window import check_window
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
-from benchmark.paths import add_cache_argument, require_writable
+from benchmark.paths import (
+    add_cache_argument,
+    refuse_output_overlapping_inputs,
+    require_cache_writable,
+    require_writable,
+)
 from benchmark.stages import ORACLE_DAG, RUN_DAG, RunContext, Stages, prepare_context, run_dag, tracker_name
+from benchmark.versions import version_tags
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +36,9 @@ def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> Non
     window on them, so a broken input fails naming its own file, never a stage's copy of it
     (``window-*.partial``) nor after stages have run."""
     check_run_config(config)
+    refuse_out_over_inputs(config, data_root, out_dir)  # first: no probe, no lock, nothing inside the data
     require_writable(out_dir / config.dataset / "stages", "the stage outputs of --out")
+    require_cache_writable()  # fitted generators, locks, features: a read-only one fails now, not after the fit
     experiment.configure()  # an unwritable or broken MLflow store, before any data is read
     source = resolve_dataset(config.dataset, data_root, fetch=True)
     names = list(dict.fromkeys((config.train_sequence, config.test_sequence)))
@@ -42,6 +50,48 @@ def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> Non
             check_window(CTCSequence(source, name), *cut)
         except ValueError as exc:  # CTCFormatError included: it names the sequence's folder
             raise ValueError(f"profile {config.profile!r} [window]: {exc}") from None
+    check_external_data(config, source)
+
+
+def synthetic_source(config: RunConfig) -> Path | None:
+    """The existing folder the run's generator hands on as its synthetic data (``folder``), or None."""
+    from generators.registry import get_generator
+
+    return get_generator(config.generator).from_params(config.generator_params).source_folder()
+
+
+def refuse_out_over_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> None:
+    """``--out`` (stage outputs land in ``<out>/<dataset>/stages``) must not be, hold or lie inside the real
+    dataset or the external synthetic folder the run reads."""
+    from benchmark.datasets import DatasetNotFound
+
+    try:
+        source: Path | None = resolve_dataset(config.dataset, data_root)
+    except DatasetNotFound:  # fetched into the cache later (or refused then): nothing of the user's here yet
+        source = None
+    refuse_output_overlapping_inputs(out_dir, [source, synthetic_source(config)], "--out")
+
+
+def check_external_data(config: RunConfig, source: Path) -> None:
+    """For external synthetic data (``folder``): validate the folder now, and refuse one holding frames of
+    the real training or held-out sequence (a test-set leak), before any run is logged."""
+    external = synthetic_source(config)
+    if external is None:
+        return
+    from generators.base import GenerateSpec
+    from generators.folder import check_no_real_frames
+    from generators.registry import get_generator
+
+    validated = get_generator(config.generator).from_params(config.generator_params).generate(GenerateSpec(), external)
+    check_no_real_frames(Path(validated), {"held-out reference": CTCSequence(source, config.test_sequence),
+                                           "training": CTCSequence(source, config.train_sequence)})
+
+
+def generator_label(config: RunConfig) -> str:
+    """The run's ``generator`` tag, i.e. its row in the report: the generator's name, and for external data
+    (``folder``) the folder's name too (``folder:NAME``), so two external datasets are two rows."""
+    external = synthetic_source(config)
+    return config.generator if external is None else f"{config.generator}:{external.resolve().name}"
 
 
 def check_run_config(config: RunConfig) -> None:
@@ -82,9 +132,10 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
     out_dir = Path(out_dir)
     check_inputs(config, data_root, out_dir)
     tracker = tracker_name(config)
-    run_name = f"{config.generator}-s{config.seed}-{config.profile}" + ("" if tracker == "learned" else f"-{tracker}")
+    label = generator_label(config)
+    run_name = f"{label}-s{config.seed}-{config.profile}" + ("" if tracker == "learned" else f"-{tracker}")
     with experiment.start_run(run_name, config.dataset, config=config.to_dict(), parent_run_id=parent_run_id,
-                              tags={**(tags or {}), "generator": config.generator, "profile": config.profile,
+                              tags={**(tags or {}), "generator": label, "profile": config.profile,
                                     "tracker": tracker, "stage": "run"}) as parent:
         ctx = prepare_context(config, Stages(out_dir / config.dataset / "stages", config.dataset), data_root)
         log_run_inputs(ctx)
@@ -98,7 +149,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
         row = summary_row(ctx.stages)
         experiment.log_metrics(row)
         res_name = "frames_RES" if ctx.no_tracking is not None else f"{ctx.reference.name}_RES"
-        row.update({"generator": config.generator, "run_id": parent.info.run_id,
+        row.update({"generator": label, "run_id": parent.info.run_id,
                     "cached_stages": [r.name for r in ctx.stages.results.values() if r.cached],
                     "result_dir": str(results["eval-real"].folder / res_name)})
         if ctx.no_tracking is not None:
@@ -144,7 +195,7 @@ def log_run_inputs(ctx: RunContext) -> None:
     for seq, digest, context in ((ctx.train, ctx.data_key[1], "training"),
                                  (ctx.reference, ctx.reference_digest, "testing")):
         experiment.log_dataset(seq.image_dir, f"{ctx.config.dataset}/{seq.name}", digest, context)
-    mlflow.set_tags(ctx.protocol_tags())
+    mlflow.set_tags({**ctx.protocol_tags(), **version_tags()})
 
 
 def summary_row(stages: Stages) -> dict[str, Any]:

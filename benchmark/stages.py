@@ -34,6 +34,7 @@ from benchmark.ctc.digest import sequence_digest
 from benchmark.datasets import resolve_dataset
 from benchmark.io import folder_lock, replace_directory
 from benchmark.paths import cache_dir
+from benchmark.versions import STAGE_VERSIONS, version_tags
 
 logger = logging.getLogger(__name__)
 
@@ -58,39 +59,48 @@ class Stages:
         self.log = log
         self.results: dict[str, StageResult] = {}
 
-    def folder(self, name: str, key: Any) -> Path:
-        return self.root / f"{name}-{stable_hash(name, key)}"
+    def folder(self, name: str, key: Any, version: int = 1) -> Path:
+        """The stage's cache folder: the code version is part of the hash, so a folder computed by older code
+        is never found (and re-logged as current) after the stage's ``version`` is raised. Version 1 hashes
+        as before versions existed, so folders of that code stay valid."""
+        return self.root / f"{name}-{stable_hash(name, key if version == 1 else (version, key))}"
 
     def run(self, name: str, key: Any, body: Callable[[Path], dict[str, Any]], params: dict[str, Any] | None = None,
-            artifacts: Callable[[Path], None] | None = None, tags: dict[str, str] | None = None) -> StageResult:
+            artifacts: Callable[[Path], None] | None = None, tags: dict[str, str] | None = None,
+            version: int = 1) -> StageResult:
         import mlflow  # here, not at module load: `python -m benchmark --help` stays fast
 
-        folder = self.folder(name, key)
+        folder = self.folder(name, key, version)
         with folder_lock(folder, on_wait=lambda line: self.log(f"[{name}] {line}")):
-            cached = self._cached(name, folder)
+            cached = self._cached(name, folder, version)
             # the stage's run opens BEFORE it works, so its training curves stream into it (TrainingStream)
             # and the UI shows it RUNNING while it runs
             with experiment.start_run(name, self.dataset, config=params,
-                                      tags={"stage": name, "cached": str(cached is not None).lower(), **(tags or {})},
+                                      tags={"stage": name, "cached": str(cached is not None).lower(),
+                                            "stage_version": str(version), **(tags or {})},
                                       nested=True):
-                result = cached or self._compute(name, key, folder, body)
+                result = cached or self._compute(name, key, folder, body, version)
                 experiment.log_metrics({**result.metrics, f"time_{name}_s": result.seconds})
-                mlflow.log_dict({"folder": str(folder), "metrics": result.metrics}, "stage.json")
+                mlflow.log_dict({"folder": str(folder), "metrics": result.metrics, "version": version}, "stage.json")
                 if artifacts is not None:
                     artifacts(folder)
         self.results[name] = result
         return result
 
 
-    def _cached(self, name: str, folder: Path) -> StageResult | None:
+    def _cached(self, name: str, folder: Path, version: int = 1) -> StageResult | None:
         record = folder / "stage.json"
         if not record.is_file():
             return None
         saved = json.loads(record.read_text())
+        if int(saved.get("version", 1)) != version:  # older code's output: recompute, never serve it as current
+            self.log(f"[{name}] cached folder {folder} is of stage version {saved.get('version', 1)}, not {version}")
+            return None
         self.log(f"[{name}] cached: {folder}")
         return StageResult(name, folder, saved["metrics"], saved["seconds"], cached=True)
 
-    def _compute(self, name: str, key: Any, folder: Path, body: Callable[[Path], dict[str, Any]]) -> StageResult:
+    def _compute(self, name: str, key: Any, folder: Path, body: Callable[[Path], dict[str, Any]],
+                 version: int = 1) -> StageResult:
         """Run ``body`` in ``<folder>.partial`` (under the stage lock) and move it into place when it returns."""
         partial = folder.with_name(folder.name + ".partial")
         # everything from creating the folder on is inside the try: a SIGTERM (KeyboardInterrupt) can land on any
@@ -105,8 +115,8 @@ class Stages:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         seconds = time.perf_counter() - start
-        (partial / "stage.json").write_text(json.dumps({"metrics": metrics, "seconds": seconds, "key": key},
-                                                       indent=2, default=str))
+        (partial / "stage.json").write_text(json.dumps({"metrics": metrics, "seconds": seconds, "key": key,
+                                                        "version": version}, indent=2, default=str))
         replace_directory(partial, folder)
         self.log(f"[{name}] done in {seconds:.1f} s")
         return StageResult(name, folder, metrics, seconds, cached=False)
@@ -128,7 +138,8 @@ def prepare_real(config: RunConfig, data_root: str | None, stages: Stages) -> tu
     # keyed on the bytes it reads, not the source path: a frame changed after a run re-cuts the window
     key = (config.window, [(name, sequence_digest(CTCSequence(source, name)))
                            for name in (config.train_sequence, config.test_sequence)])
-    result = stages.run("window", key, body, params={"window": config.window})
+    result = stages.run("window", key, body, params={"window": config.window},
+    version=STAGE_VERSIONS["window"])
     return result.folder / config.dataset, config.train_sequence, config.test_sequence
 
 
@@ -157,8 +168,12 @@ class RunContext:
         return config_from_dict(RealismConfig, {**self.config.realism, "intensity_range": self.intensity_map})
 
     def realism_key(self) -> tuple:
-        """What a realism score depends on besides the synthetic data: reference, map and protocol."""
-        return (self.reference.name, self.reference_digest, self.intensity_map, self.config.realism)
+        """What a realism score depends on besides the synthetic data: reference, map and protocol (its config
+        and the code's ``PROTOCOL_VERSION``, so a score of an older protocol is never served as current)."""
+        from benchmark.metrics.realism import PROTOCOL_VERSION
+
+        return (self.reference.name, self.reference_digest, self.intensity_map, self.config.realism,
+                PROTOCOL_VERSION)
 
     def protocol_tags(self) -> dict[str, str]:
         from benchmark.metrics.realism import protocol_tags
@@ -194,6 +209,20 @@ class RunContext:
         resolved = config_from_dict(self.generator_cls.config_class, self.config.generator_params)
         values = {k: getattr(resolved, k) for k in sorted(self.generator_cls.sampling_fields)}
         return {k: config_to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in values.items()}
+
+    @cached_property
+    def synthetic_source(self) -> Path | None:
+        """The existing folder a generator that writes nothing (``folder``) hands on, or None."""
+        return self.generator_cls.from_params(self.config.generator_params).source_folder()
+
+    @cached_property
+    def source_key(self) -> list[tuple[str, str]]:
+        """What the generate stage reads of ``synthetic_source``, by content: (sequence, digest) of every
+        sequence (downstream stages read them all). Empty for a generator that writes its own data."""
+        source = self.synthetic_source
+        if source is None:
+            return []
+        return [(name, sequence_digest(CTCSequence(source, name))) for name in list_sequences(source)]
 
     @cached_property
     def spec(self):
@@ -355,7 +384,9 @@ class Stage:
     depends on, upstream stages by their folder names (which hash their own keys). ``body`` writes into
     the stage's temporary folder and returns its metrics. ``when`` leaves a stage out of a run.
     ``resources`` is what a distributed sweep reserves for it (from the config alone: a sweep plans its
-    tasks before any data is read)."""
+    tasks before any data is read). ``version`` is the code version of ``body``: raise it when a change to
+    the code changes the stage's output; it is part of the cache key, the ``stage_version`` tag and every
+    result bundle (``benchmark.bundles``), so an output of older code is recomputed, never served as current."""
 
     name: str
     needs: tuple[str, ...]
@@ -366,6 +397,7 @@ class Stage:
     tags: Callable[[RunContext], dict[str, str] | None] = lambda ctx: None
     when: Callable[[RunContext], bool] = lambda ctx: True
     resources: Callable[[RunConfig], Resources] = lambda config: Resources()
+    version: int = 1  # set from benchmark.versions.STAGE_VERSIONS below
 
 
 def dag_resources(dag: Sequence[Stage], config: RunConfig) -> Resources:
@@ -383,7 +415,7 @@ def run_stage(ctx: RunContext, stage: Stage, results: Results) -> StageResult:
         raise RuntimeError(f"stage {stage.name!r} needs {missing}, which did not run (DAG order)")
     artifacts = stage.artifacts
     return ctx.stages.run(stage.name, stage.key(ctx, results), lambda out: stage.body(ctx, results, out),
-                          params=stage.params(ctx), tags=stage.tags(ctx),
+                          params=stage.params(ctx), tags=stage.tags(ctx), version=stage.version,
                           artifacts=(lambda folder: artifacts(ctx, folder)) if artifacts is not None else None)
 
 
@@ -412,9 +444,26 @@ def _fit(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
 
 
 def _generate(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    """Generate into ``synthetic/``; a generator that writes nothing (``folder``) hands back its existing
+    folder instead, which ``synthetic`` then links to (every later stage and the report read ``synthetic``),
+    after refusing one that holds frames of this run's real sequences (a test-set leak)."""
     generator = ctx.generator_cls.load(results["fit"].folder / "model").with_sampling(ctx.sampling)
-    generator.generate(ctx.spec, out / "synthetic")
+    if ctx.generator_cls.writes_output:
+        generator.generate(ctx.spec, out / "synthetic")
+        return {}
+    from generators.folder import check_no_real_frames
+
+    source = Path(generator.generate(ctx.spec, out / "synthetic")).resolve()
+    check_no_real_frames(source, {"held-out reference": ctx.reference, "training": ctx.train})
+    (out / "synthetic").symlink_to(source, target_is_directory=True)
     return {}
+
+
+def _generate_key(ctx: RunContext, results: Results) -> Any:
+    """The fit, sampling and spec; for external data (``folder``) also its content digest, so a changed folder
+    is a new stage (and an empty stage saved as done under the old key is never reused)."""
+    key = (ctx.fit_key, ctx.sampling, ctx.spec.__dict__)
+    return (*key, ("source", ctx.source_key)) if ctx.synthetic_source is not None else key
 
 
 def _floor(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
@@ -508,32 +557,42 @@ def _needs_fit(ctx: RunContext) -> bool:
     return bool(ctx.generator_cls.needs_fit)  # `real` IS the floor's training side; `folder` has no frame model
 
 
+def _scores_realism(ctx: RunContext) -> bool:
+    """Realism for every generator but ``real`` (the floor is its score): external data (``folder``) too."""
+    return _needs_fit(ctx) or ctx.synthetic_source is not None
+
+
 FIT = Stage("fit", (), key=lambda ctx, r: ctx.fit_key, body=_fit,
             params=lambda ctx: {"generator": ctx.fit_params},
-            artifacts=lambda ctx, folder: log_small_artifacts(folder / "model", "model"), resources=_fit_resources)
-GENERATE = Stage("generate", ("fit",), key=lambda ctx, r: (ctx.fit_key, ctx.sampling, ctx.spec.__dict__),
+            artifacts=lambda ctx, folder: log_small_artifacts(folder / "model", "model"), resources=_fit_resources,
+            version=STAGE_VERSIONS["fit"])
+GENERATE = Stage("generate", ("fit",), key=_generate_key,
                  body=_generate, params=lambda ctx: {"spec": ctx.spec.__dict__, "sampling": ctx.sampling},
                  artifacts=lambda ctx, folder: (log_sample_frames(folder / "synthetic"),
                                                 log_synthetic_inputs(folder / "synthetic", ctx.config.generator)),
-                 resources=_sampling_resources)
+                 resources=_sampling_resources, version=STAGE_VERSIONS["generate"])
 FLOOR = Stage("floor", (), key=lambda ctx, r: (ctx.data_key, ctx.realism_key()), body=_floor,
               params=lambda ctx: ctx.config.realism, artifacts=lambda ctx, folder: realism_artifacts("floor.json")(folder),
-              tags=lambda ctx: {"generator": "real-vs-real", "profile": ctx.config.profile, **ctx.protocol_tags()},
-              resources=lambda config: Resources(memory_gb=3.0))
+              tags=lambda ctx: {"generator": "real-vs-real", "profile": ctx.config.profile, **ctx.protocol_tags(),
+                                "reference_checksum": ctx.reference_digest[:16],
+                                "protocol_version": version_tags()["protocol_version"]},
+              resources=lambda config: Resources(memory_gb=3.0), version=STAGE_VERSIONS["floor"])
 REALISM = Stage("realism", ("generate",), key=lambda ctx, r: (r["generate"].folder.name, ctx.realism_key()),
                 body=_realism, params=lambda ctx: ctx.config.realism,
                 artifacts=lambda ctx, folder: realism_artifacts("realism.json")(folder),
-                tags=lambda ctx: ctx.protocol_tags(), when=_needs_fit, resources=lambda config: Resources(memory_gb=3.0))
+                tags=lambda ctx: ctx.protocol_tags(), when=_scores_realism, resources=lambda config: Resources(memory_gb=3.0),
+                version=STAGE_VERSIONS["realism"])
 ORACLE = Stage("oracle", ("fit",), key=lambda ctx, r: (r["fit"].folder.name, ctx.realism_key(), ctx.train.name),
                body=_oracle, params=lambda ctx: ctx.config.realism,
                artifacts=lambda ctx, folder: realism_artifacts("oracle.json")(folder),
                tags=lambda ctx: ctx.protocol_tags(), when=lambda ctx: _needs_fit(ctx) and ctx.config.oracle,
-               resources=_sampling_resources)
+               resources=_sampling_resources, version=STAGE_VERSIONS["oracle"])
 TRAIN_SEGMENTER = Stage("train-segmenter", ("generate",),
                         key=lambda ctx, r: (r["generate"].folder.name, segmenter_params(ctx)), body=_train_segmenter,
                         params=segmenter_params,
                         artifacts=lambda ctx, folder: log_history(folder / "stardist"),
-                        resources=lambda config: Resources(memory_gb=3.0))
+                        resources=lambda config: Resources(memory_gb=3.0),
+                        version=STAGE_VERSIONS["train-segmenter"])
 def _tracker_key(ctx: RunContext, results: Results) -> Any:
     from downstream.tracker import tracker_stage_key
 
@@ -560,18 +619,18 @@ TRAIN_TRACKER = Stage("train-tracker", ("generate",), key=_tracker_key,
                       body=_train_tracker, params=lambda ctx: ctx.config.tracker,
                       artifacts=lambda ctx, folder: log_small_artifacts(folder / "tracker", "tracker"),
                       tags=lambda ctx: {"tracker": tracker_name(ctx.config)},
-                      when=lambda ctx: ctx.no_tracking is None)
+                      when=lambda ctx: ctx.no_tracking is None, version=STAGE_VERSIONS["train-tracker"])
 EVAL_REAL = Stage("eval-real", ("train-segmenter", "train-tracker"),
                   key=lambda ctx, r: (r["train-segmenter"].folder.name, r["train-tracker"].folder.name,
                                       ctx.reference.name, ctx.reference_digest, _gap_key(ctx)),
                   body=_eval_real, params=lambda ctx: {"test_sequence": ctx.reference.name},
                   artifacts=lambda ctx, folder: _log_result(folder / f"{ctx.reference.name}_RES"),
-                  when=lambda ctx: ctx.no_tracking is None)
+                  when=lambda ctx: ctx.no_tracking is None, version=STAGE_VERSIONS["eval-real"])
 EVAL_PARTIAL = Stage("eval-real", ("train-segmenter",),
                      key=lambda ctx, r: (r["train-segmenter"].folder.name, ctx.reference.name, ctx.reference_digest,
                                          "partial"),
                      body=_eval_partial, params=lambda ctx: {"test_sequence": ctx.reference.name, "partial": True},
-                     when=lambda ctx: ctx.no_tracking is not None)
+                     when=lambda ctx: ctx.no_tracking is not None, version=STAGE_VERSIONS["eval-real"])
 
 #: ``python -m benchmark run``: every stage, in a topological order
 RUN_DAG: tuple[Stage, ...] = (FIT, GENERATE, FLOOR, REALISM, ORACLE, TRAIN_SEGMENTER, TRAIN_TRACKER, EVAL_REAL,

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import MAX_SEED, RunConfig, stable_hash
+from benchmark.config import MAX_SEED, RunConfig, non_negative_int, profile_label, stable_hash
 from benchmark.paths import add_cache_argument
 
 logger = logging.getLogger(__name__)
@@ -376,7 +376,8 @@ def open_parent_runs(spec: SweepSpec, folder: Path, n_tasks: int) -> dict[str, s
             client.update_run(run_id, status="RUNNING")
             logger.info("sweep %s: resuming MLflow parent run %s (%s)", spec.name, run_id, dataset)
         else:
-            tags = {"stage": "sweep", "sweep_name": spec.name, "sweep_digest": spec.digest, "profile": spec.profile,
+            tags = {"stage": "sweep", "sweep_name": spec.name, "sweep_digest": spec.digest,
+                    "profile": profile_label(spec.profile) or "",
                     "dataset": dataset, "sweep_spec": str(spec.path), "git_commit": experiment.git_commit() or "",
                     "machine_class": machine_class(), "cpu": cpu_description()}
             run_id = client.create_run(experiment_id, run_name=f"sweep-{spec.name}", tags=tags).info.run_id
@@ -439,15 +440,19 @@ def run_sweep(spec: SweepSpec, out_dir: Path, data_root: str | None = None, addr
     every dataset's real sequences here first (``pipeline.check_inputs``) so a broken input fails before any
     task is submitted. ``fresh_workers``: see ``cluster.run_tasks``."""
     from benchmark import cluster, experiment
-    from benchmark.paths import require_writable
-    from benchmark.pipeline import check_inputs
+    from benchmark.paths import require_cache_writable, require_writable
+    from benchmark.pipeline import check_inputs, refuse_out_over_inputs
 
     start = time.perf_counter()
     tasks = plan_sweep(spec)
     out_dir = Path(out_dir).resolve()
     data_root = str(Path(data_root).resolve()) if data_root else None
     folder = sweep_folder(out_dir, spec)
+    for task in tasks:  # --out never is, holds or lies inside data a task reads (cheap: paths only)
+        refuse_out_over_inputs(task.config, data_root, out_dir)
     require_writable(folder / "tasks", "the sweep's task records under --out")
+    require_cache_writable()
+    cluster.check_address(address)  # an unreachable --address: one line now, before any MLflow run is opened
     experiment.configure()
     if check_data:
         for dataset in spec.datasets:
@@ -474,9 +479,14 @@ def run_sweep(spec: SweepSpec, out_dir: Path, data_root: str | None = None, addr
 
 def recorded_outcome(spec: SweepSpec, out_dir: Path) -> SweepOutcome:
     """What the task records under ``out_dir`` say of the sweep, without running anything (``--report-only``):
-    ``earlier`` for a finished task, ``not finished`` for the rest."""
+    ``earlier`` for a finished task, ``not finished`` for the rest. A folder where this sweep never started
+    (no ``sweep.json``, no task record) is refused: "0 of N finished" would read as an unfinished sweep."""
     tasks = plan_sweep(spec)
     folder = sweep_folder(Path(out_dir).resolve(), spec)
+    started = (folder / "sweep.json").is_file() or any((folder / "tasks").glob("*.json"))
+    if not started:
+        raise ValueError(f"--out {out_dir}: no sweep {spec.name!r} (spec digest {spec.digest}) has run here "
+                         f"(no {folder.relative_to(Path(out_dir).resolve())}); run it without --report-only")
     records = {t.id: record for t in tasks if (record := read_done(folder, t.id)) is not None}
     saved = json.loads((folder / "sweep.json").read_text()).get("parent_runs", {}) if (folder / "sweep.json").is_file() \
         else {}
@@ -507,6 +517,10 @@ def _sweep_command(args: argparse.Namespace) -> int:
     from reports.sweep import SWEEP_NAME, sweep_markdown, sweep_table, write_sweep_report
 
     spec = load_spec(args.spec)
+    if not args.report_only:
+        from benchmark.cluster import check_address
+
+        check_address(args.address)  # an unreachable cluster: one line naming it, before the store is touched
     experiment.configure()
     if args.report_only:
         outcome = recorded_outcome(spec, Path(args.out))
@@ -519,9 +533,9 @@ def _sweep_command(args: argparse.Namespace) -> int:
     failures = [f"{task.label}: {outcome.errors[task.id]}" for task in outcome.tasks if task.id in outcome.errors]
     if spec.name == SWEEP_NAME:  # the paper's Table 2, read back from the store
         for dataset in spec.datasets:
-            for path in write_sweep_report(dataset, Path(spec.profile).stem, Path(args.out)):
+            for path in write_sweep_report(dataset, profile_label(spec.profile), Path(args.out)):
                 logger.info("wrote %s", path)
-            print(sweep_markdown(sweep_table(dataset, Path(spec.profile).stem), f"Table 2 — {dataset}"))
+            print(sweep_markdown(sweep_table(dataset, profile_label(spec.profile)), f"Table 2 — {dataset}"))
     for failure in failures:  # part of the result (exit 1): one ``error:`` line each, like the CLI's errors
         print(f"error: sweep task failed: {failure}", file=sys.stderr)
     return 1 if failures else 0
@@ -539,7 +553,7 @@ def add_sweep_command(sub: argparse._SubParsersAction) -> None:
                        "cluster it must be storage every worker sees at the same path")
     sweep.add_argument("--data-root", help="folder holding <dataset>/ (shared storage on a cluster)")
     sweep.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray instance)")
-    sweep.add_argument("--max-retries", type=int, default=2, help="retries of a task whose worker died (default 2)")
+    sweep.add_argument("--max-retries", type=non_negative_int, default=2, help="retries of a task whose worker died (default 2)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     sweep.add_argument("--report-only", action="store_true", help="run nothing: the tasks' state from their records "
                        "under --out (and Table 2 of a table2 sweep from the store)")

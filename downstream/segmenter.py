@@ -24,7 +24,9 @@ TensorFlow is imported lazily (inside the functions) so that importing this modu
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -204,6 +206,16 @@ def _configure_tensorflow(seed: int, threads: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def library_output_to_stderr() -> contextlib.AbstractContextManager[Any]:
+    """What StarDist and Keras print goes to stderr while this is entered: Keras's per-epoch progress bar
+    (``StarDist2D.train`` hard-wires ``verbose=1``, and Keras writes it with ``sys.stdout.write``) and
+    StarDist's notices ("Using default values ...", "Loading network weights ..."). stdout holds only a
+    command's results (README, Logging): a script reading ``run``'s summary must not get epoch bars with it.
+    ``sys.stdout`` is process-wide, so anything printed by another thread meanwhile goes to stderr too;
+    commands print their results after the stages, never during one."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def _epoch_timer() -> Any:
     import keras
 
@@ -260,7 +272,7 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
         train_epochs=config.epochs, train_steps_per_epoch=config.steps_per_epoch,
         train_tensorboard=False, train_sample_cache=False,
     )
-    with staging_directory(model_dir) as tmp:  # StarDist creates <basedir>/<name> itself
+    with staging_directory(model_dir) as tmp, library_output_to_stderr():  # StarDist makes <basedir>/<name>
         model = StarDist2D(conf, name=model_dir.name, basedir=str(tmp))
         model.prepare_for_training()
         timer = _epoch_timer()
@@ -310,7 +322,8 @@ def load_segmenter(model_dir: Path) -> Any:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a StarDist model folder (config.json missing)")
-    return StarDist2D(None, name=model_dir.name, basedir=str(model_dir.parent))
+    with library_output_to_stderr():  # "Loading network weights from ..." and the thresholds it loads
+        return StarDist2D(None, name=model_dir.name, basedir=str(model_dir.parent))
 
 
 def segment_sequence(model_dir: Path, seq: CTCSequence, progress: bool = True,
@@ -333,8 +346,9 @@ def segment_frames(model_dir: Path, seq: CTCSequence, frames: Iterable[int], pro
     out: dict[int, np.ndarray] = {}
     for t in tqdm(list(frames), desc=f"segment {seq.name}", disable=not progress):
         image = seq.image(t)
-        labels, _ = model.predict_instances(rescale_image(normalize_image(image), scale), show_tile_progress=False,
-                                            verbose=False, **chosen)
+        with library_output_to_stderr():
+            labels, _ = model.predict_instances(rescale_image(normalize_image(image), scale),
+                                                show_tile_progress=False, verbose=False, **chosen)
         labels = rescale_labels(labels, image.shape)
         if labels.max() > MAX_LABEL:
             raise ValueError(f"{seq.image_files[t]}: {labels.max()} objects exceed the uint16-safe maximum")

@@ -92,6 +92,12 @@ class Generator(ABC):
     def generate(self, spec: GenerateSpec, out_dir: str | Path) -> Path:
         """Write ``spec.n_sequences`` sequences (``01``, ``02``, ...) as a CTC dataset under ``out_dir``."""
 
+    def source_folder(self) -> Path | None:
+        """The existing CTC folder that a generator writing nothing (``writes_output = False``: ``folder``)
+        hands back from ``generate``, known before any work: commands refuse an output overlapping it and
+        stage keys hash its content. None for a generator that writes its own data."""
+        return None
+
     def render_oracle(self, real: CTCSequence, out_dir: Path, n_frames: int | None = None) -> Path:
         """Render the REAL textures of ``real`` through this generator's own frame path: one CTC sequence.
 

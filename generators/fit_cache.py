@@ -13,6 +13,12 @@ depends on, and nothing else:
 
 A killed fit resumes from its checkpoints (generators with a ``checkpoint_dir`` field) in
 ``<name>-<key>.resume`` beside the cache entry; concurrent fits of one key wait for each other.
+
+Before fitting, a SHIPPED fit of the same key (``benchmark.shipped``: ``fits/<dataset>/*.safetensors``
+and its card) is checked against its sha256 and unpacked into the cache entry instead: a fresh clone
+never fits what the repository ships. ``refit=True`` ignores both the cache and the shipped fits. Every
+fit made here leaves ``fit_record.json`` in its folder (wall time, iterations, final losses, machine,
+commit): what a shipped fit's card reports.
 """
 
 from __future__ import annotations
@@ -22,22 +28,26 @@ import hashlib
 import json
 import logging
 import shutil
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import config_from_dict, config_to_dict
-from benchmark.ctc import CTCSequence
+from benchmark.config import build_run_config, config_from_dict, config_to_dict, stable_hash
+from benchmark.ctc import CTCSequence, window_sequence
 from benchmark.ctc.digest import sequence_digest
-from benchmark.io import atomic_directory, folder_lock
+from benchmark.io import atomic_directory, atomic_write_text, folder_lock
 from benchmark.paths import cache_dir
+from benchmark.shipped import entries, fetch_verified, unpack_folder
 from generators.base import Generator
 from generators.registry import get_generator
 
 logger = logging.getLogger(__name__)
 
-FIT_CACHE_VERSION = 3  # bump when a fitted state's layout on disk changes
+FIT_CACHE_VERSION = 4  # bump when a fitted state's layout on disk changes (4: safetensors + SHA256SUMS, no pickle)
 #: config fields that change how a fit runs, not what it produces
 RUNTIME_FIELDS = frozenset({"progress", "device", "checkpoint_dir"})
+FIT_RECORD = "fit_record.json"  # written beside the saved state by every fit made here
 
 
 def fit_config(cls: type[Generator], params: dict[str, Any]) -> dict[str, Any]:
@@ -53,26 +63,96 @@ def fit_key(cls: type[Generator], params: dict[str, Any], seq: CTCSequence) -> s
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def profile_fit_inputs(profile: str, dataset: str, name: str, overrides: dict[str, Any] | None = None,
+                       data_root: str | None = None, train_sequence: str | None = None
+                       ) -> tuple[dict[str, Any], CTCSequence]:
+    """The generator params and training sequence of ``run --profile``, so that ``generate --profile`` and
+    ``ship_fit.py`` reach the run's fit key: the profile's params (``build_run_config``, ``overrides`` on
+    top) and its window of the training sequence (``ci``: a crop; cut here byte for byte as the run's
+    window stage cuts it, into ``<cache>/windows``)."""
+    from benchmark.datasets import resolve_dataset
+
+    config = build_run_config(profile, dataset, name, generator_overrides=overrides)
+    source = CTCSequence(resolve_dataset(dataset, data_root, fetch=True), train_sequence or config.train_sequence)
+    cut = config.window_cut()
+    if cut is None:
+        return config.generator_params, source
+    target = cache_dir() / "windows" / f"{dataset}-{stable_hash(config.window, sequence_digest(source))}"
+    with folder_lock(target, on_wait=logger.warning):
+        if not (target / dataset / source.name).is_dir():
+            with atomic_directory(target, overwrite=True) as tmp:
+                window_sequence(source, tmp / dataset, frames=cut[0], box=cut[1])
+    return config.generator_params, CTCSequence(target / dataset, source.name)
+
+
+def fit_folder(name: str, params: dict[str, Any], seq: CTCSequence, cache: Path | None = None) -> Path:
+    """The cache entry of ``name`` fitted on ``seq`` with ``params`` (present or not)."""
+    return (cache or cache_dir()) / "generators" / f"{name}-{fit_key(get_generator(name), params, seq)}"
+
+
 def fitted_generator(name: str, params: dict[str, Any], seq: CTCSequence, cache: Path | None = None,
                      refit: bool = False) -> Generator:
-    """The generator ``name`` fitted on ``seq``: loaded when this key was fitted before, else fitted and stored."""
+    """The generator ``name`` fitted on ``seq``: loaded when this key was fitted before or is shipped, else
+    fitted and stored."""
     cls = get_generator(name)
     generator = cls.from_params(params)
     if not cls.needs_fit:
         return generator.fit(seq)
     root = cache or cache_dir()
-    folder = root / "generators" / f"{name}-{fit_key(cls, params, seq)}"
+    key = fit_key(cls, params, seq)
+    folder = root / "generators" / f"{name}-{key}"
     with folder_lock(folder, on_wait=logger.warning, lock_file=root / "locks" / f"fit-{folder.name}.lock"):
-        if folder.is_dir() and (folder / "config.json").is_file() and not refit:
-            logger.info("fit of %s: cached in %s", name, folder)
+        cached = folder.is_dir() and (folder / "config.json").is_file()
+        if not refit and (cached or _unpack_shipped(name, key, folder)):
+            if cached:
+                logger.info("fit of %s: cached in %s", name, folder)
             loaded = cls.load(folder)
             loaded.config = generator.config  # runtime-only fields (progress, device) from this call
             return loaded
         resume = folder.with_name(folder.name + ".resume")
         if "checkpoint_dir" in {f.name for f in dataclasses.fields(cls.config_class)} and not params.get("checkpoint_dir"):
             generator = cls.from_params({**params, "checkpoint_dir": str(resume)})
+        start = time.perf_counter()
         generator.fit(seq)
+        wall_s = time.perf_counter() - start
         with atomic_directory(folder, overwrite=True) as tmp:
             generator.save(tmp)
+            atomic_write_text(tmp / FIT_RECORD, json.dumps(fit_record(generator, wall_s), indent=1, default=str))
         shutil.rmtree(resume, ignore_errors=True)
     return generator
+
+
+def _unpack_shipped(name: str, key: str, folder: Path) -> bool:
+    """Unpack the shipped fit of ``name`` with fit key ``key`` (sha256 checked) into ``folder``; False when
+    none is shipped. The key covers the training data's digest, so a match is a fit on the same data."""
+    match = [e for e in entries("fit") if e.card.get("fit_key") == key and e.card.get("generator") == name]
+    if not match:
+        return False
+    archive = fetch_verified(match[0])
+    with atomic_directory(folder, overwrite=True) as tmp:
+        unpack_folder(archive, tmp)
+    logger.info("fit of %s: shipped %s (sha256 ok)", name, match[0].location)
+    return True
+
+
+def fit_record(generator: Generator, wall_s: float) -> dict[str, Any]:
+    """What a fit cost and reached: wall time, iterations and final losses (from the generator's training
+    curves or history, where it keeps them), machine and commit."""
+    from benchmark.experiment import git_commit
+    from benchmark.machine import cpu_description, machine_class
+
+    iterations: dict[str, int] = {}
+    final_loss: dict[str, float] = {}
+    curves = getattr(generator, "training_curves", None)  # BVDM: one loss per iteration and network
+    if isinstance(curves, dict):
+        for part, curve in curves.items():
+            if curve:
+                iterations[part], final_loss[part] = len(curve), float(curve[-1])
+    history = getattr(generator, "history", None)  # CellCycleGAN: rows of windowed means every log_every
+    if isinstance(history, list) and history and isinstance(history[-1], dict):
+        last = history[-1]
+        iterations["gan"] = int(last.get("iteration", 0))
+        final_loss.update({k: float(v) for k, v in last.items() if k.startswith("loss")})
+    return {"wall_s": round(wall_s, 3), "iterations": iterations, "final_loss": final_loss,
+            "machine_class": machine_class(), "cpu": cpu_description(), "commit": git_commit(),
+            "fitted_at": datetime.now(UTC).isoformat(timespec="seconds")}

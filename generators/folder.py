@@ -1,13 +1,16 @@
 """Generators that learn nothing: ``folder`` (an existing CTC dataset) and ``real`` (the training sequence).
 
 ``folder`` lets any external synthetic data be benchmarked: it validates the folder and hands it on
-unchanged. ``real`` re-writes the training sequence itself with full nucleus masks
-(``benchmark.ctc.crops.full_masks``) as SEG and TRA for every annotated frame, so downstream models
-train on the real video: the paper's "Real" row.
+unchanged; ``check_no_real_frames`` refuses one that holds real frames of the run (scoring the held-out
+sequence as "synthetic" is a test-set leak). ``real`` re-writes the training sequence itself with full
+nucleus masks (``benchmark.ctc.crops.full_masks``) as SEG and TRA for every annotated frame, so
+downstream models train on the real video: the paper's "Real" row.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,21 +44,57 @@ class FolderGenerator(Generator):
         self.real = real  # recorded only
         return self
 
-    def generate(self, spec: GenerateSpec, out_dir: str | Path) -> Path:
-        """Return the wrapped folder after validating its first ``spec.n_sequences`` sequences.
-
-        ``out_dir`` is ignored: the data already exist. Frame count and size are the folder's own.
-        """
+    def source_folder(self) -> Path:
+        """The wrapped folder (parameter ``path``); what ``generate`` hands back."""
         cfg: FolderConfig = self.config  # type: ignore[assignment]
         if not cfg.path:
             raise ValueError("folder generator: parameter 'path' (a CTC dataset folder) is required")
-        folder = Path(cfg.path).expanduser()
+        return Path(cfg.path).expanduser()
+
+    def generate(self, spec: GenerateSpec, out_dir: str | Path) -> Path:
+        """Return the wrapped folder after validating EVERY sequence in it (downstream training and realism
+        read them all, so ``spec`` does not choose among them).
+
+        ``out_dir`` is ignored: the data already exist. Frame count and size are the folder's own.
+        """
+        folder = self.source_folder()
         names = list_sequences(folder)
         if not names:
             raise CTCFormatError(folder, "no sequence folders (01/, 02/, ...)")
-        for name in names[: spec.n_sequences]:
+        for name in names:
             raise_for_errors(validate_sequence(folder, name, require_complete=True))
         return folder
+
+
+def frame_fingerprints(seq: CTCSequence) -> dict[str, int]:
+    """A hash of each raw frame's pixels (shape and values, whatever the dtype or file encoding) -> its time
+    index: a re-saved or renamed copy of a real frame has the same fingerprint as the original."""
+    prints: dict[str, int] = {}
+    for t in seq.frames:
+        pixels = seq.image(t)
+        values = pixels.astype(np.int64 if np.issubdtype(pixels.dtype, np.integer) else np.float64)
+        digest = hashlib.sha256(repr(pixels.shape).encode())
+        digest.update(np.ascontiguousarray(values).tobytes())
+        prints.setdefault(digest.hexdigest(), t)
+    return prints
+
+
+def check_no_real_frames(folder: Path, real: Mapping[str, CTCSequence]) -> None:
+    """Refuse (ValueError, one line) a folder of "synthetic" data any of whose raw frames is a frame of one
+    of the ``real`` sequences (role -> sequence: the held-out reference, the training sequence): scoring the
+    held-out video against itself, or training downstream models on it, is a test-set leak. Pixels are
+    compared, not file bytes or names, so a copy of ``02`` renamed ``01`` or re-saved is caught too."""
+    real_prints = {role: frame_fingerprints(seq) for role, seq in real.items()}
+    for name in list_sequences(folder):
+        mine = frame_fingerprints(CTCSequence(folder, name))
+        for role, seq in real.items():
+            shared = set(mine) & set(real_prints[role])
+            if not shared:
+                continue
+            how = ("equals" if len(shared) == len(mine) == len(real_prints[role])
+                   else f"shares {len(shared)} of its {len(mine)} raw frames with")
+            raise ValueError(f"{folder}: sequence {name} {how} the real {role} sequence {seq.dataset_dir / seq.name} "
+                             "(a test-set leak); external synthetic data must not contain real frames of the run")
 
 
 @register_generator("real")

@@ -20,7 +20,7 @@ from PIL import Image  # noqa: E402
 
 from benchmark.ctc import CTCSequence  # noqa: E402
 from benchmark.ctc.overlay import overlay_frames  # noqa: E402
-from reports.tables import FLOOR_ROW, LOWER_IS_BETTER, TABLE_METRICS  # noqa: E402
+from reports.tables import COLUMN_LABELS, FLOOR_ROW, TABLE_METRICS, better_direction  # noqa: E402
 
 
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -67,7 +67,7 @@ def metric_bars(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> 
             if np.isnan(v):
                 ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, color="grey")
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{name} ({'lower' if name in LOWER_IS_BETTER else 'higher'} is better)", fontsize=9)
+        ax.set_title(f"{COLUMN_LABELS.get(name, name)} ({better_direction(name)} is better)", fontsize=9)
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -142,6 +142,6 @@ def sweep_lines(table: pd.DataFrame, metrics: Sequence[str] = ("SEG", "TRA", "FI
                 hi = [float(v) if _finite(v) else np.nan for v in part[hi_col]]
                 ax.fill_between(part[x_col], lo, hi, alpha=0.2)
             ax.set_xlabel(label, fontsize=8)
-            ax.set_title(name, fontsize=9)
+            ax.set_title(f"{COLUMN_LABELS.get(name, name)} ({better_direction(name)} is better)", fontsize=9)
     fig.tight_layout()
     return fig

@@ -29,6 +29,7 @@ from reports.downstream import (
     tracker_table,
 )
 from reports.html import Section, image_tag, render_page, table_html
+from reports.markdown import markdown_table
 from reports.runs import (
     WEIGHT_TAGS,
     latest_floor,
@@ -52,6 +53,7 @@ from reports.tables import (
     display_table,
     n_summary,
     seed_table,
+    table_rows,
     to_markdown,
     unavailable_footnote,
     write_csv,
@@ -95,9 +97,20 @@ def _first_sequence(folder: Path) -> str | None:
     return names[0] if names else None
 
 
+#: tags a run and the floor must agree on where both carry them (a user's run beside an imported bundle): the
+#: reference data's content digest and the realism protocol's code version
+PROVENANCE_TAGS = ("reference_checksum", "protocol_version")
+
+
+def _tag(row: pd.Series, name: str) -> str | None:
+    value = row.get(f"tags.{name}")
+    return value if isinstance(value, str) and value else None
+
+
 def comparable_runs(dataset: str, runs: pd.DataFrame, floor: pd.Series | None) -> tuple[pd.DataFrame, list[str]]:
-    """Runs scored under the floor's realism protocol (reference, intensity map, clip mode) and with its metric
-    weights; the others are listed, never mixed into the table."""
+    """Runs scored under the floor's realism protocol (reference, intensity map, clip mode), on the same
+    reference data and protocol version (``PROVENANCE_TAGS``) and with its metric weights; the others are
+    listed, never mixed into the table."""
     if floor is None:
         return runs, []
     expected = protocol_of(floor)
@@ -109,6 +122,11 @@ def comparable_runs(dataset: str, runs: pd.DataFrame, floor: pd.Series | None) -
         if got != expected:
             diff = ", ".join(f"{k}={got[k]!r} vs {expected[k]!r}" for k in expected if got[k] != expected[k])
             excluded.append(f"{name}: realism protocol differs ({diff})")
+            continue
+        differs = [t for t in PROVENANCE_TAGS if _tag(floor, t) and _tag(run, t) and _tag(floor, t) != _tag(run, t)]
+        if differs:
+            excluded.append(f"{name}: " + ", ".join(f"{t} {_tag(run, t)} vs the floor's {_tag(floor, t)}"
+                                                     for t in differs))
             continue
         weights = weight_tags(dataset, str(run["run_id"]))
         mixed = [t for t, v in weights.items() if t in floor_weights and floor_weights[t] != v]
@@ -174,6 +192,29 @@ def with_extra_profiles(dataset: str, runs: pd.DataFrame, extra_profiles: Sequen
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else runs
 
 
+STALE_TITLE = "Stale result bundles (computed by other code versions; never pooled with the rows above)"
+
+
+def stale_rows(dataset: str, profile: str | None) -> pd.DataFrame:
+    """The newest run per generator and seed imported from a stale result bundle (``tags.stale=true``): one row
+    each, with the bundle and why it is stale. They stay out of Table 1, its pooled seeds and the paired
+    differences; ``python -m benchmark export --replace`` of a re-run refreshes them."""
+    runs = latest_per_seed(parent_runs(dataset, profile, stale=True))
+    if runs.empty:
+        return pd.DataFrame()
+    table = table_rows(runs)
+    table["bundle"] = [str(v) for v in runs.get("tags.bundle", pd.Series([""] * len(runs)))]
+    table["stale_reason"] = [str(v) for v in runs.get("tags.stale_reason", pd.Series([""] * len(runs)))]
+    return table
+
+
+def stale_markdown(table: pd.DataFrame) -> str:
+    """The stale rows as their own marked Markdown table, each bundle with the reason it is stale."""
+    lines = [f"## {STALE_TITLE}", "", markdown_table(display_table(table), left=("generator", "machine", "run"))]
+    lines += ["", *(f"- `{row['bundle']}`: {row['stale_reason']}" for _, row in table.iterrows()), ""]
+    return "\n".join(lines)
+
+
 def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path("runs"), log: bool = True,
                  preview_frames: int = 16, n_boot: int = 200, extra_profiles: Sequence[str] = (),
                  per_seed: bool = False) -> Report:
@@ -203,6 +244,9 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     newest = latest_per_tracker(parent_runs(dataset, profile, tracker=None))
     trackers = tracker_table(comparable_runs(dataset, newest, floor)[0])
     markdown_text += tracker_markdown(trackers, f"Table 1d — the tracker choice, {dataset}")
+    stale = stale_rows(dataset, profile)
+    if not stale.empty:
+        markdown_text += "\n" + stale_markdown(stale)
     markdown = atomic_write_text(folder / "table1.md", markdown_text)
     csv = write_csv(table, folder / "table1.csv")
     written: list[Path] = []
@@ -212,6 +256,8 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
         written.append(write_csv(breakdown, folder / "table1c_downstream.csv"))
     if not trackers.empty:
         written.append(write_csv(trackers, folder / "table1d_trackers.csv"))
+    if not stale.empty:
+        written.append(write_csv(stale, folder / "table1_stale.csv"))
 
     summary = Section("Table 1: downstream (SEG/DET/TRA on the real held-out sequence) and realism")
     summary.add_text(protocol)
@@ -250,6 +296,12 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
         choice.add_text(order_sentence(trackers))
         choice.add_html(table_html(tracker_display(trackers)))
         sections.append(choice)
+    if not stale.empty:
+        outdated = Section(STALE_TITLE)
+        outdated.add_html(table_html(display_table(stale)))
+        for _, row in stale.iterrows():
+            outdated.add_text(f"{row['bundle']}: {row['stale_reason']}")
+        sections.append(outdated)
 
     bars = figures.metric_bars(table)
     if bars is not None:
@@ -287,7 +339,7 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
 
     provenance = Section("Runs")
     cols = [c for c in ("tags.generator", "run_id", "tags.mlflow.runName", "params.seed", "tags.git_commit",
-                        "tags.device", "start_time") if c in runs.columns]
+                        "tags.device", "tags.machine_class", "tags.bundle", "start_time") if c in runs.columns]
     provenance.add_html(table_html(all_runs[cols].astype(str)))
     provenance.add_text(f"MLflow store: {experiment.tracking_uri()}; experiment {experiment.experiment_name(dataset)}")
     sections.append(provenance)

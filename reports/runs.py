@@ -54,11 +54,18 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
 DEFAULT_TRACKER = "learned"
 
 
+def is_stale(runs: pd.DataFrame) -> pd.Series:
+    """Which runs came from a result bundle of other code versions (tag ``stale=true``, set on import by
+    ``benchmark.bundle_cli``): shown apart, never pooled with current rows."""
+    return _column(runs, "tags.stale").astype(str).str.lower() == "true"
+
+
 def parent_runs(dataset: str, profile: str | None = None, sweep: str | None = None,
-                finished_only: bool = True, tracker: str | None = DEFAULT_TRACKER) -> pd.DataFrame:
+                finished_only: bool = True, tracker: str | None = DEFAULT_TRACKER, stale: bool = False) -> pd.DataFrame:
     """Parent runs (``tags.stage='run'``), newest first. ``sweep=None`` excludes sweep runs, a name keeps
     only that sweep's runs. ``tracker`` keeps the runs scored with that tracker (None: every tracker), so a
-    newer run with another tracker never replaces a generator's row in the main tables."""
+    newer run with another tracker never replaces a generator's row in the main tables. ``stale``: only the
+    runs of stale result bundles (``is_stale``) instead of only the others."""
     clauses = ["tags.stage = 'run'"]
     if profile:
         clauses.append(f"tags.profile = '{profile}'")
@@ -69,6 +76,7 @@ def parent_runs(dataset: str, profile: str | None = None, sweep: str | None = No
         return runs
     sweep_tag = _column(runs, "tags.sweep")
     keep = sweep_tag.isna() if sweep is None else sweep_tag == sweep
+    keep &= is_stale(runs) if stale else ~is_stale(runs)
     if tracker is not None:
         tracker_tag = _column(runs, "tags.tracker")
         keep &= (tracker_tag == tracker) | (tracker_tag.isna() & (tracker == DEFAULT_TRACKER))
@@ -171,6 +179,7 @@ def stage_times(row: Mapping[str, Any]) -> dict[str, float]:
 def latest_floor(dataset: str, profile: str | None = None) -> pd.Series | None:
     """Newest real-vs-real floor run (profile-specific first, then any)."""
     runs = search(dataset, f"tags.stage = '{FLOOR_STAGE}'")
+    runs = runs if runs.empty else runs[~is_stale(runs).to_numpy()]
     if runs.empty:
         return None
     if profile and "tags.profile" in runs.columns:
@@ -238,4 +247,5 @@ def latest_oracle(dataset: str, generator: str, profile: str | None = None) -> p
     if profile:
         clauses.append(f"tags.profile = '{profile}'")
     runs = search(dataset, " and ".join(clauses))
+    runs = runs if runs.empty else runs[~is_stale(runs).to_numpy()]
     return None if runs.empty else runs.iloc[0]

@@ -26,7 +26,27 @@ from reports.markdown import markdown_table
 from reports.runs import REALISM_N, TABLE_METRICS, metric, stage_times
 
 MIN_FRECHET_N = {"FID": MIN_FID_N, "FVD": MIN_FVD_N}
-LOWER_IS_BETTER = frozenset({"FVD", "FID", "KVD", "KID"})
+#: ONE table of the direction in which each metric the report shows is better; figure titles and table notes
+#: read it through ``better_direction``, which also covers the derived names (``<X>_inf``: the extrapolation of
+#: X; ``ORACLE_<X>``: the frame ceiling's X) and refuses a name it does not know instead of guessing "higher"
+METRIC_DIRECTION: dict[str, str] = {"SEG": "higher", "DET": "higher", "TRA": "higher", "LNK": "higher",
+                                    "FVD": "lower", "FID": "lower", "KVD": "lower", "KID": "lower"}
+DERIVED_PREFIXES, DERIVED_SUFFIXES = ("ORACLE_",), ("_inf",)
+
+
+def better_direction(name: str) -> str:
+    """``"lower"`` or ``"higher"``: which way metric ``name`` (a Table 1 column, any case) is better."""
+    base = name.upper()
+    for prefix in DERIVED_PREFIXES:
+        base = base.removeprefix(prefix)
+    for suffix in DERIVED_SUFFIXES:
+        base = base.removesuffix(suffix.upper())
+    if base not in METRIC_DIRECTION:
+        raise KeyError(f"metric {name!r}: no better-direction in reports.tables.METRIC_DIRECTION")
+    return METRIC_DIRECTION[base]
+
+
+LOWER_IS_BETTER = frozenset(m for m in TABLE_METRICS if better_direction(m) == "lower")
 FLOOR_ROW = "real-vs-real floor"
 #: display names of columns whose metric name is not self-explanatory
 COLUMN_LABELS = {"FID_inf": "FID∞", "ORACLE_FID": "frame ceiling FID"}
@@ -39,13 +59,14 @@ def table_rows(runs: pd.DataFrame, floor: pd.Series | None = None,
     rows: list[dict[str, Any]] = []
     for _, run in runs.iterrows():
         row: dict[str, Any] = {"generator": run.get("tags.generator"), "run_id": run.get("run_id"),
-                               "seed": run.get("params.seed")}
+                               "seed": run.get("params.seed"), "machine_class": run.get("tags.machine_class")}
         row.update(_metric_cells(run, metrics))
         row.update(unavailable_notes(run, metrics))
         row.update({f"time_{k}_s": v for k, v in stage_times(run).items()})
         rows.append(row)
     if floor is not None:
-        row = {"generator": FLOOR_ROW, "run_id": floor.get("run_id"), "seed": None}
+        row = {"generator": FLOOR_ROW, "run_id": floor.get("run_id"), "seed": None,
+               "machine_class": floor.get("tags.machine_class")}
         row.update(_metric_cells(floor, [m for m in metrics if m in REALISM_N]))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -209,6 +230,8 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
         for n_key, label in (("n_fid", "N crops"), ("n_fvd", "N clips")):
             if n_key in table.columns:
                 cells[label] = str(int(row[n_key])) if _present(row[n_key]) else "–"
+        if "machine_class" in table.columns and table["machine_class"].map(_present).any():
+            cells["machine"] = str(row["machine_class"]) if _present(row["machine_class"]) else "–"
         if "n_seeds" in table.columns:
             cells["seeds"] = str(int(row["n_seeds"])) if _present(row["n_seeds"]) else "–"
         run_ids = row.get("run_ids")
@@ -221,7 +244,8 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
 
 
 INTERVAL_NOTE = (f"Values with intervals: point estimate at equal N [{INTERVAL_SUMMARY}]. "
-                 "Lower is better for FVD/FID/KVD/KID.")
+                 "Lower is better for " + "/".join(COLUMN_LABELS.get(m, m) for m in TABLE_METRICS
+                                                   if better_direction(m) == "lower") + ".")
 SEED_NOTE = (f"A row over several seeds (seeds > 1) shows the mean over seeds [{SEED_LEVEL:.0%} Student-t interval of "
              "the mean across seeds, seeds − 1 degrees of freedom, cut to the metric's range: how much the result "
              "moves with the run's seed; none where every seed gave the same value]; N is the smallest over its "
@@ -252,7 +276,7 @@ def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_
         lines[-1:-1] = [protocol, ""]
     if shown.empty:
         return "\n".join([*lines, "_no runs found_", ""])
-    lines.append(markdown_table(shown, left=("generator", "run")))
+    lines.append(markdown_table(shown, left=("generator", "machine", "run")))
     footnote = unavailable_footnote(table)
     if footnote:
         lines += ["", footnote]

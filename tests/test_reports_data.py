@@ -115,7 +115,9 @@ def log_scored_run(generator: str, profile: str, window: Path, synthetic_dir: Pa
             synthetic = [CTCSequence(folder, p.name) for p in sorted(folder.iterdir()) if p.name.isdigit()]
 
             def score(out: Path) -> dict[str, Any]:
-                scores = realism_scores(test_seq, synthetic, realism_config(), cache, features_out=out / "features.npz")
+                # the "good" generator is the reference itself (link_good_synthetic): scored, flagged, not refused
+                scores = realism_scores(test_seq, synthetic, realism_config(), cache, features_out=out / "features.npz",
+                                        on_shared_inputs="flag")
                 (out / "realism.json").write_text(json.dumps(scores, default=str))
                 return scores
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from benchmark.ctc.sequence import CTCSequence
-from benchmark.io import atomic_write_text
+from benchmark.io import atomic_write_text, sha256_file
 from benchmark.paths import cache_dir
 
 MEMO_FILE = "file-digests.json"
@@ -54,14 +54,6 @@ def _save_memo(memo: dict[str, list]) -> None:
         pass
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def file_digests(paths: Iterable[Path]) -> list[str]:
     """sha256 of each file, from the memo when its size, mtime and inode are unchanged."""
     with _lock:
@@ -75,7 +67,7 @@ def file_digests(paths: Iterable[Path]) -> list[str]:
             if isinstance(known, list) and len(known) == 4 and known[:3] == stamp:
                 out.append(known[3])
                 continue
-            sha = _sha256(path)
+            sha = sha256_file(path)
             memo[key] = [*stamp, sha]
             out.append(sha)
             changed = True

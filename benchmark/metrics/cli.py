@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from pathlib import Path
 
-from benchmark.config import positive_int
+from benchmark.config import finite_float, int_at_least, non_negative_int, positive_int
 from benchmark.ctc import CTCSequence, list_sequences
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.io import atomic_write_bytes
@@ -29,14 +30,15 @@ def add_metrics_commands(subparsers) -> None:
     realism.add_argument("--real-seq", default="01")
     realism.add_argument("--synthetic", required=True, nargs="+",
                          help="synthetic sequence folder(s) or dataset folder(s) (all sequences)")
-    realism.add_argument("--intensity", nargs=2, type=float, metavar=("LO", "HI"),
+    realism.add_argument("--intensity", nargs=2, type=finite_float, metavar=("LO", "HI"),
                          help="frozen intensity constants (default: the dataset's frozen map when the real folder "
                          "is a registered dataset, else P0.5/P99.9 of the real sequence)")
     realism.add_argument("--clip-mode", default="track", choices=("track", "lineage"),
                          help="FVD clips inside one track, or along mother -> one daughter (default: track)")
-    realism.add_argument("--max-crops", type=int)
-    realism.add_argument("--max-clips", type=int)
-    realism.add_argument("--n-bootstrap", type=int, default=200)
+    realism.add_argument("--max-crops", type=int_at_least(2), help="cap per sequence (>= 2)")
+    realism.add_argument("--max-clips", type=int_at_least(2), help="cap per sequence (>= 2)")
+    realism.add_argument("--n-bootstrap", type=non_negative_int, default=200,
+                         help="interval replicates (0: no intervals; default 200)")
     realism.add_argument("--no-fid", action="store_true")
     realism.add_argument("--no-fvd", action="store_true")
     # features only (the metric weights stay in the default cache): not the CLI-wide root of add_cache_argument
@@ -73,6 +75,14 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.5f}"
     return str(value)
+
+
+def _ci_text(result: dict, metric: str) -> str:
+    """``95% CI [low, high]``, or the reason there is none (``n/a (1 track on a side: ...)``), never ``[nan, nan]``."""
+    low, high = result.get(f"{metric}_ci_low"), result.get(f"{metric}_ci_high")
+    if isinstance(low, float) and isinstance(high, float) and math.isfinite(low) and math.isfinite(high):
+        return f"95% CI [{_fmt(low)}, {_fmt(high)}]"
+    return f"95% CI {result.get(f'{metric}_ci_reason') or 'n/a (no interval computed)'}"
 
 
 def _finish(args, result: dict, run_name: str, config: dict) -> int:
@@ -118,9 +128,9 @@ def _cmd_realism(args) -> int:
                                 ("fvd", "n_fvd", "fvd_rank_deficient"), ("kvd", "n_fvd", None)):
         if metric not in result:
             continue
-        ci = f"[{_fmt(result.get(metric + '_ci_low'))}, {_fmt(result.get(metric + '_ci_high'))}]"
+        ci = _ci_text(result, metric)
         note = "  RANK-DEFICIENT (N below minimum; not comparable)" if flag and result.get(flag) else ""
-        rows.append((f"{metric.upper()} (N={result[n_key]})", f"{_fmt(result[metric])}  95% CI {ci}{note}"))
+        rows.append((f"{metric.upper()} (N={result[n_key]})", f"{_fmt(result[metric])}  {ci}{note}"))
     if result.get("fid_inf") is not None:
         rows.append(("FID_inf (1/N extrapolation)", _fmt(result["fid_inf"])))
     rows.append(("intensity lo/hi", f"{result['intensity_lo']}/{result['intensity_hi']} "

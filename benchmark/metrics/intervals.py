@@ -64,6 +64,8 @@ class Interval:
     """``point ± q·se`` at ``level``; ``method`` says what it covers and how ``se`` was estimated.
 
     ``n_boot``: statistic re-evaluations behind ``se`` (jackknife deletions + track partitions).
+    ``reason``: why there is no interval (``low``/``high`` NaN), e.g. ``n/a (1 track on a side: ...)``;
+    empty when there is one. Printers show it instead of a bare ``[nan, nan]``.
     """
 
     point: float
@@ -73,20 +75,31 @@ class Interval:
     level: float
     n_boot: int
     method: str
+    reason: str = ""
 
     @property
     def excludes_zero(self) -> bool:
         return bool(self.low > 0 or self.high < 0)
 
 
+def no_interval_reason(n_tracks: Sequence[int]) -> str:
+    """Why an interval cannot be computed from ``n_tracks`` tracks per side: its SE resamples whole tracks."""
+    fewest = min(n_tracks)
+    return (f"n/a ({fewest} track{'' if fewest == 1 else 's'} on a side: the interval is undefined, its SE "
+            "resamples whole tracks and needs >= 2 a side)")
+
+
 def _interval(point: float, variance: float, level: float, n_boot: int, method: str,
-              df: float | None = None) -> Interval:
-    """``point ± q·sqrt(variance)``; q from the normal, or from Student's t when ``df`` is given."""
+              df: float | None = None, reason: str = "") -> Interval:
+    """``point ± q·sqrt(variance)``; q from the normal, or from Student's t when ``df`` is given. A variance
+    that is not a finite non-negative number gives a NaN interval with ``reason`` (never a bare NaN)."""
     se = float(np.sqrt(variance)) if np.isfinite(variance) and variance >= 0 else float("nan")
+    if not np.isfinite(se):
+        reason = reason or f"n/a (the SE is undefined: variance {variance!r})"
     tail = 0.5 + level / 2
     quantile = float(norm.ppf(tail) if df is None else student_t.ppf(tail, max(df, 1.0)))
     return Interval(float(point), float(point - quantile * se), float(point + quantile * se), se, level,
-                    int(n_boot), method)
+                    int(n_boot), method, "" if np.isfinite(se) else reason)
 
 
 # ------------------------------------------------------------------------------------------- tracks
@@ -278,8 +291,9 @@ def _split_variance(statistic: SubsetStatistic, sides: list[np.ndarray], n_parti
 def _frechet_se(statistic: SubsetStatistic, sides: list[np.ndarray], n_boot: int,
                 rng: np.random.Generator) -> tuple[float, float, int, str]:
     """(variance, df, re-evaluations, note) of a Fréchet statistic: see the module docstring."""
-    if min(len(np.unique(groups)) for groups in sides) < 2:
-        return float("nan"), float("nan"), 0, "undefined: fewer than 2 tracks on a side"
+    counts = [len(np.unique(groups)) for groups in sides]
+    if min(counts) < 2:
+        return float("nan"), float("nan"), 0, no_interval_reason(counts)
     units = [_units(groups, JACKKNIFE_UNITS, rng) for groups in sides]
     v_jack, df, deletions = _jackknife(statistic, units, adjust=True)
     v_split, partitions = _split_variance(statistic, sides, max(n_boot // 2, 2), rng)
@@ -321,7 +335,7 @@ def frechet_interval(real: Samples, fake: Samples, n_boot: int = 200, seed: int 
     point = frechet_distance(real.features, fake.features)
     variance, df, used, note = _frechet_se(lambda rows: engine.value(rows[0], rows[1]),
                                            [real.groups, fake.groups], n_boot, np.random.default_rng(seed))
-    return _interval(point, variance, level, used, _method(FRECHET_METHOD, note), df)
+    return _interval(point, variance, level, used, _method(FRECHET_METHOD, note), df, reason=note)
 
 
 # --------------------------------------------------------------------------------- kernel distances
@@ -401,7 +415,8 @@ def kernel_interval(real: Samples, fake: Samples, n_boot: int = 200, seed: int =
     sides, ids, feats = _kernel_sides([real, fake])
     counts = [len(s.sizes) for s in sides]
     if min(counts) < 2:
-        return _interval(point, float("nan"), level, 0, f"{KERNEL_METHOD} (undefined: < 2 tracks on a side)")
+        reason = no_interval_reason(counts)
+        return _interval(point, float("nan"), level, 0, f"{KERNEL_METHOD} ({reason})", reason=reason)
     cross = _cross(feats, sides, ids, 0, 1)
     variance = _kernel_jackknife(lambda keep: _mmd_value(sides[0], sides[1], cross, keep[0], keep[1]), counts)
     return _interval(point, variance + spread**2 / n_subsets, level, sum(counts), KERNEL_METHOD)
@@ -430,7 +445,7 @@ def paired_difference(real: Samples, fake_a: Samples, fake_b: Samples, kind: str
         variance, df, used, note = _frechet_se(lambda rows: ea.value(rows[0], rows[1]) - eb.value(rows[0], rows[2]),
                                                [real.groups, fake_a.groups, fake_b.groups], n_boot, rng)
         what = f"E[FD(real,A) - FD(real,B)] at N={n}; paired, SE as frechet_interval"
-        return _interval(point, variance, level, used, _method(what, note), df)
+        return _interval(point, variance, level, used, _method(what, note), df, reason=note)
     sides, ids, feats = _kernel_sides([real, fake_a, fake_b])
     counts = [len(s.sizes) for s in sides]
     cross_a, cross_b = _cross(feats, sides, ids, 0, 1), _cross(feats, sides, ids, 0, 2)
@@ -442,7 +457,8 @@ def paired_difference(real: Samples, fake_a: Samples, fake_b: Samples, kind: str
     point = difference([np.ones(c) for c in counts])
     what = f"E[MMD²u(real,A) - MMD²u(real,B)] at N={n}; paired delete-a-track jackknife SE, normal quantile"
     if min(counts) < 2:
-        return _interval(point, float("nan"), level, 0, f"{what} (undefined: < 2 tracks on a side)")
+        reason = no_interval_reason(counts)
+        return _interval(point, float("nan"), level, 0, f"{what} ({reason})", reason=reason)
     return _interval(point, _kernel_jackknife(difference, counts), level, sum(counts), what)
 
 

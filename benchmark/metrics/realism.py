@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ from benchmark.metrics.intervals import (
 )
 from benchmark.paths import cache_dir as default_cache_dir
 
+logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = "2"
 CLIP_MODES = ("track", "lineage")
 
@@ -149,6 +151,97 @@ def reference_intensity_map(dataset: str, sequences: list[CTCSequence],
         return tuple(info.intensity_map), f"frozen for {dataset} (benchmark.datasets)"
     names = "+".join(s.name for s in sequences)
     return intensity_range(sequences, percentiles), f"pooled P{percentiles[0]}/P{percentiles[1]} of {names}"
+
+
+#: a sequence in another dtype than the map's data whose brightest pixels (P99.9) land below this fraction of
+#: the map's span is not in that data's units (a copy normalised to 0..1, or divided down): refused
+MIN_MAPPED_SPAN = 0.05
+
+
+def map_dtype(real: CTCSequence, intensity_map: tuple[float, float]) -> tuple[np.dtype, str]:
+    """The dtype whose units ``intensity_map`` is in, and what says so: the registry's ``intensity_dtype``
+    when the map is the dataset's frozen one (the real folder is named after a registered dataset), else the
+    dtype of the real reference's frames (a map derived from them, or one given with ``--intensity``)."""
+    from benchmark.datasets import DATASETS
+
+    info = DATASETS.get(real.dataset_dir.name)
+    if (info is not None and info.intensity_dtype and info.intensity_map is not None
+            and tuple(map(float, info.intensity_map)) == tuple(map(float, intensity_map))):
+        return np.dtype(info.intensity_dtype), f"frozen for {info.name}"
+    return _frame_dtypes(real)[0][1], f"derived from {real.image_dir}"
+
+
+def _frame_dtypes(seq: CTCSequence) -> list[tuple[int, np.dtype]]:
+    """``(t, dtype)`` of every raw frame, from the TIFF headers (no pixel is decoded)."""
+    import tifffile
+
+    out = []
+    for t, path in seq.image_files.items():
+        try:
+            with tifffile.TiffFile(path) as tif:
+                out.append((t, np.dtype(tif.pages[0].dtype)))
+        except Exception:  # noqa: BLE001 - tifffile raises many types: read_tiff names the file and the problem
+            out.append((t, seq.image(t).dtype))
+    if not out:
+        raise ValueError(f"{seq.image_dir}: no raw frames")
+    return out
+
+
+def check_intensity_units(seq: CTCSequence, intensity_map: tuple[float, float], dtype: np.dtype,
+                          source: str) -> None:
+    """Refuse a sequence that ``intensity_map`` would map to nonsense, before any feature is computed.
+
+    The map (lo, hi) holds for frames in the units of the data it was derived from, of ``dtype`` (GOWT1:
+    uint8, ``0..123``). Frames of that dtype are taken as they are (a dim or saturated generator output is
+    a real, bad score). Frames of ANOTHER dtype are a conversion, which may have changed the units: they are
+    refused in one line naming the sequence, its dtype and value range when their values leave the range
+    of ``dtype`` (a uint16 copy x256 of uint8 data) or when their brightest pixels (P99.9) map below
+    ``MIN_MAPPED_SPAN`` of the map (a float copy normalised to 0..1). Nothing is rescaled silently: a
+    conversion in the same units (uint16, int32 or float32 holding the uint8 values) scores as the original.
+    """
+    lo, hi = (float(v) for v in intensity_map)
+    foreign = {t: d for t, d in _frame_dtypes(seq) if d != dtype}
+    if not foreign:
+        return
+    low, high, top = math.inf, -math.inf, -math.inf
+    for t in foreign:
+        image = seq.image(t)
+        low, high = min(low, float(image.min())), max(high, float(image.max()))
+        top = max(top, float(np.percentile(image, 99.9)))
+    kinds = "/".join(sorted({str(d) for d in foreign.values()}))
+    what = (f"{seq.image_dir}: frames are {kinds} with values {low:g}..{high:g}, but the intensity "
+            f"map {lo:g}..{hi:g} ({source}) is for {dtype} data")
+    fix = "convert the frames to that data's units (or give metrics realism --intensity LO HI)"
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if low < info.min or high > info.max:
+            raise ValueError(f"{what}, whose values lie in {info.min}..{info.max}: {fix}")
+    if hi > lo and (top - lo) / (hi - lo) < MIN_MAPPED_SPAN:
+        level = max(0, round(255 * (top - lo) / (hi - lo)))
+        raise ValueError(f"{what}: their P99.9 {top:g} maps to grey level {level} of 255, so they are not in "
+                         f"that data's units; {fix}")
+
+
+def shared_inputs(real: CTCSequence, synthetic: list[CTCSequence]) -> str | None:
+    """One line saying which synthetic sequence holds the real reference's data, or None. The same data on
+    both sides gives FID 0 with an interval that excludes 0, and shared frames pull every score towards 0,
+    which reads as a perfect generator. Compared by content (``sequence_digest``, then each raw frame's
+    sha256), so a copy under another path or name is caught too."""
+    from benchmark.ctc.digest import sequence_digest
+
+    real_digest = sequence_digest(real)
+    real_frames = dict(zip(file_digests(real.image_files.values()), real.image_files.values(), strict=True))
+    for seq in synthetic:
+        if sequence_digest(seq) == real_digest:
+            return (f"{seq.image_dir}: the same data as the real reference {real.image_dir} (sequence digest "
+                    f"{real_digest[:12]}); a sequence scored against itself says nothing of realism")
+        files = list(seq.image_files.values())
+        shared = [(p, real_frames[d]) for p, d in zip(files, file_digests(files), strict=True) if d in real_frames]
+        if shared:
+            return (f"{seq.image_dir}: {len(shared)} of {len(files)} raw frames are identical to frames of the real "
+                    f"reference {real.image_dir} (e.g. {shared[0][0].name} = {shared[0][1].name}); shared frames "
+                    "pull every score towards 0")
+    return None
 
 
 def protocol_tags(dataset: str, reference: str, intensity_map: tuple[float, float], clip_mode: str,
@@ -426,10 +519,13 @@ def _subsample(fs: FeatureSet, n: int, rng: np.random.Generator) -> Samples:
     return Samples(fs.features[pick], fs.groups[pick])
 
 
-def _interval_fields(prefix: str, interval: Interval | None) -> dict[str, float | None]:
+def _interval_fields(prefix: str, interval: Interval | None, why: str = "") -> dict[str, float | str | None]:
+    """``<prefix>_ci_low/_ci_high/_se`` and ``<prefix>_ci_reason``: why there is no interval (empty when there
+    is one), so that no printer shows a bare NaN; ``why`` is the reason when ``interval`` is None."""
     if interval is None:
-        return {f"{prefix}_ci_low": None, f"{prefix}_ci_high": None, f"{prefix}_se": None}
-    return {f"{prefix}_ci_low": interval.low, f"{prefix}_ci_high": interval.high, f"{prefix}_se": interval.se}
+        return {f"{prefix}_ci_low": None, f"{prefix}_ci_high": None, f"{prefix}_se": None, f"{prefix}_ci_reason": why}
+    return {f"{prefix}_ci_low": interval.low, f"{prefix}_ci_high": interval.high, f"{prefix}_se": interval.se,
+            f"{prefix}_ci_reason": interval.reason}
 
 
 def equal_n_samples(real: FeatureSet, fake: FeatureSet, seed: int) -> tuple[Samples, Samples]:
@@ -440,17 +536,18 @@ def equal_n_samples(real: FeatureSet, fake: FeatureSet, seed: int) -> tuple[Samp
 
 
 def score_pair(real: FeatureSet, fake: FeatureSet, name: str, kernel_name: str, min_n: int,
-               config: RealismConfig) -> dict[str, float | int | bool | None]:
+               config: RealismConfig) -> dict[str, float | int | bool | str | None]:
     """Fréchet distance, unbiased kernel distance, their intervals and FD_inf of one feature family at equal N."""
     n = min(len(real.features), len(fake.features))
-    out: dict[str, float | int | bool | None] = {
+    out: dict[str, float | int | bool | str | None] = {
         f"n_{name}": n, f"n_{name}_real_total": len(real.features), f"n_{name}_synthetic_total": len(fake.features),
         f"{name}_rank_deficient": bool(n < min_n),
     }
     if n < 2:
         out.update({name: None, kernel_name: None, f"{kernel_name}_std": None, f"{name}_inf": None})
-        out.update(_interval_fields(name, None))
-        out.update(_interval_fields(kernel_name, None))
+        why = f"n/a (N = {n} per side: no score, so no interval)"
+        out.update(_interval_fields(name, None, why))
+        out.update(_interval_fields(kernel_name, None, why))
         return out
     a, b = equal_n_samples(real, fake, config.seed)
     from benchmark.metrics.frechet import frechet_distance, kernel_distance
@@ -464,6 +561,8 @@ def score_pair(real: FeatureSet, fake: FeatureSet, name: str, kernel_name: str, 
                              config.kid_subset_size, config.kid_subsets)
         out.update(_interval_fields(name, fd))
         out.update(_interval_fields(kernel_name, kd))
+    else:
+        out.update({f"{m}_ci_reason": "n/a (n_bootstrap = 0: no interval asked)" for m in (name, kernel_name)})
     out[f"{name}_inf"] = (frechet_infinity(a.features, b.features, draws=config.fd_infinity_draws,
                                            seed=config.seed)["fd_inf"]
                           if config.fd_infinity and n >= 8 else None)
@@ -495,8 +594,13 @@ def load_feature_sets(path: Path) -> dict[str, Samples]:
 
 def realism_scores(real: CTCSequence, synthetic: list[CTCSequence], config: RealismConfig | None = None,
                    cache_dir: str | Path | None = None, extractors: Extractors | None = None,
-                   features_out: str | Path | None = None) -> dict:
+                   features_out: str | Path | None = None, on_shared_inputs: str = "refuse") -> dict:
     """FID/KID on crops and FVD/KVD on clips of ``synthetic`` against the reference ``real``, at equal N.
+
+    A synthetic sequence holding the reference's data (``shared_inputs``) is refused with a ``ValueError``;
+    ``on_shared_inputs="flag"`` scores it anyway, with a warning and ``result["shared_inputs"]`` saying so
+    (a test that wants a "perfect generator" row). Frames whose units do not fit the intensity map are
+    always refused (``check_intensity_units``).
 
     ``real`` is the reference: the benchmark passes the real HELD-OUT sequence and the dataset's frozen
     intensity map in ``config.intensity_range`` (``None`` derives it from ``real`` alone, for ad-hoc use).
@@ -509,11 +613,22 @@ def realism_scores(real: CTCSequence, synthetic: list[CTCSequence], config: Real
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     extractors = extractors or Extractors()
     lo, hi = config.intensity_range or intensity_range([real], config.percentiles)
+    if on_shared_inputs not in ("refuse", "flag"):
+        raise ValueError(f"on_shared_inputs must be 'refuse' or 'flag', got {on_shared_inputs!r}")
+    overlap = shared_inputs(real, synthetic)
+    if overlap is not None and on_shared_inputs != "flag":
+        raise ValueError(overlap)
+    dtype, source = map_dtype(real, (lo, hi))
+    for seq in [real, *synthetic]:
+        check_intensity_units(seq, (lo, hi), dtype, source)
     result: dict = {"intensity_lo": lo, "intensity_hi": hi, "crop_size": config.crop_size,
                     "clip_length": config.clip_length, "clip_mode": config.clip_mode,
                     "n_bootstrap": config.n_bootstrap, "ci_level": config.ci_level,
                     "torch_version": torch.__version__, "real": f"{real.dataset_dir}/{real.name}",
                     "synthetic": ";".join(f"{s.dataset_dir}/{s.name}" for s in synthetic)}
+    if overlap is not None:  # on_shared_inputs="flag": scored, and the result says why it means little
+        logger.warning("realism: %s", overlap)
+        result["shared_inputs"] = overlap
     saved: dict[str, Samples] = {}
     for flag, kind, name, kernel, min_field, weight_attr in FAMILIES:
         if not getattr(config, flag):

@@ -135,14 +135,16 @@ def tracker_config(section: Mapping[str, Any], seed: int, where: str = "tracker"
 
 
 def tracker_stage_key(section: Mapping[str, Any], seed: int) -> Any:
-    """What the trained tracker depends on besides the training data. The learned tracker keeps its key of
-    before the choice existed (the flat keys as written), so its cached stages stay valid; another method
-    is keyed by its whole resolved config, so a changed default retrains it."""
+    """What the trained tracker depends on besides the training data. The learned tracker is keyed by the
+    flat keys as written plus its saved model's format (``model.MODEL_FORMAT``: a stage saved as a pickle,
+    ``tracker.joblib``, is not reused by the pickle-free loader); another method is keyed by its whole
+    resolved config, so a changed default retrains it."""
     from benchmark.config import config_to_dict
+    from downstream.tracker.model import MODEL_FORMAT
 
     method, config = tracker_config(section, seed)
     if method.table is None:
-        return _split(section, "tracker")[1]
+        return {**_split(section, "tracker")[1], "model_format": MODEL_FORMAT}
     return {"method": method.name, **config_to_dict(config)}
 
 

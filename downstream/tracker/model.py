@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from itertools import combinations, product
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import sklearn
+import skops.io
 from sklearn.ensemble import HistGradientBoostingClassifier
+from skops.io.exceptions import UntrustedTypesFoundException
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from benchmark.checksums import record_sha256, verify_recorded
 from benchmark.ctc import CTCFormatError, CTCSequence, Track, list_sequences, write_result
 from benchmark.ctc.crops import full_masks
 from benchmark.io import atomic_directory
@@ -44,8 +47,13 @@ from downstream.tracker.features import (
 from downstream.tracker.gaps import bridge_gaps, check_gap_settings
 from downstream.tracker.linking import PairDecision, build_tracks, decide
 
-MODEL_FILE = "tracker.joblib"
+MODEL_FILE = "tracker.skops"  # the two classifiers, skops (no pickle)
+PARAMS_FILE = "tracker-model.json"  # thresholds, config, feature names
 SUMMARY_FILE = "tracker.json"
+#: bumped when the saved model's files change; part of the training stage's key (``tracker_stage_key``)
+MODEL_FORMAT = 2  # 1: tracker.joblib (a pickle); 2: tracker.skops + tracker-model.json + SHA256SUMS
+#: the only types outside skops' default trust (numpy, scikit-learn estimators) a tracker file may hold
+TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
 
 
 @dataclass
@@ -139,7 +147,8 @@ def _pair_data(seq: CTCSequence, t: int, masks: tuple[np.ndarray, np.ndarray],
     return _PairData(fp, link_y, triples, x, y, gt_decision(fp, tracks, t))
 
 
-def _sequence_pairs(seq: CTCSequence, config: TrackerConfig, progress: bool) -> list[_PairData]:
+def sequence_pairs(seq: CTCSequence, config: TrackerConfig, progress: bool) -> list[_PairData]:
+    """The training data of every consecutive annotated frame pair of ``seq`` (features and GT labels)."""
     frames = [t for t in seq.frames if t in seq.tra_files]
     out: list[_PairData] = []
     previous: tuple[int, np.ndarray, Detections] | None = None
@@ -158,7 +167,9 @@ def _classifier(config: TrackerConfig) -> HistGradientBoostingClassifier:
                                           random_state=config.seed)
 
 
-def _fit(data: list[_PairData], config: TrackerConfig, where: Path) -> tuple[Any, Any, dict[str, int]]:
+def fit_classifiers(data: list[_PairData], config: TrackerConfig, where: Path) -> tuple[Any, Any, dict[str, int]]:
+    """The link classifier, the division classifier (None with too few division examples) and the sample
+    counts, fitted on ``data`` (``sequence_pairs``); ``where`` names the data in the error of a one-class set."""
     x = np.concatenate([d.fp.features for d in data])
     y = np.concatenate([d.link_y for d in data])
     if len(np.unique(y)) < 2:
@@ -216,7 +227,8 @@ def train_tracker(dataset_dir: Path, config: TrackerConfig, model_dir: Path, *, 
                   progress: bool = True) -> Path:
     """Fit the link and division classifiers on ``dataset_dir``'s GT lineage; write ``model_dir`` atomically.
 
-    ``model_dir`` holds ``tracker.joblib`` (classifiers, thresholds, config) and ``tracker.json``
+    ``model_dir`` holds ``tracker.skops`` (the classifiers), ``tracker-model.json`` (thresholds, config,
+    feature names), ``SHA256SUMS`` (both files' sha256, checked before loading) and ``tracker.json``
     (sample counts, chosen thresholds, validation edge score, timings).
     """
     dataset_dir, model_dir = Path(dataset_dir), Path(model_dir)
@@ -224,39 +236,63 @@ def train_tracker(dataset_dir: Path, config: TrackerConfig, model_dir: Path, *, 
         raise FileExistsError(f"{model_dir}: already exists (pass overwrite=True to replace it)")
     started = time.perf_counter()
     seqs = lineage_sequences(dataset_dir, "the tracker")
-    per_seq = [_sequence_pairs(s, config, progress) for s in seqs]
+    per_seq = [sequence_pairs(s, config, progress) for s in seqs]
     per_seq = [p for p in per_seq if p]
     if not per_seq or sum(len(p) for p in per_seq) < 2:
         raise CTCFormatError(dataset_dir, "fewer than 2 consecutive annotated frame pairs to train the tracker on")
     features_seconds = time.perf_counter() - started
     train, val = holdout_split(per_seq, config.n_val)
     with threadpool_limits(limits=config.threads):
-        link, division, counts = _fit(train, config, dataset_dir)
+        link, division, counts = fit_classifiers(train, config, dataset_dir)
         chosen = _tune(val, link, division, config)
         if config.refit_on_all:
-            link, division, counts = _fit(train + val, config, dataset_dir)
+            link, division, counts = fit_classifiers(train + val, config, dataset_dir)
     fit_seconds = time.perf_counter() - started - features_seconds
-    payload = {"link": link, "division": division, "tau_link": chosen["tau_link"],
-               "tau_division": chosen["tau_division"], "config": asdict(config),
-               "pair_features": PAIR_FEATURES, "division_features": DIVISION_FEATURES,
-               "sklearn": sklearn.__version__}
+    params = {"format": MODEL_FORMAT, "tau_link": chosen["tau_link"], "tau_division": chosen["tau_division"],
+              "config": asdict(config), "pair_features": PAIR_FEATURES, "division_features": DIVISION_FEATURES,
+              "sklearn": sklearn.__version__}
     summary = {"config": asdict(config), "sequences": [s.name for s in seqs], "counts": counts,
                "validation": chosen, "division_model": division is not None,
                "features_seconds": features_seconds, "fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started}
     with atomic_directory(model_dir, overwrite=True) as tmp:
-        joblib.dump(payload, tmp / MODEL_FILE)
+        save_classifiers({"link": link, "division": division}, params, tmp)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     return model_dir
 
 
+def save_classifiers(models: dict[str, Any], params: dict[str, Any], model_dir: Path) -> None:
+    """The classifiers to ``tracker.skops``, everything else to JSON, both sha256-recorded in SHA256SUMS."""
+    skops.io.dump(models, model_dir / MODEL_FILE)
+    (model_dir / PARAMS_FILE).write_text(json.dumps(params, indent=1))
+    record_sha256([model_dir / MODEL_FILE, model_dir / PARAMS_FILE], model_dir)
+
+
 def load_tracker(model_dir: Path) -> dict[str, Any]:
-    path = Path(model_dir) / MODEL_FILE
+    """The trained tracker: classifiers, thresholds and config, as ``train_tracker`` saved them.
+
+    Nothing is unpickled: each file must match its recorded sha256, and the skops file may hold no type
+    beyond skops' trusted defaults and ``TRUSTED_TYPES`` (a file naming any other is refused unread).
+    """
+    model_dir = Path(model_dir)
+    path, params_path = model_dir / MODEL_FILE, model_dir / PARAMS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: tracker model file is missing")
-    payload = joblib.load(path)
-    if tuple(payload.get("pair_features", ())) != PAIR_FEATURES:
-        raise ValueError(f"{path}: trained with other pair features; retrain the tracker")
-    return payload
+        old = " (saved by an older version as tracker.joblib: retrain it)" if (model_dir / "tracker.joblib").exists() else ""
+        raise FileNotFoundError(f"{path}: tracker model file is missing{old}")
+    verify_recorded(path)
+    verify_recorded(params_path)
+    try:
+        models = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException as error:
+        raise ValueError(f"{path}: refusing a tracker model holding untrusted types ({error})") from None
+    except (zipfile.BadZipFile, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a skops tracker model ({type(error).__name__}: {error})") from None
+    params = json.loads(params_path.read_text())
+    if not isinstance(models, dict) or set(models) != {"link", "division"}:
+        raise ValueError(f"{path}: not a tracker model (expected the link and division classifiers)")
+    if tuple(params.get("pair_features", ())) != PAIR_FEATURES:
+        raise ValueError(f"{params_path}: trained with other pair features; retrain the tracker")
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in params["config"].items()}  # JSON: tuples
+    return {**params, **models, "config": config}
 
 
 def _check_masks(seq: CTCSequence, masks: list[np.ndarray]) -> None:

@@ -22,13 +22,18 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from benchmark.io import atomic_write
+from benchmark.checksums import record_sha256, verify_recorded
+from benchmark.safe_weights import load_state, read_metadata, save_state
 from generators.bvdm.data import IntensityStats
 from generators.precision import autocast, check_precision, memory_format, resolve_precision
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_SUFFIX = ".safetensors"
+UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
 
 
 @dataclass
@@ -99,15 +104,20 @@ class TextureDDPM:
         self.scheduler.save_pretrained(directory / "scheduler")
         (directory / "stats.json").write_text(json.dumps(self.stats.to_dict(), indent=1))
         (directory / "loss.json").write_text(json.dumps(self.loss))
+        record_sha256([directory / UNET_WEIGHTS], directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> TextureDDPM:
+        """Load a saved DDPM: the UNet from safetensors only (never diffusers' pickle fallback), checked
+        against the sha256 recorded at save time."""
         directory = Path(directory)
         for part in ("unet", "scheduler", "stats.json"):
             if not (directory / part).exists():
                 raise FileNotFoundError(f"{directory / part}: missing part of a saved BVDM DDPM")
+        verify_recorded(directory / UNET_WEIGHTS, directory)
         loss = json.loads((directory / "loss.json").read_text()) if (directory / "loss.json").exists() else []
-        return cls(UNet2DModel.from_pretrained(directory / "unet", low_cpu_mem_usage=False), DDPMScheduler.from_pretrained(directory / "scheduler"),
+        unet = UNet2DModel.from_pretrained(directory / "unet", low_cpu_mem_usage=False, use_safetensors=True)
+        return cls(unet, DDPMScheduler.from_pretrained(directory / "scheduler"),
                    IntensityStats.from_dict(json.loads((directory / "stats.json").read_text())), loss)
 
 
@@ -127,10 +137,13 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
     """Train on normalised crops ``(N, S, S)``; returns the EMA model with its loss curve.
 
     Checkpoints (raw + EMA weights, optimiser, step, the sampling generator's RNG state and the loss
-    curve so far) go to ``checkpoint_dir/checkpoint-<step>.pt`` every ``checkpoint_every`` iterations
-    and at the last one; the last two are kept. A run that finds a checkpoint of the same config and
-    data there **resumes** from the newest one, and ends where an uninterrupted run would have (same
-    batches, same noise; floating point aside). ``callback(step, loss)`` runs after every step.
+    curve so far) go to ``checkpoint_dir/checkpoint-<step>.safetensors`` every ``checkpoint_every``
+    iterations and at the last one; the last two are kept. They are safetensors, not pickles (the
+    non-tensor fields as JSON in the header; ``benchmark.safe_weights``), each checked against the sha256
+    recorded in ``checkpoint_dir/SHA256SUMS`` before it is read (a changed one is ignored with a warning).
+    A run that finds a checkpoint of the same config and data there **resumes** from the newest one, and
+    ends where an uninterrupted run would have (same batches, same noise, same RNG states: bit for bit on
+    the same machine). ``callback(step, loss)`` runs after every step.
     """
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -149,14 +162,14 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
     saved: list[Path] = checkpoints(directory, fingerprint) if directory is not None else []
     first = 1
     if saved:
-        state = torch.load(saved[-1], map_location=device, weights_only=False)
+        state = load_state(saved[-1])
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
         ema.to(device)
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        losses = list(state["losses"])
+        losses = state["losses"].tolist()  # float64: every loss exactly as it was
         first = int(state["step"]) + 1
         logger.info("BVDM DDPM: resuming from %s (step %d of %d)", saved[-1], first - 1, config.iterations)
     for step in tqdm(range(first, config.iterations + 1), desc="BVDM DDPM", disable=not progress, leave=False,
@@ -181,7 +194,8 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
         due = config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.iterations)
         if directory is not None and due:
             state = {"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "losses": losses,
+                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                     "losses": torch.tensor(losses, dtype=torch.float64),
                      "fingerprint": fingerprint}
             saved.append(_checkpoint(directory, step, state))
             while len(saved) > 2:
@@ -209,19 +223,20 @@ def training_fingerprint(crops: np.ndarray, config: DDPMConfig) -> str:
 def checkpoints(directory: Path, fingerprint: str) -> list[Path]:
     """This run's checkpoints in ``directory``, oldest first (others' are left alone and ignored)."""
     found = []
-    for path in directory.glob("checkpoint-*.pt") if directory.is_dir() else []:
+    for path in directory.glob(f"checkpoint-*{CHECKPOINT_SUFFIX}") if directory.is_dir() else []:
         try:
-            step = int(path.stem.split("-")[1])
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except (ValueError, IndexError, OSError, RuntimeError, EOFError) as error:
+            step = int(path.name.removesuffix(CHECKPOINT_SUFFIX).split("-")[1])
+            header = read_metadata(path)
+        except (ValueError, IndexError, OSError, SafetensorError) as error:
             logger.warning("BVDM DDPM: ignoring unreadable checkpoint %s (%s)", path, error)
             continue
-        if state.get("fingerprint") == fingerprint and state.get("step") == step:
+        if header.get("fingerprint") == fingerprint and header.get("step") == str(step):
             found.append((step, path))
     return [path for _, path in sorted(found)]
 
 
 def _checkpoint(directory: Path, step: int, state: dict) -> Path:
+    """``checkpoint-<step>.safetensors``: the state's tensors, its other fields as JSON in the header."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"checkpoint-{step}.pt"
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return save_state(state, directory / f"checkpoint-{step}{CHECKPOINT_SUFFIX}",
+                      metadata={"fingerprint": str(state["fingerprint"]), "step": str(step)})

@@ -21,10 +21,12 @@ import torch
 import voxelmorph as vxm
 from tqdm.auto import tqdm
 
+from benchmark.safe_weights import load_tensors, save_tensors
 from generators.bvdm.ddpm import random_dihedral
 from generators.precision import autocast, check_precision, resolve_precision
 
 ENCODER = (32, 32, 32, 32)
+WEIGHTS_FILE = "flow.safetensors"  # sha256 recorded in the folder's SHA256SUMS
 DECODER = (32, 32, 32, 16)
 
 
@@ -68,7 +70,7 @@ class MaskFlow(torch.nn.Module):
     def save_pretrained(self, directory: str | Path, loss: list[float] | None = None) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.net.state_dict(), directory / "flow.pt")
+        save_tensors(self.net.state_dict(), directory / WEIGHTS_FILE)
         (directory / "flow.json").write_text(json.dumps({"crop_size": self.crop_size, "encoder": ENCODER,
                                                          "decoder": DECODER}))
         if loss is not None:
@@ -77,11 +79,11 @@ class MaskFlow(torch.nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> MaskFlow:
         directory = Path(directory)
-        if not (directory / "flow.pt").exists():
-            raise FileNotFoundError(f"{directory / 'flow.pt'}: missing BVDM flow weights")
+        if not (directory / WEIGHTS_FILE).exists():
+            raise FileNotFoundError(f"{directory / WEIGHTS_FILE}: missing BVDM flow weights")
         meta = json.loads((directory / "flow.json").read_text())
         model = cls(int(meta["crop_size"]))
-        model.net.load_state_dict(torch.load(directory / "flow.pt", map_location="cpu", weights_only=True))
+        model.net.load_state_dict(load_tensors(directory / WEIGHTS_FILE))  # sha256-checked safetensors
         return model.eval()
 
 

@@ -33,6 +33,7 @@ from generators.cellcyclegan.data import (
 )
 from generators.cellcyclegan.postprocess import NoiseFit, PostProcess, fit_noise, postprocess_frame
 from generators.cellcyclegan.train import (
+    GENERATOR_FILE,
     GANTrainConfig,
     load_generator,
     make_batch,
@@ -177,7 +178,7 @@ class CellCycleGANGenerator(Generator):
     # ---------------------------------------------------------------- save / load
     def _save_state(self, directory: Path) -> None:
         self._require_fitted()
-        save_generator(self.network.cpu(), directory / "generator.pt")
+        save_generator(self.network.cpu(), directory / GENERATOR_FILE)
         state = {
             "masks": self.masks.to_dict(),
             "scale": self.scale.to_dict(),
@@ -202,7 +203,7 @@ class CellCycleGANGenerator(Generator):
             self.dtype = str(state["dtype"])
         except (OSError, KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path}: unreadable CellCycleGAN state ({error})") from error
-        self.network = load_generator(directory / "generator.pt")
+        self.network = load_generator(directory / GENERATOR_FILE)
         history = directory / "history.json"
         if history.exists():
             payload = json.loads(history.read_text())

@@ -18,11 +18,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.experiment import TrainingStream
 from benchmark.io import atomic_write, atomic_write_text
+from benchmark.safe_weights import load_tensors_and_metadata, save_tensors
 from generators.base import GeneratorConfig
 from generators.cellcyclegan.data import TrainingCrops, condition
 from generators.cellcyclegan.networks import PatchDiscriminator, UNetGenerator
@@ -38,6 +40,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 T = TypeVar("T", bound="GANTrainConfig")
+GENERATOR_FILE = "generator.safetensors"  # the trained generator's weights, sha256 in the folder's SHA256SUMS
 
 
 @dataclass
@@ -123,7 +126,7 @@ def noise_sensitivity(generator: UNetGenerator, cond: torch.Tensor, gen: torch.G
 
 def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path | None = None) -> TrainResult:
     """Train generator and discriminator on ``crops``; with ``out_dir``, write ``history.json``,
-    ``samples.png`` and ``generator.pt`` there (the lead logs the first two to MLflow)."""
+    ``samples.png`` and ``generator.safetensors`` there (the lead logs the first two to MLflow)."""
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -190,24 +193,25 @@ def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path 
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        save_generator(generator, out / "generator.pt")
+        save_generator(generator, out / GENERATOR_FILE)
         atomic_write_text(out / "history.json", json.dumps({"seconds": seconds, "history": history}, indent=1))
         save_sample_grid(generator, probe_target, probe_cond, out / "samples.png", seed=config.seed)
     return TrainResult(generator, history, seconds)
 
 
 def save_generator(generator: UNetGenerator, path: Path) -> None:
-    """Weights plus the widths needed to rebuild the network (atomic)."""
-    payload = {"widths": list(generator.widths), "state_dict": generator.state_dict()}
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    """Weights (safetensors, sha256 recorded in the folder's SHA256SUMS) plus, in its header, the widths
+    needed to rebuild the network (atomic)."""
+    save_tensors(generator.state_dict(), path, metadata={"widths": json.dumps(list(generator.widths))})
 
 
 def load_generator(path: Path) -> UNetGenerator:
+    """The generator ``save_generator`` wrote; refused unless its sha256 matches the recorded one."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        generator = UNetGenerator(tuple(payload["widths"]))
-        generator.load_state_dict(payload["state_dict"])
-    except (OSError, KeyError, RuntimeError) as error:
+        tensors, metadata = load_tensors_and_metadata(path)
+        generator = UNetGenerator(tuple(json.loads(metadata["widths"])))
+        generator.load_state_dict(tensors)
+    except (KeyError, RuntimeError, SafetensorError) as error:
         raise ValueError(f"{path}: not a CellCycleGAN generator checkpoint ({error})") from error
     return generator.eval()
 

@@ -28,7 +28,13 @@ from benchmark.metrics.realism import Extractors
 from generators.cellcyclegan.data import TrainingCrops, collect_crops, fit_intensity_scale, sample_frames
 from generators.cellcyclegan.networks import UNetGenerator
 from generators.cellcyclegan.realism import crop_features, feature_frechet_distance
-from generators.cellcyclegan.train import GANTrainConfig, load_generator, make_batch, train_gan
+from generators.cellcyclegan.train import (
+    GENERATOR_FILE,
+    GANTrainConfig,
+    load_generator,
+    make_batch,
+    train_gan,
+)
 
 
 @torch.no_grad()
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # train_gan seeds torch with config.seed before building its network: this is its initial state
     torch.manual_seed(config.seed)
     if args.model is not None:
-        trained, seconds, history = load_generator(args.model / "generator.pt"), float("nan"), []
+        trained, seconds, history = load_generator(args.model / GENERATOR_FILE), float("nan"), []
         untrained = UNetGenerator(trained.widths).eval()
     else:
         untrained = UNetGenerator(config.widths).eval()

@@ -94,12 +94,13 @@ def test_wrong_mask_count_is_rejected(model: Path, test_02, tmp_path: Path) -> N
 
 
 # ------------------------------------------------------------------------------------------- the profile's choice
-def test_default_is_the_learned_tracker_with_its_old_stage_key() -> None:
+def test_default_is_the_learned_tracker_keyed_by_its_flat_section_and_model_format() -> None:
     method, config = tracker_config({"max_iter": 50}, seed=3)
     assert method is TRACKERS["learned"] and config == TrackerConfig(max_iter=50, seed=3)
-    # the learned tracker's cache key is the flat section as written, whatever else [tracker] holds
+    # the learned tracker's cache key is the flat section as written, whatever else [tracker] holds, plus the
+    # saved model's format (2: skops, no pickle), so a stage saved as tracker.joblib is not reused
     section = {"max_iter": 50, "method": "learned", "trackastra": {"epochs": 2}}
-    assert tracker_stage_key(section, 0) == {"max_iter": 50}
+    assert tracker_stage_key(section, 0) == {"max_iter": 50, "model_format": 2}
 
 
 def test_trackastra_is_chosen_with_its_nested_table() -> None:

@@ -272,12 +272,14 @@ def test_ddpm_training_resumes_from_its_last_checkpoint(training_data: TrainingD
 
     with pytest.raises(_Killed):
         train_ddpm(data.crops, data.stats, config, checkpoint_dir=tmp_path, callback=kill_at_7)
-    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pt")) == ["checkpoint-3.pt", "checkpoint-6.pt"]
+    names = sorted(p.name for p in tmp_path.glob("checkpoint-*.safetensors"))
+    assert names == ["checkpoint-3.safetensors", "checkpoint-6.safetensors"]
     steps: list[int] = []
     resumed = train_ddpm(data.crops, data.stats, config, checkpoint_dir=tmp_path,
                          callback=lambda step, loss: steps.append(step))
     assert steps == [7, 8, 9, 10]
-    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pt")) == ["checkpoint-10.pt", "checkpoint-9.pt"]
+    names = sorted(p.name for p in tmp_path.glob("checkpoint-*.safetensors"))
+    assert names == ["checkpoint-10.safetensors", "checkpoint-9.safetensors"]
     np.testing.assert_allclose(resumed.loss, uninterrupted.loss, rtol=1e-5)
     for (name, a), b in zip(uninterrupted.unet.state_dict().items(), resumed.unet.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

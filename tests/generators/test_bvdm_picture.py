@@ -12,6 +12,15 @@ GOWT1 01 and generates a 384 x 384 video of 21 frames. Its pictures are compared
 
 The oracle (real textures through BVDM's own frame path) must reproduce the real cells' brightness
 and grain, write the real full masks, and be valid CTC.
+
+What this test does NOT cover: the DDPM's textures at the sampling a run uses. It samples with
+``t_first = 40`` (a few denoising steps from the lightly noised flat-filled mask), so the grain it checks
+is mostly the frame model's (imaging noise, blur, compositing) and its 60-iteration DDPM is hardly
+tested. With the ci profile's own sampling (the default preset, ``t_first = 400``) and the ci profile's
+40-iteration DDPM, the in-nucleus grain of a generated window measured 2.1x real (issue 37), outside the
+0.7-1.3x bound above. A check at the default preset needs a well-trained fit, more than the CPU suite can
+train in its time: once a cpu fit is shipped (issue "Results that outlive a session"), this test should
+load it and sample at the default preset.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ def fitted(window: CTCSequence) -> BVDMGenerator:
         "progress": False, "max_fit_frames": 12, "imaging_frames": 4,
         "ddpm": {"block_out_channels": [8, 16, 16, 32], "norm_num_groups": 4, "batch_size": 8, "iterations": 60,
                  "checkpoint_every": 0},
+        # t_first 40, not the default preset's 400: see the module docstring for what that leaves untested
         "flow": {"batch_size": 8, "iterations": 20}, "sampling": {"t_first": 40, "t_next": 4}})
     return BVDMGenerator(config).fit(window)
 

@@ -18,7 +18,7 @@ from generators.cellcyclegan.data import collect_crops, fit_intensity_scale, sam
 from generators.cellcyclegan.generator import CellCycleGANConfig, CellCycleGANGenerator
 from generators.cellcyclegan.networks import UNetGenerator
 from generators.cellcyclegan.realism import crop_features, feature_frechet_distance
-from generators.cellcyclegan.train import GANTrainConfig, TrainResult, train_gan
+from generators.cellcyclegan.train import GENERATOR_FILE, GANTrainConfig, TrainResult, train_gan
 from generators.cellcyclegan.training_report import textures_like
 from generators.registry import get_generator
 
@@ -95,7 +95,7 @@ def test_trained_generator_is_closer_to_real_by_benchmark_fid_than_its_untrained
 
 def test_training_writes_curves_and_grid(trained, ci_config: GANTrainConfig) -> None:
     result, out = trained
-    assert (out / "samples.png").stat().st_size > 0 and (out / "generator.pt").is_file()
+    assert (out / "samples.png").stat().st_size > 0 and (out / GENERATOR_FILE).is_file()
     assert len(result.history) == ci_config.iterations // ci_config.log_every
     assert all(np.isfinite(row["loss_d"]) and np.isfinite(row["loss_g_adv"]) for row in result.history)
 
@@ -116,7 +116,7 @@ def test_generated_dataset_validates_and_is_reproducible(gowt1_window: Path, tmp
     first = generator.generate(spec, tmp_path / "a")
     assert errors(validate_sequence(first, "01", require_complete=True)) == []
     generator.save(tmp_path / "model")
-    for name in ("history.json", "samples.png", "generator.pt", "state.json"):
+    for name in ("history.json", "samples.png", GENERATOR_FILE, "state.json", "SHA256SUMS"):
         assert (tmp_path / "model" / name).is_file(), name
     second = CellCycleGANGenerator.load(tmp_path / "model").generate(spec, tmp_path / "b")
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
