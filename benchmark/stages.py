@@ -138,8 +138,7 @@ def prepare_real(config: RunConfig, data_root: str | None, stages: Stages) -> tu
     # keyed on the bytes it reads, not the source path: a frame changed after a run re-cuts the window
     key = (config.window, [(name, sequence_digest(CTCSequence(source, name)))
                            for name in (config.train_sequence, config.test_sequence)])
-    result = stages.run("window", key, body, params={"window": config.window},
-    version=STAGE_VERSIONS["window"])
+    result = stages.run("window", key, body, params={"window": config.window}, version=STAGE_VERSIONS["window"])
     return result.folder / config.dataset, config.train_sequence, config.test_sequence
 
 
