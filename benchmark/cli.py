@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
+from benchmark.budget import BudgetExhausted
 from benchmark.ctc import CTCFormatError
 from benchmark.datasets import DATASETS, DEFAULT_DATASET, DatasetNotFound
 from benchmark.logs import cli_logging
@@ -27,6 +28,7 @@ COMMAND_HOOKS = (
     ("reports.cli", "add_report_commands"),
     ("benchmark.bundle_cli", "add_bundle_commands"),
     ("benchmark.sweep", "add_sweep_command"),
+    ("benchmark.campaign", "add_campaign_command"),
     ("benchmark.gate", "add_check_command"),
 )
 
@@ -169,6 +171,7 @@ KEPT_ON_INTERRUPT = {
     "run": "finished stages are kept and the same command resumes",
     "oracle": "finished stages are kept and the same command resumes",
     "sweep": "finished tasks are kept and the same command resumes",
+    "campaign": "exported bundles and fit checkpoints (<results>/_resume) are kept; the same command resumes",
     "generate": "nothing was written to --out (an earlier output is as it was); a finished fit stays cached",
 }
 
@@ -178,11 +181,18 @@ def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> tuple[str,
     the shell's convention, 128 + the signal (SIGTERM 143, Ctrl-C 130), so a scheduler can tell them apart."""
     name = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "SIGINT"
     signum = getattr(signal.Signals, name, signal.SIGINT)
-    parts = (getattr(args, "command", None), getattr(args, "data_command", None))
-    command = " ".join(str(part) for part in parts if part) or "the command"
-    kept = KEPT_ON_INTERRUPT.get(str(parts[0]), "nothing half-written is left under a final name")
+    command = _command_name(args)
+    kept = KEPT_ON_INTERRUPT.get(str(getattr(args, "command", None)), "nothing half-written is left under a final name")
     how = "Ctrl-C" if signum == signal.SIGINT else name
     return f"error: {command} interrupted by {how}; {kept}", 128 + int(signum)
+
+
+EX_TEMPFAIL = 75  # sysexits.h: try again later; what a command stopped at its deadline exits with
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    parts = (getattr(args, "command", None), getattr(args, "data_command", None))
+    return " ".join(str(part) for part in parts if part) or "the command"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the subcommand; an expected failure is one ``error:`` line on stderr (printed, not logged: its
-    form is fixed whatever -v/-q say); Ctrl-C exits 130, SIGTERM 143, each with a line naming the command."""
+    form is fixed whatever -v/-q say); Ctrl-C exits 130, SIGTERM 143, a fit stopped at its deadline 75, each
+    with a line naming the command."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
@@ -206,6 +217,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise
         print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
+    except BudgetExhausted as exc:  # SYNTHVID_DEADLINE passed mid-fit (benchmark.budget): checkpointed, not failed
+        if args.debug:
+            raise
+        print(f"error: {_command_name(args)} stopped at its deadline: {exc}; the same command resumes from the "
+              "checkpoint", file=sys.stderr)
+        return EX_TEMPFAIL
     except KeyboardInterrupt as exc:
         line, code = _interrupted(args, exc)
         print(line, file=sys.stderr)

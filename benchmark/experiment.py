@@ -23,6 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmark.budget import BudgetExhausted
 from benchmark.io import folder_lock, process_alive
 from benchmark.machine import cpu_description, machine_class
 from benchmark.paths import require_writable
@@ -193,7 +194,8 @@ def start_run(
                 mlflow.log_dict(dict(config), "config.json")
         try:
             yield run
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI: KILLED, not FAILED
+        except (KeyboardInterrupt, BudgetExhausted):  # Ctrl-C, SIGTERM (made one by the CLI) or the deadline
+            # (benchmark.budget): KILLED, not FAILED
             mlflow.end_run("KILLED")
             raise
 

@@ -60,7 +60,8 @@ def registry_root() -> Path:
 def entries(kind: str, folder: str | Path | None = None) -> list[ShippedEntry]:
     """Every shipped artefact of ``kind`` under ``folder`` (default: the registry root's ``fits/`` or
     ``results/``, which may be absent): ``**/*.json`` fit cards, or bundles (``**/SHA256SUMS``; hidden
-    folders, an export in progress, skipped). Names are relative to ``folder``; ``import`` and ``report
+    folders, an export in progress, and ``_``-folders, the campaign's signed fit checkpoints in ``_resume/``,
+    skipped). Names are relative to ``folder``; ``import`` and ``report
     --results`` pass the user's results folder, which must exist."""
     if kind not in KINDS:
         raise ValueError(f"shipped artefact kind {kind!r}: choose one of {', '.join(KINDS)}")
@@ -72,8 +73,8 @@ def entries(kind: str, folder: str | Path | None = None) -> list[ShippedEntry]:
     folder = Path(folder).absolute()
     if kind == "fit":
         return [_fit_entry(card, folder) for card in sorted(folder.glob("**/*.json"))]
-    found = sorted(p for p in folder.glob(f"**/{SUMS}")
-                   if not any(part.startswith(".") for part in p.relative_to(folder).parent.parts))
+    found = sorted(p for p in folder.glob(f"**/{SUMS}")  # not hidden ones nor ``_resume`` (signed checkpoints)
+                   if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parent.parts))
     return [_bundle_entry(sums, folder, root) for sums in found]
 
 

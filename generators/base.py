@@ -75,6 +75,9 @@ class Generator(ABC):
     #: whether ``fit`` trains a network that a GPU speeds up (a distributed sweep gives such a fit a GPU when
     #: the cluster has one, and runs it there with ``device = "cuda"``, a runtime field outside the fit key)
     fit_accelerator: ClassVar[bool] = False
+    #: the networks whose training checkpoints into the fit's resume folder (config field ``checkpoint_dir``):
+    #: ``generators.fit_cache.resume_progress`` lists them even before their first checkpoint
+    resume_parts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: GeneratorConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

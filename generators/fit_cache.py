@@ -11,8 +11,14 @@ depends on, and nothing else:
   (``RUNTIME_FIELDS``: progress bars, device, where checkpoints go);
 - the training sequence's content digest (raw frames and GT, by bytes).
 
-A killed fit resumes from its checkpoints (generators with a ``checkpoint_dir`` field) in
-``<name>-<key>.resume`` beside the cache entry; concurrent fits of one key wait for each other.
+A killed fit resumes from its checkpoints (generators with a ``checkpoint_dir`` field) in its resume
+folder (``resume_folder``); concurrent fits of one key wait for each other. The resume folder is
+``<SYNTHVID_RESUME_ROOT>/<name>-<key>`` when that variable is set (``benchmark.budget``: a campaign points
+it at the committed ``results/_resume/``, so a fit stopped at its deadline continues in a fresh clone), else
+``<name>-<key>.resume`` beside the cache entry. The default one is removed once the fit is stored; one under
+``SYNTHVID_RESUME_ROOT`` is KEPT (it holds the final checkpoints, so the fit comes back without training
+in a clone that lacks this cache): the campaign removes it once the run's result bundle has landed.
+``resume_progress`` reads how far each network of a resume folder got (checkpoint headers only).
 
 Before fitting, a SHIPPED fit of the same key (``benchmark.shipped``: ``fits/<dataset>/*.safetensors``
 and its card) is checked against its sha256 and unpacked into the cache entry instead: a fresh clone
@@ -33,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmark.budget import resume_root
 from benchmark.config import build_run_config, config_from_dict, config_to_dict, stable_hash
 from benchmark.ctc import CTCSequence, window_sequence
 from benchmark.ctc.digest import sequence_digest
@@ -90,6 +97,33 @@ def fit_folder(name: str, params: dict[str, Any], seq: CTCSequence, cache: Path 
     return (cache or cache_dir()) / "generators" / f"{name}-{fit_key(get_generator(name), params, seq)}"
 
 
+def resume_folder(name: str, params: dict[str, Any], seq: CTCSequence, cache: Path | None = None) -> Path:
+    """Where the fit of ``name`` on ``seq`` with ``params`` keeps its resume checkpoints (present or not)."""
+    return _resume_folder(fit_folder(name, params, seq, cache))
+
+
+def _resume_folder(folder: Path) -> Path:
+    root = resume_root()
+    return root / folder.name if root is not None else folder.with_name(folder.name + ".resume")
+
+
+def resume_progress(folder: str | Path) -> dict[str, tuple[int, int | None] | None]:
+    """``{part: (step, total) or None}``: the newest checkpoint of each network in a resume folder, e.g.
+    ``{"ddpm": (1200, 1500), "flow": None}``. Headers only, each sha256-checked (a changed checkpoint is
+    left out with a warning); the generator's parts (``Generator.resume_parts``, by the folder's ``<name>-<key>``)
+    are listed even without a checkpoint."""
+    from generators.checkpoints import progress  # here: the campaign's --help must not import torch
+
+    folder = Path(folder)
+    name = folder.name.removesuffix(".resume").rpartition("-")[0]
+    found: dict[str, tuple[int, int | None] | None] = dict(progress(folder))
+    try:
+        parts = get_generator(name).resume_parts
+    except ValueError:  # a folder of a generator this checkout does not have
+        parts = ()
+    return {**dict.fromkeys(parts), **found}
+
+
 def fitted_generator(name: str, params: dict[str, Any], seq: CTCSequence, cache: Path | None = None,
                      refit: bool = False) -> Generator:
     """The generator ``name`` fitted on ``seq``: loaded when this key was fitted before or is shipped, else
@@ -109,7 +143,7 @@ def fitted_generator(name: str, params: dict[str, Any], seq: CTCSequence, cache:
             loaded = cls.load(folder)
             loaded.config = generator.config  # runtime-only fields (progress, device) from this call
             return loaded
-        resume = folder.with_name(folder.name + ".resume")
+        resume = _resume_folder(folder)
         if "checkpoint_dir" in {f.name for f in dataclasses.fields(cls.config_class)} and not params.get("checkpoint_dir"):
             generator = cls.from_params({**params, "checkpoint_dir": str(resume)})
         start = time.perf_counter()
@@ -118,7 +152,8 @@ def fitted_generator(name: str, params: dict[str, Any], seq: CTCSequence, cache:
         with atomic_directory(folder, overwrite=True) as tmp:
             generator.save(tmp)
             atomic_write_text(tmp / FIT_RECORD, json.dumps(fit_record(generator, wall_s), indent=1, default=str))
-        shutil.rmtree(resume, ignore_errors=True)
+        if resume_root() is None:  # under SYNTHVID_RESUME_ROOT the campaign removes it (module docstring)
+            shutil.rmtree(resume, ignore_errors=True)
     return generator
 
 

@@ -8,6 +8,10 @@ parent run is tagged ``sweep=table2`` and ``grid.<param>`` = the JSON of its val
 runs of the earlier serial sweep carry ``sweep_t_first``/``sweep_t_next`` and are read too). This module
 only defines the grid and reads the runs back: a point run with several seeds is one row, the mean over
 seeds with a t-interval and ``n_seeds`` (``reports.tables.aggregate_seeds``).
+
+Each row also names its sampler (``scheduler``: the run's ``sampling.scheduler`` parameter or grid tag,
+'ddpm' for runs without one), so the grid can be read under the paper's sampler and a fast solver side by
+side: a point run under two samplers is two rows, and each sampler gets its own figure.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ SWEEP_NAME = "table2"
 #: BVDM's sampling parameters that the grid sets (the keys of ``benchmark/sweeps/table2.toml``'s ``[[grid]]``,
 #: fields of ``[generators.bvdm.sampling]``)
 T_FIRST_PARAM, T_NEXT_PARAM = "sampling.t_first", "sampling.t_next"
+#: the sampler of a run (``[generators.bvdm.sampling] scheduler``); runs without it sampled with DEFAULT_SCHEDULER
+SCHEDULER_PARAM, DEFAULT_SCHEDULER = "sampling.scheduler", "ddpm"
 T_FIRST_SERIES = (100, 200, 400, 600)
 T_NEXT_AT = 10
 T_NEXT_SERIES = (0, 10, 30, 50, 200)
@@ -67,43 +73,63 @@ def point_of(run: pd.Series) -> tuple[int, int] | None:
     return None
 
 
+def scheduler_of(run: pd.Series) -> str:
+    """The sampler a run used: its logged generator parameter (plain text), else its grid tag (JSON), else 'ddpm'."""
+    for column in (f"params.generator_params.{SCHEDULER_PARAM}", f"tags.grid.{SCHEDULER_PARAM}"):
+        value = run.get(column)
+        if isinstance(value, str) and value:
+            return str(json.loads(value)) if value.startswith('"') else value
+    return DEFAULT_SCHEDULER
+
+
+def _scheduler_order(name: str) -> tuple[bool, str]:
+    return name != DEFAULT_SCHEDULER, name
+
+
 def sweep_table(dataset: str, profile: str | None, generator: str = "bvdm",
                 metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
-    """One row per (series, grid point) over the newest tagged run of each (point, seed): one seed as it is,
-    several as their mean and t-interval (``n_seeds``); missing points are absent."""
+    """One row per (sampler, series, grid point) over the newest tagged run of each (sampler, point, seed): one
+    seed as it is, several as their mean and t-interval (``n_seeds``); missing points are absent; 'ddpm' first."""
     runs = parent_runs(dataset, profile, sweep=SWEEP_NAME)
     if runs.empty:
         return pd.DataFrame()
     runs = runs[runs["tags.generator"] == generator].sort_values("start_time", ascending=False)
-    by_point: dict[tuple[int, int], list[pd.Series]] = {}
-    seen: set[tuple[tuple[int, int], str]] = set()
+    by_point: dict[tuple[str, tuple[int, int]], list[pd.Series]] = {}
+    seen: set[tuple[str, tuple[int, int], str]] = set()
     for _, run in runs.iterrows():
-        point, seed = point_of(run), str(run.get("params.seed"))
-        if point is not None and (point, seed) not in seen:
-            seen.add((point, seed))
-            by_point.setdefault(point, []).append(run)
+        point, seed, scheduler = point_of(run), str(run.get("params.seed")), scheduler_of(run)
+        if point is not None and (scheduler, point, seed) not in seen:
+            seen.add((scheduler, point, seed))
+            by_point.setdefault((scheduler, point), []).append(run)
     rows = []
-    for point in sweep_points():
-        group = by_point.get((point.t_first, point.t_next))
-        if not group:
-            continue
-        summary = aggregate_seeds(table_rows(pd.DataFrame(group), None, metrics), metrics)
-        for series in point.series:
-            row: dict[str, Any] = {"series": series, "t_first": point.t_first, "t_next": point.t_next,
-                                   "independent": point.t_next >= point.t_first, "run_id": summary["run_id"],
-                                   "n_seeds": summary["n_seeds"]}
-            for name in metrics:
-                for suffix in ("", "_ci_low", "_ci_high"):
-                    row[f"{name}{suffix}"] = summary.get(f"{name}{suffix}")
-            for n_key in ("n_fid", "n_fvd"):
-                row[n_key] = summary.get(n_key)
-            rows.append(row)
+    for scheduler in sorted({s for s, _ in by_point}, key=_scheduler_order):
+        for point in sweep_points():
+            group = by_point.get((scheduler, (point.t_first, point.t_next)))
+            if group:
+                rows += _point_rows(point, scheduler, aggregate_seeds(table_rows(pd.DataFrame(group), None, metrics),
+                                                                      metrics), metrics)
     return pd.DataFrame(rows)
 
 
+def _point_rows(point: SweepPoint, scheduler: str, summary: dict[str, Any], metrics: Sequence[str]) -> list[dict]:
+    """A grid point's row on each grid line it lies on."""
+    rows = []
+    for series in point.series:
+        row: dict[str, Any] = {"series": series, "t_first": point.t_first, "t_next": point.t_next,
+                               "scheduler": scheduler, "independent": point.t_next >= point.t_first,
+                               "run_id": summary["run_id"], "n_seeds": summary["n_seeds"]}
+        for name in metrics:
+            for suffix in ("", "_ci_low", "_ci_high"):
+                row[f"{name}{suffix}"] = summary.get(f"{name}{suffix}")
+        for n_key in ("n_fid", "n_fvd"):
+            row[n_key] = summary.get(n_key)
+        rows.append(row)
+    return rows
+
+
 def sweep_display(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
-    """Strings for Markdown: series label, T_f0, T_fnon0 (marked when frames are independent), each metric that
-    has a value somewhere (value [CI]) and the number of seeds."""
+    """Strings for Markdown: series label, T_f0, T_fnon0 (marked when frames are independent), the sampler
+    (where the table names it), each metric that has a value somewhere (value [CI]) and the number of seeds."""
     shown = [m for m in metrics if m in table.columns and table[m].notna().any()]
     rows = []
     for _, row in table.iterrows():
@@ -111,9 +137,11 @@ def sweep_display(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
         t_next = f"{row['t_next']} (indep.)" if row["independent"] else str(row["t_next"])
         cells = {m: format_value(row[m], row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high")) for m in shown}
         seeds = row.get("n_seeds")
-        rows.append({"series": label, "T_f0": str(row["t_first"]), "T_fnon0": t_next, **cells,
+        rows.append({"series": label, "T_f0": str(row["t_first"]), "T_fnon0": t_next,
+                     "scheduler": str(row.get("scheduler") or DEFAULT_SCHEDULER), **cells,
                      "seeds": str(int(seeds)) if seeds is not None and not pd.isna(seeds) else "–"})
-    return pd.DataFrame(rows, columns=["series", "T_f0", "T_fnon0", *shown, "seeds"])
+    sampler = ["scheduler"] if "scheduler" in table.columns else []
+    return pd.DataFrame(rows, columns=["series", "T_f0", "T_fnon0", *sampler, *shown, "seeds"])
 
 
 def sweep_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS) -> str:
@@ -127,7 +155,8 @@ def sweep_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TAB
 
 
 def write_sweep_report(dataset: str, profile: str | None, out_dir: Path, generator: str = "bvdm") -> list[Path]:
-    """``table2.md``, ``table2.csv`` and ``table2.png`` under ``<out>/reports/<dataset>-<profile>/``."""
+    """``table2.md``, ``table2.csv`` and ``table2.png`` under ``<out>/reports/<dataset>-<profile>/`` (the figure
+    of a sampler other than 'ddpm': ``table2-<scheduler>.png``)."""
     from reports.report import report_folder
 
     table = sweep_table(dataset, profile, generator)
@@ -136,7 +165,9 @@ def write_sweep_report(dataset: str, profile: str | None, out_dir: Path, generat
     paths = [atomic_write_text(folder / "table2.md", sweep_markdown(table, title))]
     if not table.empty:
         paths.append(write_csv(table, folder / "table2.csv"))
-        fig = figures.sweep_lines(table)
-        if fig is not None:
-            paths.append(atomic_write_bytes(folder / "table2.png", figures.figure_png(fig)))
+        for scheduler, part in table.groupby("scheduler", sort=False):
+            fig = figures.sweep_lines(part)
+            name = "table2.png" if scheduler == DEFAULT_SCHEDULER else f"table2-{scheduler}.png"
+            if fig is not None:
+                paths.append(atomic_write_bytes(folder / name, figures.figure_png(fig)))
     return paths

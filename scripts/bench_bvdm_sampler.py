@@ -1,4 +1,18 @@
-"""Speed of the BVDM sampler: continuous batching vs the original per-cell, batch-1 loop.
+"""Speed of the BVDM sampler: continuous batching vs the original per-cell, batch-1 loop; or, with
+``--scheduler``, the paper's ancestral DDPM vs diffusers' fast solvers (``generators.bvdm.solvers``).
+
+**Samplers** (``--scheduler NAME`` repeatable; 'ddpm' always runs first as the baseline): on a FITTED model
+(``--model DIR``, or the fit of ``--profile ci|cpu`` on GOWT1 01: the shipped ci fit works out of the box;
+a profile whose fit is neither shipped nor cached is refused, nothing is fitted here), one mask video of
+the real GOWT1 frame size and length is sampled; each sampler textures its first ``--frames`` frames and
+prints its UNet evaluations, cell-steps per second, wall time, and the wall time of the whole GOWT1-sized
+video: measured when ``--frames`` covers it, otherwise extrapolated from the measured rate (said so on the
+line), and the ratio to 'ddpm'. All in one run on one machine, whose CPU model and flags come first.
+
+    .venv/bin/python scripts/bench_bvdm_sampler.py --scheduler ddim --scheduler dpm-solver++ \
+        --first-steps 25 --next-steps 2 --profile ci --frames 3
+
+**Batching** (no ``--scheduler``):
 
 Both drivers texture the SAME mask video (sampled from a ``MaskVideoModel`` fitted on the real
 sequence, GOWT1-sized by default) with the same UNet, flow model, steps and device. Timing does not
@@ -46,7 +60,9 @@ from generators.bvdm.sampler import (
     plan_jobs,
     sample_textures,
     sample_textures_per_cell,
+    unet_evaluations,
 )
+from generators.bvdm.solvers import SCHEDULERS
 from generators.masks.synth import MaskVideoConfig, MaskVideoModel
 from generators.precision import PRECISIONS, cpu_description, resolve_precision
 
@@ -108,7 +124,7 @@ def matmul_peak(device: str, precision: str, seconds: float = 2.0) -> float:
 
 def time_batched(video, ddpm: TextureDDPM, flow: MaskFlow, config: SamplerConfig, seed: int, device: str) -> float:
     """Seconds of one batched sampling of ``video`` (after a short warm-up of the same precision)."""
-    warm = dataclasses.replace(config, t_first=2, t_next=1)
+    warm = dataclasses.replace(config, t_first=2, t_next=1, first_steps=1, next_steps=1)
     sample_textures([dataclasses.replace(video, frames=video.frames[:1])], ddpm, flow, warm, seed)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -119,16 +135,81 @@ def time_batched(video, ddpm: TextureDDPM, flow: MaskFlow, config: SamplerConfig
     return time.perf_counter() - start
 
 
+GOWT1 = "Fluo-N2DH-GOWT1"
+
+
+def fitted_bvdm(args: argparse.Namespace) -> BVDMGenerator:
+    """``--model DIR``, else the fit of ``--profile`` (shipped or cached; refused when it would have to be fitted)."""
+    if args.model:
+        return BVDMGenerator.load(args.model)
+    from benchmark.shipped import entries
+    from generators.fit_cache import fit_folder, fit_key, fitted_generator, profile_fit_inputs
+
+    params, seq = profile_fit_inputs(args.profile, GOWT1, "bvdm", data_root=str(Path(args.dataset).parent))
+    key = fit_key(BVDMGenerator, params, seq)
+    shipped = any(e.card.get("fit_key") == key for e in entries("fit"))
+    if not (shipped or (fit_folder("bvdm", params, seq) / "config.json").is_file()):
+        raise SystemExit(f"error: no shipped or cached bvdm fit of profile {args.profile!r} (key {key}): "
+                         f"fit it first (python -m benchmark generate --profile {args.profile}) or pass --model DIR")
+    return fitted_generator("bvdm", params, seq)
+
+
+def compare_schedulers(args: argparse.Namespace) -> None:
+    """The ``--scheduler`` mode (module docstring): one line per sampler, the ratio to 'ddpm' last."""
+    from benchmark.machine import cpu_description, machine_class
+
+    print(f"machine {machine_class()}: {cpu_description(torch.get_num_threads())}, device {args.device}"
+          + (f" ({torch.cuda.get_device_name(0)})" if args.device.startswith("cuda") else ""))
+    generator = fitted_bvdm(args)
+    real = CTCSequence(args.dataset, args.sequence)
+    full = generator.mask_model.sample(real.n_frames, real.frame_shape, np.random.default_rng(args.seed))
+    short = dataclasses.replace(full, frames=full.frames[: args.frames])
+    base = dataclasses.replace(generator.config.sampling, device=args.device, max_batch=args.max_batch,
+                               t_first=args.t_first or generator.config.sampling.t_first,
+                               t_next=generator.config.sampling.t_next if args.t_next is None else args.t_next)
+    measured = len(short) >= len(full)
+    how = "measured" if measured else f"extrapolated from {len(short)} of {len(full)} frames"
+    print(f"GOWT1-sized video: {full.shape} x {len(full)} frames, {sum(map(len, full.frames))} cell-frames; "
+          f"timed on its first {len(short)} frames ({sum(map(len, short.frames))} cell-frames); "
+          f"t_first {base.t_first}, t_next {base.t_next}, max_batch {base.max_batch}, precision {base.precision}")
+    rows: list[dict[str, float | str]] = []
+    for name in dict.fromkeys(("ddpm", *args.scheduler)):
+        config = dataclasses.replace(base, scheduler=name, first_steps=args.first_steps, next_steps=args.next_steps)
+        seconds = time_batched(short, generator.ddpm, generator.flow, config, args.seed, args.device)
+        evals = unet_evaluations(plan_jobs([short], config, args.seed, generator.ddpm.crop_size), config)
+        full_evals = unet_evaluations(plan_jobs([full], config, args.seed, generator.ddpm.crop_size), config)
+        rate = evals / seconds
+        rows.append({"scheduler": name, "unet_evaluations": evals, "cell_steps_per_s": rate, "wall_s": seconds,
+                     "video_unet_evaluations": full_evals, "video_wall_s": seconds if measured else full_evals / rate,
+                     "video_timing": how})
+        steps = "" if name == "ddpm" else f" ({args.first_steps} first / {args.next_steps} next steps)"
+        print(f"{name:>13}{steps}: {evals} UNet evaluations in {seconds:.1f} s = {rate:.1f} cell-steps/s; GOWT1-sized "
+              f"video {full_evals} evaluations, {rows[-1]['video_wall_s']:.0f} s ({how}); "
+              f"{rows[0]['video_wall_s'] / rows[-1]['video_wall_s']:.2f}x faster than ddpm")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine_class": machine_class(), "cpu": cpu_description(),
+                                               "device": args.device, "samplers": rows}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scheduler", action="append", choices=SCHEDULERS, default=[],
+                        help="compare this sampler with ddpm on a fitted model (repeatable)")
+    parser.add_argument("--first-steps", type=int, default=SamplerConfig.first_steps,
+                        help="fast solvers: UNet evaluations of a track's first frame")
+    parser.add_argument("--next-steps", type=int, default=SamplerConfig.next_steps,
+                        help="fast solvers: UNet evaluations of a later frame")
+    fit = parser.add_mutually_exclusive_group()
+    fit.add_argument("--model", default=None, help="--scheduler: a saved BVDMGenerator folder")
+    fit.add_argument("--profile", default="ci", choices=("ci", "cpu"), help="--scheduler: the fit of this profile")
     parser.add_argument("--dataset", default="../shared/assets/ctc/Fluo-N2DH-GOWT1")
     parser.add_argument("--sequence", default="01")
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--generator-dir", default=None, help="a saved BVDMGenerator (else untrained models)")
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 64])
     parser.add_argument("--groups", type=int, default=8)
-    parser.add_argument("--t-first", type=int, default=200)
-    parser.add_argument("--t-next", type=int, default=10)
+    parser.add_argument("--t-first", type=int, default=None, help="default 200 (--scheduler: the fit's)")
+    parser.add_argument("--t-next", type=int, default=None, help="default 10 (--scheduler: the fit's)")
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--loop-jobs", type=int, default=12, help="cell-frames of the loop to time (0 = all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -141,6 +222,11 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.scheduler:
+        compare_schedulers(args)
+        return
+    args.t_first = 200 if args.t_first is None else args.t_first
+    args.t_next = 10 if args.t_next is None else args.t_next
     print(f"device {args.device}: {cpu_description() if args.device == 'cpu' else torch.cuda.get_device_name(0)}")
 
     seq = CTCSequence(args.dataset, args.sequence)

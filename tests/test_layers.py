@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("benchmark", "generators", "downstream", "reports")
 #: the top floor of ``benchmark/``: it may import everything; nothing below it imports it
 ORCHESTRATION = frozenset({"benchmark.__main__", "benchmark.cli", "benchmark.pipeline", "benchmark.stages",
-                           "benchmark.sweep", "benchmark.cluster", "benchmark.gate"})
+                           "benchmark.sweep", "benchmark.cluster", "benchmark.gate",
+                           "benchmark.campaign"})
 BASE = "benchmark"
 PLUGINS = frozenset({"generators", "downstream"})
 

@@ -10,29 +10,27 @@ the first few steps only). Training: RAdam, MSE on epsilon, t uniform in {0..999
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
-from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from benchmark.checksums import record_sha256, verify_recorded
-from benchmark.safe_weights import load_state, read_metadata, save_state
 from generators.bvdm.data import IntensityStats
+from generators.checkpoints import Checkpoints
+from generators.checkpoints import training_fingerprint as checkpoint_fingerprint
 from generators.precision import autocast, check_precision, memory_format, resolve_precision
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIX = ".safetensors"
 UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
 
 
@@ -138,12 +136,13 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
 
     Checkpoints (raw + EMA weights, optimiser, step, the sampling generator's RNG state and the loss
     curve so far) go to ``checkpoint_dir/checkpoint-<step>.safetensors`` every ``checkpoint_every``
-    iterations and at the last one; the last two are kept. They are safetensors, not pickles (the
-    non-tensor fields as JSON in the header; ``benchmark.safe_weights``), each checked against the sha256
-    recorded in ``checkpoint_dir/SHA256SUMS`` before it is read (a changed one is ignored with a warning).
-    A run that finds a checkpoint of the same config and data there **resumes** from the newest one, and
-    ends where an uninterrupted run would have (same batches, same noise, same RNG states: bit for bit on
-    the same machine). ``callback(step, loss)`` runs after every step.
+    iterations (0: never) and at the last one; the last two are kept (the newest only, inside
+    ``SYNTHVID_RESUME_ROOT``). They are safetensors, not pickles (``generators.checkpoints``), each checked
+    against the sha256 recorded in ``checkpoint_dir/SHA256SUMS`` before it is read (a changed one is ignored
+    with a warning). A run that finds a checkpoint of the same config and data there **resumes** from the
+    newest one, and ends where an uninterrupted run would have (same batches, same noise, same RNG states:
+    bit for bit on the same machine). ``callback(step, loss)`` runs after every step; then, past the
+    deadline (``benchmark.budget``), the step just finished is checkpointed and ``BudgetExhausted`` raised.
     """
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -157,12 +156,10 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
     ema.to(device)
     optimiser = torch.optim.RAdam(unet.parameters(), lr=config.lr)
     losses: list[float] = []
-    fingerprint = training_fingerprint(crops, config)
-    directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    saved: list[Path] = checkpoints(directory, fingerprint) if directory is not None else []
+    saved = Checkpoints(checkpoint_dir, training_fingerprint(crops, config), "ddpm", config.iterations, "BVDM DDPM")
     first = 1
-    if saved:
-        state = load_state(saved[-1])
+    state = saved.latest()
+    if state is not None:
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
         ema.to(device)
@@ -171,7 +168,12 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
         torch.set_rng_state(state["torch_rng"])
         losses = state["losses"].tolist()  # float64: every loss exactly as it was
         first = int(state["step"]) + 1
-        logger.info("BVDM DDPM: resuming from %s (step %d of %d)", saved[-1], first - 1, config.iterations)
+
+    def snapshot() -> dict:
+        return {"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "losses": torch.tensor(losses, dtype=torch.float64), "fingerprint": saved.fingerprint}
+
     for step in tqdm(range(first, config.iterations + 1), desc="BVDM DDPM", disable=not progress, leave=False,
                      initial=first - 1, total=config.iterations):
         index = torch.randint(0, len(data), (config.batch_size,), generator=generator)
@@ -191,52 +193,17 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
         optimiser.step()
         ema.step(unet.parameters())
         losses.append(float(loss.item()))
-        due = config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.iterations)
-        if directory is not None and due:
-            state = {"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                     "losses": torch.tensor(losses, dtype=torch.float64),
-                     "fingerprint": fingerprint}
-            saved.append(_checkpoint(directory, step, state))
-            while len(saved) > 2:
-                saved.pop(0).unlink(missing_ok=True)
+        if step == config.iterations or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            saved.write(step, snapshot())
         if callback is not None:
             callback(step, losses[-1])
+        saved.stop_at_deadline(step, snapshot)
     ema.copy_to(unet.parameters())
     unet = unet.to(memory_format=torch.contiguous_format)  # safetensors saves contiguous tensors only
     return TextureDDPM(unet.eval(), scheduler, stats, losses)
 
 
 def training_fingerprint(crops: np.ndarray, config: DDPMConfig) -> str:
-    """Hash of the training config and data: a checkpoint resumes only the run it belongs to.
-
-    ``iterations`` and ``checkpoint_every`` are left out: nothing in a step depends on them (no LR
-    schedule), so a longer run may continue a shorter one's checkpoints.
-    """
-    fields = {k: v for k, v in asdict(config).items() if k not in ("iterations", "checkpoint_every")}
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
-    digest.update(str(crops.shape).encode())
-    digest.update(np.ascontiguousarray(crops, np.float32).tobytes())
-    return digest.hexdigest()[:16]
-
-
-def checkpoints(directory: Path, fingerprint: str) -> list[Path]:
-    """This run's checkpoints in ``directory``, oldest first (others' are left alone and ignored)."""
-    found = []
-    for path in directory.glob(f"checkpoint-*{CHECKPOINT_SUFFIX}") if directory.is_dir() else []:
-        try:
-            step = int(path.name.removesuffix(CHECKPOINT_SUFFIX).split("-")[1])
-            header = read_metadata(path)
-        except (ValueError, IndexError, OSError, SafetensorError) as error:
-            logger.warning("BVDM DDPM: ignoring unreadable checkpoint %s (%s)", path, error)
-            continue
-        if header.get("fingerprint") == fingerprint and header.get("step") == str(step):
-            found.append((step, path))
-    return [path for _, path in sorted(found)]
-
-
-def _checkpoint(directory: Path, step: int, state: dict) -> Path:
-    """``checkpoint-<step>.safetensors``: the state's tensors, its other fields as JSON in the header."""
-    directory.mkdir(parents=True, exist_ok=True)
-    return save_state(state, directory / f"checkpoint-{step}{CHECKPOINT_SUFFIX}",
-                      metadata={"fingerprint": str(state["fingerprint"]), "step": str(step)})
+    """Hash of the training config and data (``generators.checkpoints.training_fingerprint``): a checkpoint
+    resumes only the run it belongs to; ``iterations`` and ``checkpoint_every`` are left out."""
+    return checkpoint_fingerprint(config, crops)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from benchmark.safe_weights import load_tensors, save_tensors
 from generators.bvdm.ddpm import random_dihedral
+from generators.checkpoints import Checkpoints, training_fingerprint
 from generators.precision import autocast, check_precision, resolve_precision
 
 ENCODER = (32, 32, 32, 32)
@@ -88,10 +89,16 @@ class MaskFlow(torch.nn.Module):
 
 
 def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu", progress: bool = False,
-               callback: Callable[[int, float], None] | None = None) -> tuple[MaskFlow, list[float]]:
+               callback: Callable[[int, float], None] | None = None,
+               checkpoint_dir: str | Path | None = None) -> tuple[MaskFlow, list[float]]:
     """Train on ``pairs`` (P, 2, S, S) bool (moving = t, fixed = t+1); returns the model and its loss curve.
 
-    ``callback(step, loss)`` runs after every step (1-based), as in ``train_ddpm``."""
+    ``callback(step, loss)`` runs after every step (1-based), as in ``train_ddpm``. With ``checkpoint_dir``
+    (an argument, not a ``FlowConfig`` field: it must not change the fit key) the run is checkpointed as
+    the DDPM's (``generators.checkpoints``: model, optimiser, batch generator and global torch RNG states,
+    losses in float64) at the last step and when the deadline stops it (``benchmark.budget``), and resumes
+    from the newest checkpoint of the same config and data there: a finished run is loaded, not retrained.
+    """
     if len(pairs) == 0:
         raise ValueError("no consecutive mask pairs to train the flow model on (no TRA-linked consecutive frames)")
     generator = torch.Generator().manual_seed(config.seed)
@@ -102,7 +109,24 @@ def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu", progr
     mse, smooth = ne.nn.modules.MSE(), ne.nn.modules.SpatialGradient(penalty="l2")
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     losses: list[float] = []
-    for step in tqdm(range(1, config.iterations + 1), desc="BVDM flow", disable=not progress, leave=False):
+    saved = Checkpoints(checkpoint_dir, training_fingerprint(config, pairs), "flow", config.iterations, "BVDM flow")
+    first = 1
+    state = saved.latest()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        losses = state["losses"].tolist()
+        first = int(state["step"]) + 1
+
+    def snapshot() -> dict:
+        return {"step": step, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "losses": torch.tensor(losses, dtype=torch.float64)}
+
+    for step in tqdm(range(first, config.iterations + 1), desc="BVDM flow", disable=not progress, leave=False,
+                     initial=first - 1, total=config.iterations):
         batch = data[torch.randint(0, len(data), (config.batch_size,), generator=generator)]
         if config.augment:
             batch = random_dihedral(batch, generator)
@@ -116,6 +140,9 @@ def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu", progr
         loss.backward()
         optimiser.step()
         losses.append(float(loss.item()))
+        if step == config.iterations:
+            saved.write(step, snapshot())
         if callback is not None:
             callback(step, losses[-1])
+        saved.stop_at_deadline(step, snapshot)
     return model.eval(), losses

@@ -27,6 +27,12 @@ Two drivers produce the same textures for the same seed:
 * ``sample_textures_per_cell`` - the original procedure: cell by cell, frame by frame, batch 1,
   diffusers ``scheduler.step``: the baseline of the speed benchmark.
 
+Sampler (``scheduler``): 'ddpm' is the paper's ancestral chain above, one step per timestep, and the
+default. 'ddim' and 'dpm-solver++' are diffusers' fast solvers (``generators.bvdm.solvers``): each job gets
+its own scheduler, evaluates the UNet ``first_steps`` (a track's first frame) or ``next_steps`` (a later
+frame) times on a sub-schedule from its noised start to the clean texture, and steps alone after the shared
+batched UNet call. ``sample_textures_per_cell`` stays 'ddpm' only.
+
 Randomness is per job: a ``torch.Generator`` seeded from (seed, video, label, frame) draws the start
 noise and then each step's noise in step order, so results do not depend on how jobs are batched;
 they differ between drivers only by floating-point effects of batched convolutions.
@@ -38,6 +44,7 @@ import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -47,6 +54,7 @@ from tqdm.auto import tqdm
 from generators.bvdm.data import BACKGROUND
 from generators.bvdm.ddpm import TextureDDPM
 from generators.bvdm.flow import MaskFlow
+from generators.bvdm.solvers import SolverTrack, check_solver, make_track
 from generators.masks.video import MaskVideo
 from generators.precision import autocast, check_precision, memory_format, resolve_precision
 
@@ -72,7 +80,14 @@ class SamplerConfig:
     ``start``: a new track's SDEdit start inside its mask: 'flat' (the fill value, the paper's) or
     'field' (fill + a random field with the training crops' spectrum, ``IntensityStats.start_spectrum``):
     a flat start at t = 200 pins every structure coarser than ~8 px to the flat fill.
+    ``scheduler``: 'ddpm' (the paper's ancestral chain: ``t_first`` / ``t_next`` UNet evaluations), 'ddim' or
+    'dpm-solver++' (diffusers' solvers, ``generators.bvdm.solvers``); ``first_steps`` / ``next_steps``: the
+    fast solvers' UNet evaluations for a track's first frame (from ``t_first``) and for a later frame (from
+    ``t_next``), at most that depth; 'ddpm' ignores both. ``t_next = 0`` takes no step with any scheduler.
     """
+
+    #: the table these fields are read from, named in validation errors
+    section: ClassVar[str] = "sampler"
 
     t_first: int = 200
     t_next: int = 10
@@ -86,9 +101,13 @@ class SamplerConfig:
     anchor_stats: bool = True
     anchor_spread: bool = True
     start: str = "flat"
+    scheduler: str = "ddpm"
+    first_steps: int = 25
+    next_steps: int = 2
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "sampling precision")
+        check_solver(self.scheduler, self.first_steps, self.next_steps, self.t_first, self.t_next, self.section)
 
 
 START_MODES = ("flat", "field")
@@ -105,6 +124,7 @@ class Job:
     x: torch.Tensor | None = field(default=None, repr=False)
     k: int = 0
     anchor: tuple[float, float] | None = None  # in-mask (mean, std) of the track's first textured frame
+    solver: SolverTrack | None = field(default=None, repr=False)  # a fast solver's own state; None: ddpm
 
     def finish(self, x: torch.Tensor) -> None:
         """Record the finished texture's in-mask statistics if this job starts a track."""
@@ -281,8 +301,38 @@ def _nest(videos: Sequence[MaskVideo], textures: dict[JobKey, np.ndarray]) -> li
 
 
 def cell_steps(jobs: dict[JobKey, Job]) -> int:
-    """UNet evaluations (one cell, one denoising step each) the jobs need."""
+    """UNet evaluations (one cell, one denoising step each) the jobs need with the 'ddpm' sampler."""
     return sum(j.t_start for j in jobs.values())
+
+
+def job_evaluations(job: Job, config: SamplerConfig) -> int:
+    """UNet evaluations of one job under ``config.scheduler``: its depth for 'ddpm', else its step count."""
+    if config.scheduler == "ddpm" or job.t_start == 0:
+        return job.t_start
+    return config.first_steps if job.source is None else config.next_steps
+
+
+def unet_evaluations(jobs: dict[JobKey, Job], config: SamplerConfig) -> int:
+    """Cell-steps (one cell, one UNet evaluation) the jobs need under ``config.scheduler``."""
+    return sum(job_evaluations(j, config) for j in jobs.values())
+
+
+def attach_solver(job: Job, ddpm: TextureDDPM, config: SamplerConfig) -> None:
+    """Give a prepared job (noised to ``job.k``) its own fast solver; 'ddpm' jobs and jobs without steps keep none."""
+    if config.scheduler == "ddpm" or job.k < 0:
+        return
+    job.solver = make_track(config.scheduler, ddpm.scheduler.config, job.t_start, job_evaluations(job, config))
+    if job.solver.t != job.k:
+        raise AssertionError(f"solver starts at t={job.solver.t}, the job is noised to t={job.k}")
+
+
+def solver_update(running: Sequence[Job], x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Each job's own scheduler step on its own sample, after the shared UNet call; ``job.k`` follows."""
+    out = []
+    for i, job in enumerate(running):
+        out.append(job.solver.step(eps[i : i + 1], x[i : i + 1], job.generator))
+        job.k = job.solver.t + 1  # the loop's ``k -= 1`` then leaves it at the next timestep (-1: done)
+    return torch.cat(out)
 
 
 def sample_textures(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flow: MaskFlow | None, config: SamplerConfig,
@@ -303,7 +353,8 @@ def sample_textures(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flow: MaskFl
     uses = {key: len(dependents[key]) for key in jobs}
     textures: dict[JobKey, np.ndarray] = {}
     running: list[Job] = []
-    bar = tqdm(total=cell_steps(jobs), desc="BVDM sampling (cell-steps)", disable=not progress, leave=False)
+    bar = tqdm(total=unet_evaluations(jobs, config), desc="BVDM sampling (cell-steps)", disable=not progress,
+               leave=False)
 
     def finish(job: Job) -> None:
         textures[job.key] = job.x[0, 0].float().cpu().numpy()
@@ -320,6 +371,7 @@ def sample_textures(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flow: MaskFl
         if admitted:
             prepare_jobs(admitted, outputs, jobs, ddpm, flow, config, device)
             for job in admitted:
+                attach_solver(job, ddpm, config)
                 if job.source is not None:
                     uses[job.source] -= 1
                     if not uses[job.source]:
@@ -333,9 +385,12 @@ def sample_textures(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flow: MaskFl
         x = torch.cat([j.x for j in running])
         t = torch.tensor([j.k for j in running], dtype=torch.long)
         eps = predict_eps(ddpm, x, t, config)
-        noise = torch.cat([torch.randn((1,) + tuple(x.shape[1:]), generator=j.generator) if j.k > 0
-                           else torch.zeros((1,) + tuple(x.shape[1:])) for j in running]).to(device)
-        x = ancestral_step(x, eps, t, noise, ddpm.scheduler)
+        if config.scheduler == "ddpm":
+            noise = torch.cat([torch.randn((1,) + tuple(x.shape[1:]), generator=j.generator) if j.k > 0
+                               else torch.zeros((1,) + tuple(x.shape[1:])) for j in running]).to(device)
+            x = ancestral_step(x, eps, t, noise, ddpm.scheduler)
+        else:
+            x = solver_update(running, x, eps)
         bar.update(len(running))
         still = []
         for i, job in enumerate(running):
@@ -365,7 +420,10 @@ def sample_textures_per_cell(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flo
     """The original procedure: track by track, frame by frame, batch 1, ``DDPMScheduler.step``.
 
     ``max_jobs`` stops after that many cell-frames (for timing a slow loop); missing textures are None.
+    The baseline of the batching benchmark only: 'ddpm' only (fast solvers run in ``sample_textures``).
     """
+    if config.scheduler != "ddpm":
+        raise ValueError(f"the per-cell loop samples with 'ddpm' only, not {config.scheduler!r}: use sample_textures")
     device = torch.device(config.device)
     config = prepare_models(ddpm, flow, config)
     scheduler = DDPMScheduler.from_config(ddpm.scheduler.config)  # fresh: full 1000-step chain, prev_t = t - 1

@@ -59,6 +59,9 @@ class CellCycleGANConfig(GANTrainConfig):
     glow_sigma: float = 2.0  # px, release value
     poisson_mix: float = 0.5  # release value
     texture_batch: int = 32  # cells textured per forward pass
+    # where the GAN's resume checkpoints go (``<checkpoint_dir>/gan/``; the fit cache sets it): a runtime
+    # field (``fit_cache.RUNTIME_FIELDS``), outside the fit key
+    checkpoint_dir: str | None = None
 
 
 @register_generator("cellcyclegan")
@@ -67,6 +70,7 @@ class CellCycleGANGenerator(Generator):
 
     config_class = CellCycleGANConfig
     fit_accelerator = True  # a GAN: a sweep gives its fit a GPU when the cluster has one
+    resume_parts = ("gan",)
     config: CellCycleGANConfig
 
     def __init__(self, config: CellCycleGANConfig | None = None) -> None:
@@ -93,7 +97,7 @@ class CellCycleGANGenerator(Generator):
         self.reference_level = reference_level(crops)
         self.noise = fit_noise(real, sample_frames(real, cfg.noise_fit_frames))
         self.dtype = np.dtype(real.dtype).name
-        result = train_gan(crops, cfg)
+        result = train_gan(crops, cfg, checkpoint_dir=Path(cfg.checkpoint_dir) / "gan" if cfg.checkpoint_dir else None)
         self.network, self.history, self.train_seconds = result.generator, result.history, result.seconds
         self._probe = make_batch(crops, np.arange(min(8, len(crops))), np.random.default_rng(cfg.seed + 1), 1.0,
                                  augment=False)

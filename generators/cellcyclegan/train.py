@@ -28,6 +28,7 @@ from benchmark.safe_weights import load_tensors_and_metadata, save_tensors
 from generators.base import GeneratorConfig
 from generators.cellcyclegan.data import TrainingCrops, condition
 from generators.cellcyclegan.networks import PatchDiscriminator, UNetGenerator
+from generators.checkpoints import Checkpoints, training_fingerprint
 
 #: named settings: ``ci`` (seconds, tests), ``cpu`` (minutes on a laptop), ``paper`` (release sizes)
 PROFILES: dict[str, dict[str, Any]] = {
@@ -124,9 +125,17 @@ def noise_sensitivity(generator: UNetGenerator, cond: torch.Tensor, gen: torch.G
     return float(((ya - yb).abs() * mask).sum() / ((0.5 * (ya + yb) * mask).sum() + 1e-8))
 
 
-def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path | None = None) -> TrainResult:
+def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path | None = None,
+              checkpoint_dir: str | Path | None = None) -> TrainResult:
     """Train generator and discriminator on ``crops``; with ``out_dir``, write ``history.json``,
-    ``samples.png`` and ``generator.safetensors`` there (the lead logs the first two to MLflow)."""
+    ``samples.png`` and ``generator.safetensors`` there (the lead logs the first two to MLflow).
+
+    With ``checkpoint_dir`` the run is checkpointed (``generators.checkpoints``: both networks and
+    optimisers, the numpy batch generator's state, the probe and global torch RNG states, the history and
+    the partial logging window) at the last step and when the deadline stops it (``benchmark.budget``), and
+    resumes from the newest checkpoint of the same config and data there: bit for bit on the same machine,
+    and a finished run is loaded, not retrained.
+    """
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -147,8 +156,30 @@ def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path 
     history: list[dict[str, float]] = []
     curve = TrainingStream("gan_")  # live curves in the fit stage's MLflow run, if any
     window: dict[str, list[float]] = {}
-    start = time.perf_counter()
-    for it in tqdm(range(1, config.iterations + 1), desc="cellcyclegan GAN", disable=not config.progress, leave=False):
+    saved = Checkpoints(checkpoint_dir, gan_fingerprint(crops, config), "gan", config.iterations, "cellcyclegan GAN")
+    first, elapsed = 1, 0.0
+    state = saved.latest()
+    if state is not None:
+        generator.load_state_dict(state["generator"])
+        discriminator.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        probe_gen.set_state(state["probe_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        history, window = state["history"], state["window"]
+        first, elapsed = int(state["step"]) + 1, float(state["seconds"])
+    start = time.perf_counter() - elapsed  # a resumed run's seconds go on from where it stopped
+
+    def snapshot() -> dict[str, Any]:
+        return {"step": it, "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "numpy_rng": json.dumps(rng.bit_generator.state), "probe_gen": probe_gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": history, "window": window,
+                "seconds": time.perf_counter() - start}
+
+    for it in tqdm(range(first, config.iterations + 1), desc="cellcyclegan GAN", disable=not config.progress,
+                   leave=False, initial=first - 1, total=config.iterations):
         index = rng.integers(0, len(crops), config.batch_size)
         target, cond = make_batch(crops, index, rng, config.aug_low)
         real = torch.from_numpy(target).to(device)
@@ -187,6 +218,9 @@ def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path 
             history.append(row)
             curve(it, {k: v for k, v in row.items() if k != "iteration"})
             window = {}
+        if it == config.iterations:
+            saved.write(it, snapshot())
+        saved.stop_at_deadline(it, snapshot)
     curve.flush()
     seconds = time.perf_counter() - start
     generator = generator.eval().cpu()
@@ -197,6 +231,17 @@ def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path 
         atomic_write_text(out / "history.json", json.dumps({"seconds": seconds, "history": history}, indent=1))
         save_sample_grid(generator, probe_target, probe_cond, out / "samples.png", seed=config.seed)
     return TrainResult(generator, history, seconds)
+
+
+def gan_fingerprint(crops: TrainingCrops, config: GANTrainConfig) -> str:
+    """The training config and crops a GAN checkpoint belongs to (``generators.checkpoints``): only the
+    ``GANTrainConfig`` fields that shape a step or the history count (not the generator's mask, noise and
+    output settings, nor ``progress``/``device``); ``iterations`` is left out too, so a longer run
+    continues a shorter one."""
+    train_fields = {f.name for f in fields(GANTrainConfig)} - {"iterations", "progress", "device"}
+    config_fields = {f.name for f in fields(config)}
+    return training_fingerprint(config, crops.images, crops.masks, crops.stages,
+                                leave_out=config_fields - train_fields)
 
 
 def save_generator(generator: UNetGenerator, path: Path) -> None:
