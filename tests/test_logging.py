@@ -32,6 +32,7 @@ PRINTS_ITS_RESULT = {
     ("generators.cli", "run_generate"), ("generators.cellcyclegan.training_report", "main"),
     ("reports.cli", "_report_command"),
     ("benchmark.bundle_cli", "_export_command"), ("benchmark.bundle_cli", "_import_command"),
+    ("benchmark.campaign", "_campaign_command"),  # the --status table and the final summary
 }
 
 
