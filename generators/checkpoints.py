@@ -22,12 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from safetensors import SafetensorError
 
 from benchmark import budget
@@ -86,6 +87,28 @@ def checkpoints(directory: Path, fingerprint: str, label: str = "training") -> l
         if header is not None and header.get("fingerprint") == fingerprint:
             found.append((step_of(path), path))
     return [path for _, path in sorted(found)]
+
+
+def capture(step: int, stateful: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """A checkpoint's state after ``step``: each object of ``stateful`` under its name (a ``torch.Generator``
+    by ``get_state()``, anything else by ``state_dict()``: networks, optimisers, EMA), the global torch RNG
+    state, and ``extra`` (losses, histories, other RNGs) as given. ``restore`` is its inverse."""
+    state: dict[str, Any] = {"step": step, "torch_rng": torch.get_rng_state(), **extra}
+    for name, thing in stateful.items():
+        state[name] = thing.get_state() if isinstance(thing, torch.Generator) else thing.state_dict()
+    return state
+
+
+def restore(state: Mapping[str, Any], stateful: Mapping[str, Any]) -> int:
+    """Load a ``capture``d state back into the same named objects and the global torch RNG; returns the step
+    to go on from (the one after the checkpoint's)."""
+    for name, thing in stateful.items():
+        if isinstance(thing, torch.Generator):
+            thing.set_state(state[name])
+        else:
+            thing.load_state_dict(state[name])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]) + 1
 
 
 def keep_count(directory: Path) -> int:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from benchmark.checksums import record_sha256, verify_recorded
 from generators.bvdm.data import IntensityStats
-from generators.checkpoints import Checkpoints
+from generators.checkpoints import Checkpoints, capture, restore
 from generators.checkpoints import training_fingerprint as checkpoint_fingerprint
 from generators.precision import autocast, check_precision, memory_format, resolve_precision
 
@@ -157,22 +157,16 @@ def train_ddpm(crops: np.ndarray, stats: IntensityStats, config: DDPMConfig, dev
     optimiser = torch.optim.RAdam(unet.parameters(), lr=config.lr)
     losses: list[float] = []
     saved = Checkpoints(checkpoint_dir, training_fingerprint(crops, config), "ddpm", config.iterations, "BVDM DDPM")
+    stateful = {"unet": unet, "ema": ema, "optimiser": optimiser, "generator": generator}
     first = 1
     state = saved.latest()
     if state is not None:
-        unet.load_state_dict(state["unet"])
-        ema.load_state_dict(state["ema"])
+        first = restore(state, stateful)
         ema.to(device)
-        optimiser.load_state_dict(state["optimiser"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         losses = state["losses"].tolist()  # float64: every loss exactly as it was
-        first = int(state["step"]) + 1
 
     def snapshot() -> dict:
-        return {"step": step, "unet": unet.state_dict(), "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "losses": torch.tensor(losses, dtype=torch.float64), "fingerprint": saved.fingerprint}
+        return capture(step, stateful, losses=torch.tensor(losses, dtype=torch.float64), fingerprint=saved.fingerprint)
 
     for step in tqdm(range(first, config.iterations + 1), desc="BVDM DDPM", disable=not progress, leave=False,
                      initial=first - 1, total=config.iterations):

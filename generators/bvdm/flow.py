@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from benchmark.safe_weights import load_tensors, save_tensors
 from generators.bvdm.ddpm import random_dihedral
-from generators.checkpoints import Checkpoints, training_fingerprint
+from generators.checkpoints import Checkpoints, capture, restore, training_fingerprint
 from generators.precision import autocast, check_precision, resolve_precision
 
 ENCODER = (32, 32, 32, 32)
@@ -110,20 +110,15 @@ def train_flow(pairs: np.ndarray, config: FlowConfig, device: str = "cpu", progr
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     losses: list[float] = []
     saved = Checkpoints(checkpoint_dir, training_fingerprint(config, pairs), "flow", config.iterations, "BVDM flow")
+    stateful = {"model": model, "optimiser": optimiser, "generator": generator}
     first = 1
     state = saved.latest()
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        first = restore(state, stateful)
         losses = state["losses"].tolist()
-        first = int(state["step"]) + 1
 
     def snapshot() -> dict:
-        return {"step": step, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "losses": torch.tensor(losses, dtype=torch.float64)}
+        return capture(step, stateful, losses=torch.tensor(losses, dtype=torch.float64))
 
     for step in tqdm(range(first, config.iterations + 1), desc="BVDM flow", disable=not progress, leave=False,
                      initial=first - 1, total=config.iterations):

@@ -28,7 +28,7 @@ from benchmark.safe_weights import load_tensors_and_metadata, save_tensors
 from generators.base import GeneratorConfig
 from generators.cellcyclegan.data import TrainingCrops, condition
 from generators.cellcyclegan.networks import PatchDiscriminator, UNetGenerator
-from generators.checkpoints import Checkpoints, training_fingerprint
+from generators.checkpoints import Checkpoints, capture, restore, training_fingerprint
 
 #: named settings: ``ci`` (seconds, tests), ``cpu`` (minutes on a laptop), ``paper`` (release sizes)
 PROFILES: dict[str, dict[str, Any]] = {
@@ -157,26 +157,19 @@ def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path 
     curve = TrainingStream("gan_")  # live curves in the fit stage's MLflow run, if any
     window: dict[str, list[float]] = {}
     saved = Checkpoints(checkpoint_dir, gan_fingerprint(crops, config), "gan", config.iterations, "cellcyclegan GAN")
+    stateful = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d,
+                "probe_gen": probe_gen}
     first, elapsed = 1, 0.0
     state = saved.latest()
     if state is not None:
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        first = restore(state, stateful)
         rng.bit_generator.state = json.loads(state["numpy_rng"])
-        probe_gen.set_state(state["probe_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        history, window = state["history"], state["window"]
-        first, elapsed = int(state["step"]) + 1, float(state["seconds"])
+        history, window, elapsed = state["history"], state["window"], float(state["seconds"])
     start = time.perf_counter() - elapsed  # a resumed run's seconds go on from where it stopped
 
     def snapshot() -> dict[str, Any]:
-        return {"step": it, "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "numpy_rng": json.dumps(rng.bit_generator.state), "probe_gen": probe_gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": history, "window": window,
-                "seconds": time.perf_counter() - start}
+        return capture(it, stateful, numpy_rng=json.dumps(rng.bit_generator.state), history=history, window=window,
+                       seconds=time.perf_counter() - start)
 
     for it in tqdm(range(first, config.iterations + 1), desc="cellcyclegan GAN", disable=not config.progress,
                    leave=False, initial=first - 1, total=config.iterations):
