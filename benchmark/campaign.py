@@ -169,7 +169,6 @@ def fit_facts(spec: SweepSpec, item: Item, data_root: str | None, cache: dict[st
     import dataclasses
 
     from benchmark import shipped
-    from benchmark.paths import cache_dir
     from generators import fit_cache
     from generators.registry import get_generator
 
@@ -181,11 +180,9 @@ def fit_facts(spec: SweepSpec, item: Item, data_root: str | None, cache: dict[st
     if memo not in cache:
         params, seq = fit_cache.profile_fit_inputs(spec.profile, item.config.dataset, item.config.generator,
                                                    dict(item.point), data_root)
-        key = fit_cache.fit_key(cls, params, seq)
         cards = [e.card for e in shipped.entries("fit") if e.card.get("generator") == item.config.generator
                  and e.card.get("dataset") == item.config.dataset]
-        available = (cache_dir() / "generators" / f"{item.config.generator}-{key}" / "config.json").is_file() \
-            or any(card.get("fit_key") == key for card in cards)
+        available = fit_cache.fit_available(item.config.generator, params, seq)
         walls = [float(c["wall_s"]) for c in cards if c.get("profile") == item.config.profile and c.get("wall_s")]
         cache[memo] = FitFacts(needs_fit=True, resume=fit_cache.resume_folder(item.config.generator, params, seq),
                                available=available,

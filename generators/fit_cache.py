@@ -45,7 +45,7 @@ from benchmark.ctc import CTCSequence, window_sequence
 from benchmark.ctc.digest import sequence_digest
 from benchmark.io import atomic_directory, atomic_write_text, folder_lock
 from benchmark.paths import cache_dir
-from benchmark.shipped import entries, fetch_verified, unpack_folder
+from benchmark.shipped import ShippedEntry, entries, fetch_verified, unpack_folder
 from generators.base import Generator
 from generators.registry import get_generator
 
@@ -157,16 +157,28 @@ def fitted_generator(name: str, params: dict[str, Any], seq: CTCSequence, cache:
     return generator
 
 
+def shipped_fit(name: str, key: str) -> ShippedEntry | None:
+    """The shipped fit of ``name`` with fit key ``key`` (not yet verified), or None. The key covers the
+    training data's digest, so a match is a fit on the same data."""
+    return next((e for e in entries("fit") if e.card.get("fit_key") == key and e.card.get("generator") == name), None)
+
+
+def fit_available(name: str, params: dict[str, Any], seq: CTCSequence, cache: Path | None = None) -> bool:
+    """Whether ``fitted_generator`` would load this fit (cached, or shipped) rather than train it."""
+    folder = fit_folder(name, params, seq, cache)
+    return (folder / "config.json").is_file() or shipped_fit(name, folder.name.rpartition("-")[2]) is not None
+
+
 def _unpack_shipped(name: str, key: str, folder: Path) -> bool:
     """Unpack the shipped fit of ``name`` with fit key ``key`` (sha256 checked) into ``folder``; False when
-    none is shipped. The key covers the training data's digest, so a match is a fit on the same data."""
-    match = [e for e in entries("fit") if e.card.get("fit_key") == key and e.card.get("generator") == name]
-    if not match:
+    none is shipped."""
+    entry = shipped_fit(name, key)
+    if entry is None:
         return False
-    archive = fetch_verified(match[0])
+    archive = fetch_verified(entry)
     with atomic_directory(folder, overwrite=True) as tmp:
         unpack_folder(archive, tmp)
-    logger.info("fit of %s: shipped %s (sha256 ok)", name, match[0].location)
+    logger.info("fit of %s: shipped %s (sha256 ok)", name, entry.location)
     return True
 
 
