@@ -141,6 +141,9 @@ def export_run(run_id: str, out_root: Path, replace: bool = False) -> Bundle:
     if tags.get("stage") != "run" or parent.info.status != "FINISHED":
         raise ValueError(f"--run-id {run_id}: not a finished benchmark run (stage={tags.get('stage')!r}, "
                          f"status {parent.info.status})")
+    if tags.get("mutant"):
+        raise ValueError(f"--run-id {run_id}: ran with the injected regression {tags['mutant']!r} "
+                         "(SYNTHVID_MUTANT, scripts/gate_mutants.sh); it is not a result")
     stages = stage_runs_of(client, parent)
     config = mlflow.artifacts.load_dict(f"{parent.info.artifact_uri}/config.json")
     dataset, seed = tags.get("dataset") or config.get("dataset"), config.get("seed", parent.data.params.get("seed"))

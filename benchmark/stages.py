@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from benchmark import experiment
+from benchmark import experiment, mutants
 from benchmark.config import RunConfig, stable_hash
 from benchmark.ctc import CTCSequence, list_sequences, window_sequence
 from benchmark.ctc.digest import sequence_digest
@@ -62,8 +62,11 @@ class Stages:
     def folder(self, name: str, key: Any, version: int = 1) -> Path:
         """The stage's cache folder: the code version is part of the hash, so a folder computed by older code
         is never found (and re-logged as current) after the stage's ``version`` is raised. Version 1 hashes
-        as before versions existed, so folders of that code stay valid."""
-        return self.root / f"{name}-{stable_hash(name, key if version == 1 else (version, key))}"
+        as before versions existed, so folders of that code stay valid. An injected regression
+        (``benchmark.mutants``) is part of every key: its results and unmutated ones never share a folder."""
+        key = key if version == 1 else (version, key)
+        mutant = mutants.current()
+        return self.root / f"{name}-{stable_hash(name, key if mutant is None else ('mutant', mutant, key))}"
 
     def run(self, name: str, key: Any, body: Callable[[Path], dict[str, Any]], params: dict[str, Any] | None = None,
             artifacts: Callable[[Path], None] | None = None, tags: dict[str, str] | None = None,
@@ -502,8 +505,14 @@ def segmenter_params(ctx: RunContext) -> dict[str, Any]:
     from benchmark.config import config_from_dict, config_to_dict
     from downstream.segmenter import SegmenterConfig
 
-    return config_to_dict(config_from_dict(SegmenterConfig, {"seed": ctx.config.seed, **ctx.config.segmenter},
-                                           where="segmenter"))
+    params = config_to_dict(config_from_dict(SegmenterConfig, {"seed": ctx.config.seed, **ctx.config.segmenter},
+                                             where="segmenter"))
+    # fields added after models were cached, at the default that reproduces those models, stay out of the key
+    return {k: v for k, v in params.items() if (k, v) not in KEY_NEUTRAL_SEGMENTER_DEFAULTS}
+
+
+#: (field, value) pairs of the segmenter config that leave a model as it was before the field existed
+KEY_NEUTRAL_SEGMENTER_DEFAULTS = {("average_last_epochs", 0)}
 
 
 def _train_segmenter(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from benchmark import mutants
 from benchmark.ctc import CTCFormatError, CTCSequence, list_sequences
 from benchmark.experiment import TrainingStream
 from benchmark.io import replace_directory, staging_directory
@@ -44,6 +45,8 @@ from downstream.split import holdout_split
 
 HISTORY_FILE = "history.json"
 TRAINING_FILE = "training.json"
+BEST_WEIGHTS = "weights_best.h5"  # StarDist's checkpoint of the lowest validation loss
+AVERAGE_WEIGHTS = "weights_average.h5"  # the mean over the last epochs (SegmenterConfig.average_last_epochs)
 THRESHOLDS_FILE = "thresholds.json"  # StarDist's own file name: load_segmenter reads it back
 MAX_LABEL = 65_000
 #: StarDist's fallback thresholds (``StarDistBase`` uses them when ``thresholds.json`` is absent)
@@ -76,10 +79,18 @@ class SegmenterConfig:
     #: (None: native resolution). GOWT1's ~60-90 px nuclei at 128-px patches learn far slower than
     #: HeLa-sized ones; predictions are resized back to the frame with nearest-neighbour labels.
     object_diameter: float | None = None
+    #: predict with the mean of the weights after each of the last N epochs (0: StarDist's checkpoint of the
+    #: lowest validation loss). Why: a short training ends wherever the last noisy steps left it, and the
+    #: best-loss epoch is an argmin over noisy losses; both flip with the last bits of a kernel's arithmetic.
+    #: An average over the final epochs (Polyak averaging, SWA) moves less between seeds and CPU classes.
+    average_last_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.thresholds not in THRESHOLD_POLICIES:
             raise ValueError(f"thresholds must be one of {list(THRESHOLD_POLICIES)}, got {self.thresholds!r}")
+        if not 0 <= self.average_last_epochs <= self.epochs:
+            raise ValueError(f"average_last_epochs must be in [0, epochs = {self.epochs}], "
+                             f"got {self.average_last_epochs}")
 
 
 @dataclass
@@ -153,6 +164,16 @@ def load_frames(pairs: list[tuple[CTCSequence, int]], desc: str, progress: bool,
     return out
 
 
+def shift_labels(mask: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
+    """``mask`` moved by ``shift`` (rows, columns) pixels, background coming in at the edges: a mis-registered
+    annotation (the gate's ``shifted-masks`` mutant)."""
+    out = np.zeros_like(mask)
+    (dy, dx), (h, w) = shift, mask.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = mask[max(-dy, 0):h - max(dy, 0),
+                                                                     max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
 def effective_patch_size(config: SegmenterConfig, shapes: list[tuple[int, int]]) -> tuple[int, int]:
     """Largest patch <= config.patch_size and <= the smallest frame, divisible by 2**3 * grid (U-Net depth 3)."""
     patch = []
@@ -216,6 +237,32 @@ def library_output_to_stderr() -> contextlib.AbstractContextManager[Any]:
     return contextlib.redirect_stdout(sys.stderr)
 
 
+def _weight_averager(first_epoch: int) -> Any:
+    """A Keras callback holding the running mean of the weights after every epoch from ``first_epoch`` on
+    (0-based): ``average_last_epochs``."""
+    import keras
+
+    class WeightAverager(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.total: list[np.ndarray] | None = None
+            self.count = 0
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch < first_epoch:
+                return
+            weights = [np.asarray(w, np.float64) for w in self.model.get_weights()]
+            self.total = weights if self.total is None else [t + w for t, w in zip(self.total, weights, strict=True)]
+            self.count += 1
+
+        def average(self) -> list[np.ndarray]:
+            if self.total is None:
+                raise RuntimeError("no epoch reached the averaging window")
+            return [(t / self.count).astype(np.float32) for t in self.total]
+
+    return WeightAverager()
+
+
 def _epoch_timer() -> Any:
     import keras
 
@@ -261,6 +308,8 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
     train_pairs = _evenly(train_pairs, config.max_train_frames)
     scale = 1.0 if config.object_diameter is None else config.object_diameter / median_diameter(train_pairs)
     train = load_frames(train_pairs, "load train frames", progress, scale)
+    if mutants.active("shifted-masks"):  # the gate's injected regression (benchmark.mutants)
+        train.masks = [shift_labels(mask, mutants.SHIFT_PX) for mask in train.masks]
     val = load_frames(val_pairs, "load val frames", progress, scale)
     patch = effective_patch_size(config, [im.shape for im in train.images + val.images])
 
@@ -277,12 +326,20 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
         model.prepare_for_training()
         timer = _epoch_timer()
         model.callbacks.append(timer)
+        averager = _weight_averager(config.epochs - config.average_last_epochs) if config.average_last_epochs else None
+        if averager is not None:
+            model.callbacks.append(averager)
         fit_started = time.perf_counter()
         history = model.train(train.images, train.masks, validation_data=(val.images, val.masks),
                               augmenter=_augmenter if config.augment else None, seed=config.seed,
                               epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, workers=1)
         fit_seconds = time.perf_counter() - fit_started
         folder = tmp / model_dir.name
+        weights_file = BEST_WEIGHTS
+        if averager is not None:  # StarDist loaded its best checkpoint; predict with the average instead
+            model.keras_model.set_weights(averager.average())
+            weights_file = AVERAGE_WEIGHTS
+            model.keras_model.save_weights(str(folder / weights_file))
         thresholds, thr_frames = choose_thresholds(model, config, val, folder)
         logs = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         logs["epoch_seconds"] = timer.seconds
@@ -294,7 +351,7 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
             "threshold_policy": config.thresholds, "threshold_frames": thr_frames, "thresholds": thresholds,
             "fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started,
             "seconds_per_step": float(np.median(steady)) / config.steps_per_epoch,
-            "pretrained": False,
+            "pretrained": False, "weights_file": weights_file,
         }
         (folder / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
         replace_directory(folder, model_dir)
@@ -322,8 +379,13 @@ def load_segmenter(model_dir: Path) -> Any:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a StarDist model folder (config.json missing)")
+    training = model_dir / TRAINING_FILE
+    weights_file = json.loads(training.read_text()).get("weights_file", BEST_WEIGHTS) if training.is_file() else None
     with library_output_to_stderr():  # "Loading network weights from ..." and the thresholds it loads
-        return StarDist2D(None, name=model_dir.name, basedir=str(model_dir.parent))
+        model = StarDist2D(None, name=model_dir.name, basedir=str(model_dir.parent))
+        if weights_file not in (None, BEST_WEIGHTS):  # the averaged weights (average_last_epochs)
+            model.load_weights(weights_file)
+    return model
 
 
 def segment_sequence(model_dir: Path, seq: CTCSequence, progress: bool = True,

@@ -154,3 +154,23 @@ def test_a_torch_optimizer_after_stardist_does_not_crash_the_process() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stdout.strip().endswith("alive"), done.stderr[-2000:]
+
+
+def test_averaged_weights_are_the_mean_of_the_last_epochs(full_window: Path, trained: Path, tmp_path: Path) -> None:
+    """``average_last_epochs``: the model predicts with the mean of the weights after each of its last epochs.
+    Epoch 1's weights are TINY's (same seed, same steps); the mean of epochs 1 and 2 lies between epoch 1's and
+    the final weights, and the loaded model carries it, not StarDist's best-loss checkpoint."""
+    from dataclasses import replace
+
+    one = train_segmenter(full_window, replace(TINY, epochs=1), tmp_path / "one", progress=False)
+    averaged = train_segmenter(full_window, replace(TINY, average_last_epochs=2), tmp_path / "avg", progress=False)
+    assert json.loads((averaged / "training.json").read_text())["weights_file"] == "weights_average.h5"
+    assert json.loads((trained / "training.json").read_text())["weights_file"] == "weights_best.h5"
+    last = load_segmenter(averaged)
+    last.keras_model.load_weights(str(averaged / "weights_last.h5"))
+    first_w = load_segmenter(one).keras_model.get_weights()
+    mean_w = load_segmenter(averaged).keras_model.get_weights()
+    for a, m, b in zip(first_w, mean_w, last.keras_model.get_weights(), strict=True):
+        np.testing.assert_allclose(m, (a.astype(np.float64) + b) / 2, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="average_last_epochs must be in"):
+        SegmenterConfig(epochs=2, average_last_epochs=3)
