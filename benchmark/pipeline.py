@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark import experiment
 from benchmark.config import PARAM_HELP, PROFILES, RunConfig, build_run_config, parse_params, seed_int
@@ -26,6 +26,9 @@ from benchmark.paths import (
 )
 from benchmark.stages import ORACLE_DAG, RUN_DAG, RunContext, Stages, prepare_context, run_dag, tracker_name
 from benchmark.versions import version_tags
+
+if TYPE_CHECKING:
+    from downstream.training_set import TrainingSetConfig
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,33 @@ def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> Non
         except ValueError as exc:  # CTCFormatError included: it names the sequence's folder
             raise ValueError(f"profile {config.profile!r} [window]: {exc}") from None
     check_external_data(config, source)
+    training = training_set_config(config)
+    if training.active:  # K within what the (windowed) training sequence has annotated
+        from downstream.training_set import check_available
+
+        train = CTCSequence(source, config.train_sequence)
+        check_available(train, training, f"{config.dataset}/{config.train_sequence}" + (" in the window" if cut else ""),
+                        cut[0] if cut is not None else None)
+
+
+def training_tags(config: RunConfig) -> dict[str, str]:
+    """The parent run's ``condition`` (``synthetic``, ``real-K``, ``real-K+synthetic``) and, for a low-data
+    condition, its K and real fraction: the report's Table 3 groups by them, Table 1 and the gate keep
+    ``synthetic`` only (``reports.runs.parent_runs``)."""
+    training = training_set_config(config)
+    tags = {"condition": training.condition()}
+    if training.active:
+        tags.update({"real_frames": str(training.real_frames), "synthetic": str(training.synthetic).lower(),
+                     "real_fraction": f"{training.real_fraction:g}"})
+    return tags
+
+
+def training_set_config(config: RunConfig) -> TrainingSetConfig:
+    """``[downstream]`` (with ``--downstream`` overrides) as a checked ``TrainingSetConfig``."""
+    from benchmark.config import config_from_dict
+    from downstream.training_set import TrainingSetConfig
+
+    return config_from_dict(TrainingSetConfig, config.downstream, "downstream")
 
 
 def synthetic_source(config: RunConfig) -> Path | None:
@@ -115,6 +145,7 @@ def check_run_config(config: RunConfig) -> None:
             raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
     try:  # [tracker]: the method, the learned tracker's flat keys and [tracker.trackastra], all checked
         tracker_config(config.tracker, config.seed)
+        training_set_config(config)
     except ValueError as exc:
         raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
     for name, low, high in (("n_sequences", 1, MAX_SEQUENCES), ("n_frames", 0, None)):
@@ -134,9 +165,11 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
     tracker = tracker_name(config)
     label = generator_label(config)
     run_name = f"{label}-s{config.seed}-{config.profile}" + ("" if tracker == "learned" else f"-{tracker}")
+    condition = training_tags(config)["condition"]
+    run_name += "" if condition == "synthetic" else f"-{condition}"
     with experiment.start_run(run_name, config.dataset, config=config.to_dict(), parent_run_id=parent_run_id,
                               tags={**(tags or {}), "generator": label, "profile": config.profile,
-                                    "tracker": tracker, "stage": "run"}) as parent:
+                                    "tracker": tracker, "stage": "run", **training_tags(config)}) as parent:
         ctx = prepare_context(config, Stages(out_dir / config.dataset / "stages", config.dataset), data_root)
         log_run_inputs(ctx)
         if ctx.no_tracking is not None:  # a partial copy: SEG and DET on the frames that exist, TRA marked unavailable
@@ -255,8 +288,8 @@ def with_tracker(config: RunConfig, method: str | None) -> RunConfig:
 
 def _run_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)
-    config = with_tracker(build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides),
-                          args.tracker)
+    config = with_tracker(build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides,
+                                           parse_params(args.downstream)), args.tracker)
     row = run_benchmark(config, Path(args.out), args.data_root)
     print(format_summary(row), file=sys.stdout)  # the command's result: stdout, whatever -q says
     return 0
@@ -324,6 +357,10 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
                          description="Run the whole benchmark for one generator. Finished stages are cached "
                          "under --out and skipped on a re-run.")
     _add_run_arguments(run)
+    run.add_argument("--downstream", action="append", metavar="KEY=VALUE",
+                     help="the low-data protocol (the profile's [downstream] section): real_frames=K (annotated real "
+                     "frames of the training sequence, or \"all\"), synthetic=false (real frames only), "
+                     "real_fraction=F (share of segmenter patches from them), pool=gt-seg|tra|auto; repeatable")
     # no `choices`: the registry (downstream.tracker.TRACKERS) is not imported for --help; an unknown name is
     # refused with the profile's other errors, in one line, before any stage
     run.add_argument("--tracker", metavar="NAME",

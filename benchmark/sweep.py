@@ -13,7 +13,8 @@ A spec is TOML (examples in ``benchmark/sweeps/``)::
 
 ``[[grid]]`` (an array of such tables) takes the union of several products: the paper's Table 2 is two lines
 through one shared point. Grid keys are opaque here: each point is handed to ``build_run_config`` as the
-generator overrides, exactly as ``--param`` would be, and checked there. The spec is checked whole when it
+generator overrides, exactly as ``--param`` would be, and checked there; keys under ``downstream.`` set the
+profile's ``[downstream]`` section instead (the low-data protocol, as ``run --downstream`` would). The spec is checked whole when it
 is loaded (keys, types, generators, datasets, the profile, every grid point against every generator's
 config), so a typo fails with one line naming the file before any task runs.
 
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import MAX_SEED, RunConfig, non_negative_int, profile_label, stable_hash
+from benchmark.config import MAX_SEED, RunConfig, non_negative_int, profile_label, split_point, stable_hash
 from benchmark.paths import add_cache_argument
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def plan_sweep(spec: SweepSpec) -> list[SweepTask]:
     shared: dict[str, SweepTask] = {}
     runs: list[SweepTask] = []
     for dataset, generator, point, seed in itertools.product(spec.datasets, spec.generators, spec.grid, spec.seeds):
-        config = build_run_config(spec.profile, dataset, generator, seed, dict(point))
+        config = build_run_config(spec.profile, dataset, generator, seed, *split_point(point))
         try:
             check_run_config(config)
         except ValueError as exc:
@@ -258,8 +259,11 @@ def plan_sweep(spec: SweepSpec) -> list[SweepTask]:
 
 def sweep_run_tags(name: str, digest: str, task_id: str, point: Mapping[str, Any]) -> dict[str, str]:
     """Tags of a task's MLflow run. A grid point also gets ``sweep=<name>`` (the ablation marker: Table 1 leaves
-    such runs out, ``reports.sweep`` reads them) and ``grid.<key>`` = the JSON of its value."""
+    such runs out, ``reports.sweep`` reads them) and ``grid.<key>`` = the JSON of its value. Its ``downstream.*``
+    keys are not part of it: they choose a training condition, which the run's ``condition`` tag names (a
+    synthetic-only run of such a sweep is a Table 1 row)."""
     tags = {"sweep_name": name, "sweep_digest": digest, "sweep_task": task_id}
+    point = split_point(point)[0]
     if point:
         tags.update({"sweep": name, "grid_point": json.dumps(dict(point), sort_keys=True)})
         tags.update({f"grid.{k}": json.dumps(v) for k, v in point.items()})

@@ -42,6 +42,7 @@ from benchmark.experiment import TrainingStream
 from benchmark.io import replace_directory, staging_directory
 from downstream.normalize import normalize_image
 from downstream.split import holdout_split
+from downstream.training_set import mix, read_manifest
 
 HISTORY_FILE = "history.json"
 TRAINING_FILE = "training.json"
@@ -108,13 +109,36 @@ def _annotated_sequences(dataset_dir: Path) -> list[CTCSequence]:
     return seqs
 
 
-def split_frames(dataset_dir: Path, n_val: float) -> tuple[list[tuple[CTCSequence, int]], list[tuple[CTCSequence, int]]]:
-    """(train, validation) lists of (sequence, t); whole sequences held out when there are >= 2."""
+Pairs = list[tuple[CTCSequence, int]]
+
+
+def split_frames(dataset_dir: Path, n_val: float) -> tuple[Pairs, Pairs]:
+    """(train, validation) lists of (sequence, t); whole sequences held out when there are >= 2. A training set
+    of the low-data protocol (``downstream.training_set``) splits its real frames and its synthetic sequences
+    apart, so that both have validation frames and the real frames split alike in every condition; its
+    training list is then mixed to the manifest's ``real_fraction`` (``mixed_split``)."""
+    real, synthetic, _ = mixed_split(dataset_dir, n_val)
+    return [*real[0], *synthetic[0]], [*real[1], *synthetic[1]]
+
+
+def mixed_split(dataset_dir: Path, n_val: float) -> tuple[tuple[Pairs, Pairs], tuple[Pairs, Pairs], float | None]:
+    """((real train, real val), (synthetic train, synthetic val), real_fraction): a plain CTC folder is all
+    "synthetic" (the generator's video, whatever it holds) with no fraction."""
+    manifest = read_manifest(dataset_dir)
     seqs = _annotated_sequences(dataset_dir)
-    groups = [[(s, t) for t in s.seg_files if t in s.image_files] for s in seqs]
-    if len(seqs) == 1 and len(groups[0]) < 2:
-        raise CTCFormatError(seqs[0].gt_dir / "SEG", "need at least 2 annotated frames to hold one out for validation")
-    return holdout_split(groups, n_val)
+    real_names = set(manifest["real_sequences"]) if manifest else set()
+    parts = []
+    for kind in (True, False):
+        group = [s for s in seqs if (s.name in real_names) == kind]
+        frames = [[(s, t) for t in s.seg_files if t in s.image_files] for s in group]
+        if not group:
+            parts.append(([], []))
+            continue
+        if len(group) == 1 and len(frames[0]) < 2:
+            raise CTCFormatError(group[0].gt_dir / "SEG", "need at least 2 annotated frames to hold one out for "
+                                 "validation")
+        parts.append(holdout_split(frames, n_val))
+    return parts[0], parts[1], manifest.get("real_fraction") if manifest else None
 
 
 def _evenly(items: list, limit: int | None) -> list:
@@ -304,10 +328,16 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
     if model_dir.exists() and not overwrite:
         raise FileExistsError(f"{model_dir}: already exists (pass overwrite=True to replace it)")
     started = time.perf_counter()
-    train_pairs, val_pairs = split_frames(dataset_dir, config.n_val)
-    train_pairs = _evenly(train_pairs, config.max_train_frames)
+    (real_train, real_val), (synthetic_train, synthetic_val), real_fraction = mixed_split(dataset_dir, config.n_val)
+    train_pairs = [*real_train, *_evenly(synthetic_train, config.max_train_frames)]
+    val_pairs = [*real_val, *synthetic_val]
     scale = 1.0 if config.object_diameter is None else config.object_diameter / median_diameter(train_pairs)
     train = load_frames(train_pairs, "load train frames", progress, scale)
+    if real_train:  # the low-data protocol: real frames repeated to their share of the patches (no copies in RAM)
+        n_real = len(real_train)
+        order = mix(list(range(n_real)), list(range(n_real, len(train_pairs))), real_fraction)
+        train = _Frames([train.images[i] for i in order], [train.masks[i] for i in order],
+                        [train.names[i] for i in order])
     if mutants.active("shifted-masks"):  # the gate's injected regression (benchmark.mutants)
         train.masks = [shift_labels(mask, mutants.SHIFT_PX) for mask in train.masks]
     val = load_frames(val_pairs, "load val frames", progress, scale)

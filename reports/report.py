@@ -29,6 +29,7 @@ from reports.downstream import (
     tracker_table,
 )
 from reports.html import Section, image_tag, render_page, table_html
+from reports.lowdata import write_lowdata
 from reports.markdown import markdown_table
 from reports.runs import (
     WEIGHT_TAGS,
@@ -247,9 +248,11 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     stale = stale_rows(dataset, profile)
     if not stale.empty:
         markdown_text += "\n" + stale_markdown(stale)
+    lowdata_text, lowdata_section, lowdata_files = write_lowdata(dataset, profile, folder)
+    markdown_text += "\n" + lowdata_text if lowdata_text else ""
     markdown = atomic_write_text(folder / "table1.md", markdown_text)
     csv = write_csv(table, folder / "table1.csv")
-    written: list[Path] = []
+    written: list[Path] = list(lowdata_files)
     if not comparisons.empty:
         written.append(write_csv(comparisons, folder / "table1b_paired.csv"))
     if not breakdown.empty:
@@ -296,6 +299,8 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
         choice.add_text(order_sentence(trackers))
         choice.add_html(table_html(tracker_display(trackers)))
         sections.append(choice)
+    if lowdata_section is not None:
+        sections.append(lowdata_section)
     if not stale.empty:
         outdated = Section(STALE_TITLE)
         outdated.add_html(table_html(display_table(stale)))

@@ -483,3 +483,31 @@ def test_no_other_module_writes_markdown_table_rows() -> None:
                                                               "scripts")
                      for p in (ROOT / package).rglob("*.py") if "---:" in p.read_text())
     assert writers == ["reports/markdown.py"]
+
+
+def test_table3_comes_from_the_low_data_runs_and_leaves_table1_alone(data: ScoredData, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs tagged with a low-data condition (scored for real: good and broken results on the GOWT1 window) make
+    Table 3 with the paired gain over real-only of the same K and seeds; Table 1 keeps the synthetic-only rows."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_store(data, tmp_path / "store"))
+    scored = {"window": data.window, "stage_root": tmp_path / "stages", "cache": data.cache, "realism": False}
+    low = {"real_frames": "2", "synthetic": "true", "real_fraction": "0.5"}
+    for seed in (0, 1):
+        log_scored_run("real", "ci", synthetic_dir=data.good_synthetic, res_dir=data.good_res, seed=seed,
+                       tags={"condition": "real-2", **low, "synthetic": "false"}, **scored)
+        log_scored_run("mitogen", "ci", synthetic_dir=data.noise_synthetic, res_dir=data.broken_res, seed=seed,
+                       tags={"condition": "real-2+synthetic", **low}, **scored)
+        alone = log_scored_run("mitogen", "ci", synthetic_dir=data.good_synthetic, res_dir=data.good_res, seed=seed,
+                               **scored)
+    out = tmp_path / "out"
+    assert main(["report", "--dataset", DATASET, "--profile", "ci", "--out", str(out), "--no-log"]) == 0
+    folder = out / "reports" / f"{DATASET}-ci"
+    table1 = pd.read_csv(folder / "table1.csv")
+    assert "mitogen" in set(table1["generator"]) and "real" not in set(table1["generator"])  # real-only: Table 3
+    assert table1.loc[table1["generator"] == "mitogen", "SEG"].item() == pytest.approx(alone["SEG"])
+    table3 = pd.read_csv(folder / "table3.csv").set_index(["condition", "K"])
+    mixed = table3.loc[("real + mitogen", 2)]
+    assert mixed["n_seeds"] == 2 and mixed["gain_SEG_n"] == 2 and mixed["gain_SEG"] < 0
+    assert mixed["gain_SEG_verdict"] == "hurts"  # broken results against good ones, the same on both seeds
+    assert ("real only", 2) in table3.index and ("mitogen only", 0) in table3.index
+    assert "Table 3" in (folder / "table1.md").read_text() and (folder / "figures" / "table3.png").stat().st_size
