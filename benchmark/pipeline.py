@@ -305,6 +305,9 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
 
     if not get_generator(config.generator).needs_fit:
         raise ValueError(f"generator {config.generator!r} has no frame model of its own: nothing to render")
+    if not get_generator(config.generator).renders_oracle():
+        raise ValueError(f"generator {config.generator!r} does not implement render_oracle: no frame ceiling to "
+                         "render (its `run` leaves the oracle stage out)")
     check_inputs(config, data_root, Path(out_dir))
     with experiment.start_run(f"{config.generator}-oracle-s{config.seed}-{config.profile}", config.dataset,
                               config=config.to_dict(), tags={"generator": config.generator, "profile": config.profile,

@@ -599,6 +599,12 @@ def _needs_fit(ctx: RunContext) -> bool:
     return bool(ctx.generator_cls.needs_fit)  # `real` IS the floor's training side; `folder` has no frame model
 
 
+def _renders_oracle(ctx: RunContext) -> bool:
+    """A frame ceiling needs a fitted frame model that can render real textures (``Generator.renders_oracle``);
+    a plug-in without one runs every other stage (its report row shows no ceiling)."""
+    return _needs_fit(ctx) and ctx.generator_cls.renders_oracle()
+
+
 def _scores_realism(ctx: RunContext) -> bool:
     """Realism for every generator but ``real`` (the floor is its score): external data (``folder``) too."""
     return _needs_fit(ctx) or ctx.synthetic_source is not None
@@ -627,7 +633,7 @@ REALISM = Stage("realism", ("generate",), key=lambda ctx, r: (r["generate"].fold
 ORACLE = Stage("oracle", ("fit",), key=lambda ctx, r: (r["fit"].folder.name, ctx.realism_key(), ctx.train.name),
                body=_oracle, params=lambda ctx: ctx.config.realism,
                artifacts=lambda ctx, folder: realism_artifacts("oracle.json")(folder),
-               tags=lambda ctx: ctx.protocol_tags(), when=lambda ctx: _needs_fit(ctx) and ctx.config.oracle,
+               tags=lambda ctx: ctx.protocol_tags(), when=lambda ctx: _renders_oracle(ctx) and ctx.config.oracle,
                resources=_sampling_resources, version=STAGE_VERSIONS["oracle"])
 TRAINING_SET = Stage("training-set", ("generate",),
                      key=lambda ctx, r: (r["generate"].folder.name if ctx.training_set.synthetic else None,
@@ -685,7 +691,7 @@ EVAL_PARTIAL = Stage("eval-real", ("train-segmenter",),
 RUN_DAG: tuple[Stage, ...] = (FIT, GENERATE, FLOOR, REALISM, ORACLE, TRAINING_SET, TRAIN_SEGMENTER, TRAIN_TRACKER,
                               EVAL_REAL, EVAL_PARTIAL)
 #: ``python -m benchmark oracle``: the frame ceiling beside the floor, whatever the profile's ``oracle`` says
-ORACLE_DAG: tuple[Stage, ...] = (FIT, FLOOR, dataclasses.replace(ORACLE, when=_needs_fit))
+ORACLE_DAG: tuple[Stage, ...] = (FIT, FLOOR, dataclasses.replace(ORACLE, when=_renders_oracle))
 #: the stages a distributed sweep runs once and shares: per distinct fit config (every seed and sampling-only
 #: grid point of it) the fit and its frame ceiling (the oracle renders the real textures: no seed, no sampling
 #: field), per dataset and realism protocol the floor; every other stage of ``RUN_DAG`` depends on a seed or

@@ -83,6 +83,12 @@ class Generator(ABC):
         self.config = config if config is not None else self.config_class()
 
     @classmethod
+    def renders_oracle(cls) -> bool:
+        """Whether the generator can render real textures through its frame path (``render_oracle``): a run
+        leaves the frame-ceiling stage out for one that cannot, instead of failing after fit and generate."""
+        return cls.render_oracle is not Generator.render_oracle
+
+    @classmethod
     def from_params(cls, params: dict[str, Any] | None = None) -> Generator:
         """Build from a plain dict (a TOML profile section); unknown keys are an error."""
         return cls(config_from_dict(cls.config_class, params or {}))
