@@ -63,6 +63,38 @@ def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> Non
                         cut[0] if cut is not None else None)
 
 
+def check_local_devices(config: RunConfig) -> None:
+    """``run`` and ``oracle`` on this machine: refuse a generator ``device`` (nested sections included) naming an
+    accelerator it lacks, before any stage rather than in the middle of a fit. Not part of ``check_run_config``:
+    a sweep's driver plans for workers that may have the GPU it lacks (``benchmark.cluster`` checks those)."""
+    from benchmark.config import config_from_dict
+    from generators.registry import get_generator
+
+    where = f"generators.{config.generator}"
+    try:
+        check_devices(config_from_dict(get_generator(config.generator).config_class, config.generator_params, where),
+                      where)
+    except ValueError as exc:
+        raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
+
+
+def check_devices(section: Any, where: str) -> None:
+    """Refuse a ``device`` field of ``section`` (nested sections included) naming an accelerator this machine
+    lacks."""
+    for field in dataclasses.fields(section) if dataclasses.is_dataclass(section) else ():
+        value = getattr(section, field.name)
+        if dataclasses.is_dataclass(value):
+            check_devices(value, f"{where}.{field.name}")
+        elif field.name == "device" and isinstance(value, str) and value != "cpu":
+            import torch
+
+            kind = value.split(":")[0]
+            present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(kind, False)
+            if not present:
+                raise ValueError(f"{where}.device = {value!r}: this machine has no such device "
+                                 f"(torch sees {'CUDA' if torch.cuda.is_available() else 'no CUDA'}); use \"cpu\"")
+
+
 def training_tags(config: RunConfig) -> dict[str, str]:
     """The parent run's ``condition`` (``synthetic``, ``real-K``, ``real-K+synthetic``) and, for a low-data
     condition, its K and real fraction: the report's Table 3 groups by them, Table 1 and the gate keep
@@ -290,6 +322,7 @@ def _run_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)
     config = with_tracker(build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides,
                                            parse_params(args.downstream)), args.tracker)
+    check_local_devices(config)
     row = run_benchmark(config, Path(args.out), args.data_root)
     print(format_summary(row), file=sys.stdout)  # the command's result: stdout, whatever -q says
     return 0
@@ -327,6 +360,7 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
 def _oracle_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)
     config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
+    check_local_devices(config)
     row = run_oracle(config, Path(args.out), args.data_root)
     lines = [f"oracle of {row['generator']} (MLflow run {row['run_id']}): real training textures through its frame path"]
     for label, prefix in (("frame ceiling", "ORACLE_"), ("floor", "FLOOR_")):

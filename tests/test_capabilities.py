@@ -48,3 +48,21 @@ def test_the_oracle_command_refuses_a_generator_without_one(monkeypatch: pytest.
     config = build_run_config("ci", "Fluo-N2DH-GOWT1", "mitogen")
     with pytest.raises(ValueError, match="does not implement render_oracle"):
         pipeline.run_oracle(config, tmp_path)
+
+
+@pytest.mark.parametrize(("command", "param", "where"), [
+    ("run", "sampling.device=cuda", "generators.bvdm.sampling.device = 'cuda'"),
+    ("oracle", "device=cuda:1", "generators.bvdm.device = 'cuda:1'"),
+])
+def test_an_accelerator_this_machine_lacks_is_refused_before_any_stage(
+        command: str, param: str, where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from benchmark.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main([command, "--generator", "bvdm", "--profile", "ci", "--param", param, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and where in err and "no such device" in err, err
+    assert not (tmp_path / "o").exists()
