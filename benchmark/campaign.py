@@ -57,7 +57,8 @@ from benchmark.bundles import RECORD, bundle_path, read_bundle
 from benchmark.checksums import SUMS
 from benchmark.config import RunConfig, split_point
 from benchmark.paths import add_cache_argument
-from benchmark.sweep import SweepSpec, load_spec, plan_sweep, sweep_run_tags
+from benchmark.sweep_plan import plan_sweep, sweep_run_tags
+from benchmark.sweep_spec import SweepSpec, load_spec
 
 logger = logging.getLogger(__name__)
 

@@ -1514,7 +1514,8 @@ def test_report_only_where_no_sweep_ran_says_so(out: str, store: Path, capsys: p
 
 def test_report_only_of_a_started_sweep_still_lists_its_unfinished_tasks(store: Path,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmark.sweep import load_spec, sweep_folder
+    from benchmark.sweep_spec import load_spec
+    from benchmark.sweep_tasks import sweep_folder
 
     out = store / "runs"
     folder = sweep_folder(out.resolve(), load_spec(SPEC))
@@ -1764,7 +1765,7 @@ def test_a_profile_file_finds_its_runs_on_every_command(scored_runs: ScoredData,
 
 
 def test_a_sweep_tags_its_parent_with_the_profile_label(tmp_path: Path) -> None:
-    from benchmark.sweep import load_spec
+    from benchmark.sweep_spec import load_spec
 
     (tmp_path / "fast.toml").write_text('extends = "ci"\n')
     spec_path = tmp_path / "spec.toml"

@@ -379,7 +379,8 @@ def test_sweep_runs_are_tagged_and_tabulated(logged: dict, data: ScoredData) -> 
     per (series, point), a point with two seeds as their mean and t-interval. The runs carry real scores;
     the real pipeline on Ray is exercised by test_sweep_ray (here the BVDM fit would take far too long)."""
     from benchmark.metrics.ctc import ctc_scores
-    from benchmark.sweep import load_spec, sweep_run_tags
+    from benchmark.sweep_plan import sweep_run_tags
+    from benchmark.sweep_spec import load_spec
 
     scores = ctc_scores(data.good_res, CTCSequence(data.window, "02").gt_dir, ("SEG", "DET", "TRA"))
     spec = load_spec(ROOT / "benchmark" / "sweeps" / "table2.toml")
