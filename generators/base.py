@@ -182,7 +182,11 @@ def registered_generators() -> Mapping[str, type[Generator]]:
 
 def adopt_generator(name: str, cls: type[Generator]) -> type[Generator]:
     """Register a class loaded from an entry point under ``name`` unless the name is taken (importing it may
-    already have registered it with ``register_generator``); returns the class registered under ``name``."""
+    already have registered it with ``register_generator``); returns the class registered under ``name``.
+    A class that names itself nothing takes the entry point's name: the fit cache keys and saved models
+    carry it, so two plug-ins never share a cached fit."""
+    if not cls.name:
+        cls.name = name
     return _REGISTRY.setdefault(name, cls)
 
 

@@ -337,7 +337,10 @@ def solver_update(running: Sequence[Job], x: torch.Tensor, eps: torch.Tensor) ->
     return torch.cat(out)
 
 
-def sample_textures(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flow: MaskFlow | None, config: SamplerConfig,
+# one batched state machine over every cell-frame job (ready queue, prepare, one UNet call per
+# batch, solver or ancestral step, finish): kept whole so the order of its RNG draws, which fixes the output of a
+# seed, stays visible in one place
+def sample_textures(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flow: MaskFlow | None, config: SamplerConfig,  # noqa: C901, PLR0912
                     seed: int = 0, progress: bool = False) -> list[list[list[np.ndarray]]]:
     """Batched sampler: ``textures[v][f][i]`` (S, S) float32 normalised, for ``videos[v].frames[f][i]``."""
     device = torch.device(config.device)
