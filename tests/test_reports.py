@@ -310,8 +310,11 @@ def test_table1_aggregates_seeds_and_shows_them_on_demand(data: ScoredData, tmp_
     markdown = capsys.readouterr().out
     assert "| mitogen · seed 0 |" in markdown and "| mitogen · seed 1 |" in markdown
     assert "Student-t interval of the mean across seeds" in markdown
-    row = next(line for line in markdown.splitlines() if line.startswith("| mitogen |"))
-    assert row.split("|")[-3].strip() == "2"  # the seeds column
+    header = next(line for line in markdown.splitlines() if line.startswith("| generator |")).split("|")
+    row = next(line for line in markdown.splitlines() if line.startswith("| mitogen |")).split("|")
+    assert row[header.index(" seeds ")].strip() == "2" and row[header.index(" interval ")].strip() == "t, 2 seeds"
+    bvdm_row = next(line for line in markdown.splitlines() if line.startswith("| bvdm |")).split("|")
+    assert bvdm_row[header.index(" interval ")].strip() == "run"  # one seed: its run's own interval
 
 
 def test_table_1d_puts_each_tracker_beside_the_other_and_says_when_the_order_changes(
@@ -454,8 +457,8 @@ def test_report_tables_go_through_the_one_writer(monkeypatch: pytest.MonkeyPatch
     assert "| generator | FID | N crops | run |\n|---|---:|---:|---|\n| bvdm | 30.5 [28.1, 33.3] | 2048 | abcdef12 |\n" in text
     seeds = table1.assign(n_seeds=2, run_ids=[["abcdef123456", "b"]])
     text = tables.to_markdown(seeds, "Table 1", metrics=("FID",))
-    assert ("| generator | FID | N crops | seeds | run |\n|---|---:|---:|---:|---|\n"
-            "| bvdm | 30.5 [28.1, 33.3] | 2048 | 2 | abcdef12 +1 |\n") in text
+    assert ("| generator | FID | N crops | seeds | interval | run |\n|---|---:|---:|---:|---|---|\n"
+            "| bvdm | 30.5 [28.1, 33.3] | 2048 | 2 | t, 2 seeds | abcdef12 +1 |\n") in text
 
     pairs = pd.DataFrame([{"comparison": "a − b", "metric": "FID", "n": 100, "difference": -1.5, "ci_low": -2.0,
                            "ci_high": -1.0, "excludes_zero": True}])
