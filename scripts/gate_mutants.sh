@@ -8,6 +8,7 @@
 #   GATE_MUTANTS="shifted-masks random-links"   a subset (default: all four)
 #   GATE_MUTANTS_SKIP_BASELINE=1                 skip step 1 (e.g. when the gate just ran)
 #   GATE_MUTANTS_DIR=.gate-mutants               where the stores go
+#   GATE_MUTANTS_THRESHOLDS=FILE                 bounds to check against (default: benchmark/thresholds.toml)
 # Cost on 2 cores: the unmodified gate (~30 min) plus ~6 min (real) + the touched generator's row per mutant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +17,13 @@ MUTANTS=${GATE_MUTANTS:-"bvdm-no-flow shifted-masks no-intensity-map random-link
 declare -A TOUCHES=([bvdm-no-flow]="real bvdm" [shifted-masks]="real" [no-intensity-map]="real mitogen"
                     [random-links]="real")
 mkdir -p "$ROOT"
+BOUNDS=()
+[ -n "${GATE_MUTANTS_THRESHOLDS:-}" ] && BOUNDS=(--thresholds "$GATE_MUTANTS_THRESHOLDS")
 status=0
 summary=()
 
 if [ "${GATE_MUTANTS_SKIP_BASELINE:-0}" != 1 ]; then
-  if CI_GATE_DIR="$ROOT/unmodified" bash scripts/ci_gate.sh > "$ROOT/unmodified.log" 2>&1; then
+  if CI_GATE_DIR="$ROOT/unmodified" bash scripts/ci_gate.sh "${BOUNDS[@]}" > "$ROOT/unmodified.log" 2>&1; then
     summary+=("unmodified|passed|-")
   else
     summary+=("unmodified|FAILED (the gate must pass without a mutant: $ROOT/unmodified.log)|-")
@@ -34,7 +37,7 @@ for mutant in $MUTANTS; do
   for generator in $generators; do selection+=(--generator "$generator"); done
   log="$ROOT/$mutant.log"
   if SYNTHVID_MUTANT="$mutant" CI_GATE_DIR="$ROOT/$mutant" CI_GATE_GENERATORS="$generators" \
-      bash scripts/ci_gate.sh "${selection[@]}" > "$log" 2>&1; then
+      bash scripts/ci_gate.sh "${selection[@]}" "${BOUNDS[@]}" > "$log" 2>&1; then
     summary+=("$mutant|NOT CAUGHT: every bound passed|-")
     status=1
     continue
