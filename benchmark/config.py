@@ -205,6 +205,10 @@ def profile_label(profile: str | Path | None) -> str | None:
     return path.stem if path.suffix else str(profile)
 
 
+#: the ``[tracker] method`` of a profile that names none: the one source for the tracker registry
+#: (``downstream.tracker``), run names, bundle paths and the reports' default rows
+DEFAULT_TRACKER = "learned"
+
 #: grid keys of a sweep spec with this prefix set ``[downstream]`` (the low-data protocol), not the generator
 DOWNSTREAM_PREFIX = "downstream."
 

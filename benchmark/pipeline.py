@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark import experiment
-from benchmark.config import PARAM_HELP, PROFILES, RunConfig, build_run_config, parse_params, seed_int
+from benchmark.config import (
+    DEFAULT_TRACKER,
+    PARAM_HELP,
+    PROFILES,
+    RunConfig,
+    build_run_config,
+    parse_params,
+    seed_int,
+)
 from benchmark.ctc import CTCSequence
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.ctc.window import check_window
@@ -196,7 +204,7 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
     check_inputs(config, data_root, out_dir)
     tracker = tracker_name(config)
     label = generator_label(config)
-    run_name = f"{label}-s{config.seed}-{config.profile}" + ("" if tracker == "learned" else f"-{tracker}")
+    run_name = f"{label}-s{config.seed}-{config.profile}" + ("" if tracker == DEFAULT_TRACKER else f"-{tracker}")
     condition = training_tags(config)["condition"]
     run_name += "" if condition == "synthetic" else f"-{condition}"
     with experiment.start_run(run_name, config.dataset, config=config.to_dict(), parent_run_id=parent_run_id,

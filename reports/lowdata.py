@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.config import DEFAULT_TRACKER
 from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
 from reports.html import Section, image_tag, table_html
@@ -43,7 +44,7 @@ def lowdata_runs(dataset: str, profile: str | None) -> pd.DataFrame:
         return runs
     runs = runs[~is_stale(runs).to_numpy()]
     tracker = run_column(runs, "tags.tracker")
-    runs = runs[(tracker.isna() | (tracker == "learned")).to_numpy()]
+    runs = runs[(tracker.isna() | (tracker == DEFAULT_TRACKER)).to_numpy()]
     grid = run_column(runs, "tags.grid_point")
     condition = run_column(runs, "tags.condition").fillna(SYNTHETIC_CONDITION)
     # a synthetic-only row is Table 1's (no grid point of an ablation); a low-data row may come from a campaign

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ import mlflow
 import pandas as pd
 
 from benchmark import experiment
+from benchmark.config import (
+    DEFAULT_TRACKER,  # the tracker of every table but 1d; runs without the tag used it
+)
 from benchmark.versions import STAGE_VERSIONS
 
 #: Table 1 columns, in the paper's order, then FD_inf (N-extrapolated FID) and the frame ceiling (oracle FID)
@@ -53,10 +56,6 @@ def run_column(runs: pd.DataFrame, name: str) -> pd.Series:
     """Column ``name`` of a runs frame, all None when no run has it (MLflow omits tags no run set)."""
     return runs[name] if name in runs.columns else pd.Series([None] * len(runs), index=runs.index, dtype=object)
 
-
-#: the tracker of every table but Table 1d (``[tracker] method``'s default; runs logged before the choice
-#: existed carry no ``tracker`` tag and used it)
-DEFAULT_TRACKER = "learned"
 
 
 def is_stale(runs: pd.DataFrame) -> pd.Series:
@@ -98,39 +97,36 @@ def generator_sort_key(name: str) -> tuple[int, str]:
     return (GENERATOR_ORDER.index(name), name) if name in GENERATOR_ORDER else (len(GENERATOR_ORDER), name)
 
 
-def latest_per_generator(runs: pd.DataFrame) -> pd.DataFrame:
-    """The newest run of every generator, in table order (real, mitogen, cellcyclegan, bvdm, others)."""
+def latest_per(runs: pd.DataFrame, keys: Sequence[str], defaults: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The newest run of every combination of ``keys`` (columns; a missing column or value takes its entry of
+    ``defaults``), in table order: by generator (real, mitogen, cellcyclegan, bvdm, others), then a default
+    tracker before the others, then newest first. The one rule behind Table 1's rows, its seeds and Table 1d."""
     if runs.empty:
         return runs
     ordered = runs.sort_values("start_time", ascending=False)
-    latest = ordered.drop_duplicates(subset=["tags.generator"], keep="first")
-    keys = [generator_sort_key(g) for g in latest["tags.generator"]]
-    return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
+    filled = {k: run_column(ordered, k).fillna(v) for k, v in (defaults or {}).items()}
+    ordered = ordered.assign(**filled, **{k: run_column(ordered, k) for k in keys if k not in filled})
+    latest = ordered.drop_duplicates(subset=["tags.generator", *keys], keep="first")
+    trackers = latest["tags.tracker"] if "tags.tracker" in keys else [DEFAULT_TRACKER] * len(latest)
+    order = [(generator_sort_key(g), t != DEFAULT_TRACKER, t) for g, t in zip(latest["tags.generator"], trackers,
+                                                                             strict=True)]
+    return latest.iloc[sorted(range(len(latest)), key=order.__getitem__)].reset_index(drop=True)
+
+
+def latest_per_generator(runs: pd.DataFrame) -> pd.DataFrame:
+    """The newest run of every generator (Table 1's row when seeds are not aggregated)."""
+    return latest_per(runs, [])
 
 
 def latest_per_tracker(runs: pd.DataFrame) -> pd.DataFrame:
-    """The newest run of every (generator, tracker), in table order (runs without the tag: the default
-    tracker): the rows of Table 1d."""
-    if runs.empty:
-        return runs
-    ordered = runs.sort_values("start_time", ascending=False)
-    ordered = ordered.assign(**{"tags.tracker": run_column(ordered, "tags.tracker").fillna(DEFAULT_TRACKER)})
-    latest = ordered.drop_duplicates(subset=["tags.generator", "tags.tracker"], keep="first")
-    keys = [(generator_sort_key(g), t != DEFAULT_TRACKER, t) for g, t in zip(latest["tags.generator"],
-                                                                              latest["tags.tracker"], strict=True)]
-    return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
+    """The newest run of every (generator, tracker) (runs without the tag: the default tracker): Table 1d."""
+    return latest_per(runs, ["tags.tracker"], {"tags.tracker": DEFAULT_TRACKER})
 
 
 def latest_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
-    """The newest run of every (generator, seed), in table order, newest seed first within a generator: the
-    runs a seed-aggregated Table 1 averages (a re-run of one seed replaces it, never counts twice)."""
-    if runs.empty:
-        return runs
-    ordered = runs.sort_values("start_time", ascending=False)
-    ordered = ordered.assign(**{"params.seed": run_column(ordered, "params.seed")})
-    latest = ordered.drop_duplicates(subset=["tags.generator", "params.seed"], keep="first")
-    keys = [generator_sort_key(g) for g in latest["tags.generator"]]
-    return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
+    """The newest run of every (generator, seed): the runs a seed-aggregated Table 1 averages (a re-run of one
+    seed replaces it, never counts twice)."""
+    return latest_per(runs, ["params.seed"])
 
 
 def metric(row: Mapping[str, Any], name: str) -> float | None:
