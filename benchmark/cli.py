@@ -19,6 +19,8 @@ from benchmark.datasets import DATASETS, DEFAULT_DATASET, DatasetNotFound
 from benchmark.logs import cli_logging
 from benchmark.paths import using_cache
 
+logger = logging.getLogger(__name__)
+
 #: (module, function) pairs that add their own subcommands to the parser
 COMMAND_HOOKS = (
     ("benchmark.assets", "add_assets_commands"),
@@ -116,7 +118,7 @@ def _data_intensity_map(args: argparse.Namespace) -> int:
                          "of it was computed under that one: pass --replace to change it")
     maps[args.name] = entry
     atomic_write_text(INTENSITY_MAPS, _render_maps(maps))
-    print(f"wrote {INTENSITY_MAPS}")
+    logger.info("wrote %s", INTENSITY_MAPS)
     return 0
 
 
