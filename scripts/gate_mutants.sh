@@ -43,7 +43,7 @@ for mutant in $MUTANTS; do
     continue
   fi
   # the check table's FAIL rows: columns dataset generator machine metric op bound measured diff status run
-  caught=$(awk '$(NF-1) == "FAIL" {printf "%s%s %s (%s %s %s, measured %s)", sep, $2, $4, $5, $6, $8, $7; sep="; "}' "$log")
+  caught=$(awk 'NF > 1 && $(NF-1) == "FAIL" {printf "%s%s %s (%s %s %s, measured %s)", sep, $2, $4, $5, $6, $8, $7; sep="; "}' "$log")
   if [ -z "$caught" ]; then
     summary+=("$mutant|NOT CAUGHT: the run failed without a violated bound (see $log)|-")
     status=1
