@@ -18,12 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.config import DEFAULT_TRACKER
 from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
 from reports.html import Section, image_tag, table_html
 from reports.markdown import markdown_table
-from reports.runs import SYNTHETIC_CONDITION, is_stale, metric, run_column, search
+from reports.runs import SYNTHETIC_CONDITION, latest_per, metric, parent_runs, run_column
 from reports.tables import seed_interval, write_csv
 
 METRICS = ("SEG", "DET", "TRA")
@@ -36,25 +35,14 @@ NOTE = ("K: annotated real frames of the training sequence (drawn per seed; the 
 
 
 def lowdata_runs(dataset: str, profile: str | None) -> pd.DataFrame:
-    """The newest finished parent run of every (generator, condition, K, real fraction, seed): the low-data
-    conditions (any sweep or campaign) and the synthetic-only rows beside them; stale bundles left out."""
-    clauses = ["tags.stage = 'run'", "attributes.status = 'FINISHED'"] + ([f"tags.profile = '{profile}'"] if profile else [])
-    runs = search(dataset, " and ".join(clauses))
-    if runs.empty:
-        return runs
-    runs = runs[~is_stale(runs).to_numpy()]
-    tracker = run_column(runs, "tags.tracker")
-    runs = runs[(tracker.isna() | (tracker == DEFAULT_TRACKER)).to_numpy()]
-    grid = run_column(runs, "tags.grid_point")
-    condition = run_column(runs, "tags.condition").fillna(SYNTHETIC_CONDITION)
-    # a synthetic-only row is Table 1's (no grid point of an ablation); a low-data row may come from a campaign
-    runs = runs[((condition != SYNTHETIC_CONDITION) | grid.isna()).to_numpy()].assign(
-        **{"tags.condition": condition[((condition != SYNTHETIC_CONDITION) | grid.isna()).to_numpy()]})
-    if runs.empty or (runs["tags.condition"] == SYNTHETIC_CONDITION).all():
+    """The newest finished parent run of every (generator, condition, real fraction, seed): the low-data
+    conditions and the synthetic-only rows beside them (``parent_runs``'s filters: the default tracker, no
+    ablation grid point, no stale bundle); empty when no run is of a low-data condition."""
+    runs = parent_runs(dataset, profile, condition=None)
+    if runs.empty or (run_column(runs, "tags.condition").fillna(SYNTHETIC_CONDITION) == SYNTHETIC_CONDITION).all():
         return runs.iloc[0:0]
-    keys = ["tags.generator", "tags.condition", "tags.real_fraction", "params.seed"]
-    runs = runs.assign(**{k: run_column(runs, k) for k in keys})
-    return runs.sort_values("start_time", ascending=False).drop_duplicates(subset=keys).reset_index(drop=True)
+    return latest_per(runs, ["tags.condition", "tags.real_fraction", "params.seed"],
+                      {"tags.condition": SYNTHETIC_CONDITION})
 
 
 def condition_of(run: pd.Series) -> tuple[str, str]:
