@@ -453,9 +453,9 @@ def derive_entry(seed_runs: Sequence[Mapping[str, Any]], yardsticks: Mapping[int
             raise ValueError(f"{where}: {name} is missing from some seeds' runs")
         entry[kind][name], entry["mean"][name], entry["sd"][name] = bound_from_seeds(values, kind, method,
                                                                                     f"{where}: {name}")
-    stages = sorted(set.intersection(*(set(_stage_times(r)) for r in seed_runs)))
-    for name in stages:
-        ratios = [_stage_times(r)[name] / yardsticks[seed_of(r)] for r in seed_runs]
+    times = [(_stage_times(r), yardsticks[seed_of(r)]) for r in seed_runs]
+    for name in sorted(set.intersection(*(set(t) for t, _ in times))):
+        ratios = [t[name] / yardstick for t, yardstick in times]
         entry["max_ratio"][name], entry["mean"][name], entry["sd"][name] = bound_from_seeds(
             ratios, "max_ratio", method, f"{where}: {name}")
     entry["mean"] = {k: _round(v, 6) for k, v in entry["mean"].items()}
