@@ -520,7 +520,7 @@ def segmenter_params(ctx: RunContext) -> dict[str, Any]:
 
 
 #: (field, value) pairs of the segmenter config that leave a model as it was before the field existed
-KEY_NEUTRAL_SEGMENTER_DEFAULTS = {("average_last_epochs", 0)}
+KEY_NEUTRAL_SEGMENTER_DEFAULTS = {("average_last_epochs", 0), ("augmenter", "mild")}
 
 
 def training_folder(results: Results, model: str) -> Path:
