@@ -26,8 +26,12 @@ MUTANTS: dict[str, str] = {
                     "FVD up)",
     "shifted-masks": "the StarDist segmenter trains on label images shifted by 4 px down and right "
                      "(expected: SEG down, and TRA with it)",
-    "no-intensity-map": "realism features map each sequence by its own 0.5-99.9 percentile range instead of the "
-                        "dataset's one frozen intensity map (expected: FID/FVD move)",
+    "swapped-intensity-map": "realism features of the synthetic videos pass the frozen intensity map's lo and hi "
+                             "in swapped order (an argument-order slip: crops come out inverted) (expected: FID "
+                             "and FVD up). A milder mis-map is below what the gate can see: mapping GOWT1 by "
+                             "its own percentiles or by the dtype's full range (half as bright) moved FID by "
+                             "less than one seed SD (117 -> 126 at N = 100 crops, 2026-12-06); InceptionV3 "
+                             "features barely notice a global brightness change",
     "random-links": "the tracker links each detection to a random detection of the previous frame "
                     "(expected: TRA down)",
 }

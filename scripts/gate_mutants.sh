@@ -13,8 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${GATE_MUTANTS_DIR:-.gate-mutants}
-MUTANTS=${GATE_MUTANTS:-"bvdm-no-flow shifted-masks no-intensity-map random-links"}
-declare -A TOUCHES=([bvdm-no-flow]="real bvdm" [shifted-masks]="real" [no-intensity-map]="real mitogen"
+MUTANTS=${GATE_MUTANTS:-"bvdm-no-flow shifted-masks swapped-intensity-map random-links"}
+declare -A TOUCHES=([bvdm-no-flow]="real bvdm" [shifted-masks]="real" [swapped-intensity-map]="real mitogen"
                     [random-links]="real")
 mkdir -p "$ROOT"
 BOUNDS=()

@@ -635,9 +635,8 @@ def realism_scores(real: CTCSequence, synthetic: list[CTCSequence], config: Real
         if not getattr(config, flag):
             continue
         real_fs = _family_features([real], kind, lo, hi, config, extractors, cache_dir)
-        if mutants.active("no-intensity-map"):  # the gate's injected regression (benchmark.mutants)
-            fake_fs = _concat([sequence_features(s, kind, *intensity_range([s], config.percentiles), config,
-                                                 extractors, cache_dir) for s in synthetic])
+        if mutants.active("swapped-intensity-map"):  # the gate's injected regression (benchmark.mutants)
+            fake_fs = _family_features(synthetic, kind, hi, lo, config, extractors, cache_dir)
         else:
             fake_fs = _family_features(synthetic, kind, lo, hi, config, extractors, cache_dir)
         result.update(score_pair(real_fs, fake_fs, name, kernel, getattr(config, min_field), config))
