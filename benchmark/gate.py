@@ -63,6 +63,11 @@ BOUND_KINDS = ("min", "max", "max_ratio")
 PROVENANCE_KEYS = ("commit", "profile_digest", "stage_versions", "protocol_version", "date", "command", "seeds",
                    "source_runs", "cpu", "k", "min_width", "time_margin")
 REDERIVE = "CI_GATE_SEEDS='0 1 2' bash scripts/ci_gate.sh --write-thresholds 0.05"
+#: the file's one table that is not a profile: machine classes no session could measure, each with ``why`` and
+#: ``rederive`` (the command that would give it bounds). Written by hand: it states a fact, not a number;
+#: ``--write-thresholds`` drops a class from it once that class has bounds.
+NOT_MEASURED = "classes_not_measured"
+NOT_MEASURED_FIELDS = ("why", "rederive")
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,9 @@ def check_thresholds(tree: Mapping[str, Any], path: Path | str) -> None:
             fail(where, f"must be a table of {what}, got {node!r}")
 
     for profile, datasets in tree.items():
+        if profile == NOT_MEASURED:
+            _check_not_measured(datasets, fail)
+            continue
         need_table(datasets, [_toml_key(profile)], "datasets")
         for dataset, generators in datasets.items():
             need_table(generators, [_toml_key(profile), _toml_value(dataset)], "generators")
@@ -141,6 +149,19 @@ def check_thresholds(tree: Mapping[str, Any], path: Path | str) -> None:
                 for machine, entry in node.items():
                     need_table(entry, [*where, _toml_key(machine)], f"bounds ({', '.join(ENTRY_KEYS)})")
                     _check_entry(entry, [*where, _toml_key(machine)], fail)
+
+
+def _check_not_measured(table: Any, fail: Callable[[list[str], str], NoReturn]) -> None:
+    """``[classes_not_measured.<class>]`` tables of exactly ``why`` and ``rederive``, both non-empty text."""
+    if not isinstance(table, Mapping):
+        fail([NOT_MEASURED], f"must be a table of machine classes, got {table!r}")
+    for machine, item in table.items():
+        where = [NOT_MEASURED, _toml_key(machine)]
+        if not isinstance(item, Mapping) or set(item) != set(NOT_MEASURED_FIELDS):
+            fail(where, f"must hold exactly {', '.join(NOT_MEASURED_FIELDS)}, got {item!r}")
+        for key in NOT_MEASURED_FIELDS:
+            if not isinstance(item[key], str) or not item[key].strip():
+                fail([*where, key], f"must be non-empty text, got {item[key]!r}")
 
 
 def _check_entry(entry: Mapping[str, Any], where: list[str], fail: Callable[[list[str], str], NoReturn]) -> None:
@@ -216,6 +237,7 @@ class GateContext:
     yardstick: float | None
     allow_unknown_class: bool = False
     warnings: list[str] = field(default_factory=list)
+    not_measured: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def check_runs(thresholds: Mapping[str, Any], profile: str, datasets: Sequence[str] | None = None,
@@ -225,7 +247,7 @@ def check_runs(thresholds: Mapping[str, Any], profile: str, datasets: Sequence[s
     per generator, under the entry of the class it ran on; returns the checks and the warnings."""
     from reports.runs import latest_per_generator, parent_runs
 
-    section = thresholds.get(profile)
+    section = thresholds.get(profile) if profile != NOT_MEASURED else None
     if not section:
         raise ValueError(f"thresholds: no section for profile {profile!r} (have: {', '.join(thresholds) or 'none'})")
     digest = digest or profile_digest(profile)
@@ -240,7 +262,7 @@ def check_runs(thresholds: Mapping[str, Any], profile: str, datasets: Sequence[s
         yardstick_run = runs.get(YARDSTICK_GENERATOR)
         ctx = GateContext(profile, digest, current_versions(),
                           sum(_stage_times(yardstick_run).values()) if yardstick_run is not None else None,
-                          allow_unknown_class, warnings)
+                          allow_unknown_class, warnings, thresholds.get(NOT_MEASURED, {}))
         wanted = set(generators) if generators else set(entries) | set(runs)
         for generator in sorted(wanted):
             checks += check_generator(dataset, generator, entries.get(generator), runs.get(generator), ctx)
@@ -272,6 +294,10 @@ def check_generator(dataset: str, generator: str, node: Mapping[str, Any] | None
         return compare(dataset, generator, entry, run, machine, ctx)
     if why is not None:
         code, note = "STALE", f"the {machine} entry is stale, not compared with: {why}; re-derive: {REDERIVE}"
+    elif machine in ctx.not_measured:
+        item = ctx.not_measured[machine]
+        code, note = "NO CLASS", (f"no bounds for machine class {machine} (known: {', '.join(sorted(node))}): "
+                                  f"not measured yet, {item['why']}; derive them on such a machine: {item['rederive']}")
     else:
         code, note = "NO CLASS", (f"no bounds for machine class {machine} (known: {', '.join(sorted(node))}); "
                                   f"derive them on such a machine: {REDERIVE}")
@@ -510,7 +536,9 @@ freedom), mean - 4 SD is a one-sided t-prediction bound for one further draw at 
 Why a minimum width: with 3 seeds the SD can come out near 0 by chance (identical values), which would make a
 bound that any round-off fails; MIN_WIDTH * mean is the least relative move the gate treats as a regression.
 Why the time margin (x2): stage times move with the load on a shared machine far more than with the seed.
-A lower bound <= 0 is never written: it could not fail. Each entry's provenance (commit, profile digest, code
+A lower bound <= 0 is never written: it could not fail. [classes_not_measured] (at the end, written by hand) names the
+classes no session could measure yet, why, and the command that would give them bounds; a run on such a class
+fails as NO CLASS with that line (or, with --allow-unknown-class, meets the nearest measured class). Each entry's provenance (commit, profile digest, code
 versions, seeds, source runs, command) is data; `check` refuses an entry whose profile digest or code versions
 are not today's. Sections of other profiles, datasets, generators and classes are kept when one is written."""
 
@@ -532,11 +560,14 @@ def render_thresholds(tree: Mapping[str, Any], header: str = HEADER) -> str:
         for key in sorted(k for k, v in node.items() if isinstance(v, Mapping) and k not in ENTRY_KEYS):
             table(f"{path}.{_toml_key(key)}", node[key], blank=True)
 
-    for profile in sorted(tree):
+    for profile in sorted(p for p in tree if p != NOT_MEASURED):
         for dataset in sorted(tree[profile]):
             for generator in sorted(tree[profile][dataset]):
                 path = f"{_toml_key(profile)}.{_toml_value(dataset)}.{_toml_key(generator)}"
                 table(path, tree[profile][dataset][generator], blank=True)
+    for machine, item in sorted(tree.get(NOT_MEASURED, {}).items()):
+        lines.extend(["", f"[{NOT_MEASURED}.{_toml_key(machine)}]"])
+        lines.extend(f"{key} = {_toml_value(item[key])}" for key in NOT_MEASURED_FIELDS)
     return "\n".join(lines) + "\n"
 
 
@@ -551,6 +582,10 @@ def write_thresholds(path: Path, profile: str, derived: Mapping[str, Any]) -> Pa
             if is_entry(known.get(generator, {})):
                 known[generator] = {}  # a hand-written entry for every class is replaced by per-class ones
             known.setdefault(generator, {}).update(classes)
+            for machine in classes:  # measured now
+                tree.get(NOT_MEASURED, {}).pop(machine, None)
+    if NOT_MEASURED in tree and not tree[NOT_MEASURED]:
+        del tree[NOT_MEASURED]
     return atomic_write_text(Path(path), render_thresholds(tree))
 
 

@@ -18,6 +18,7 @@ from benchmark.cli import main
 from benchmark.gate import (
     DEFAULT_THRESHOLDS,
     GATED_METRICS,
+    NOT_MEASURED,
     GateContext,
     Method,
     bound_from_seeds,
@@ -26,6 +27,7 @@ from benchmark.gate import (
     load_thresholds,
     profile_digest,
     render_thresholds,
+    write_thresholds,
 )
 from benchmark.machine import machine_class
 
@@ -148,6 +150,7 @@ def test_a_class_without_bounds_fails_unless_allowed_then_meets_the_nearest(
         far = {k: dict(v) for k, v in tree["ci"][DATASET][generator][here].items()}
         far["mean"] = {k: v * 3 for k, v in far["mean"].items()}
         tree["ci"][DATASET][generator]["far-class"] = far
+    tree[NOT_MEASURED] = {"unmeasured-class": {"why": "no session drew such a machine", "rederive": "derive-it-here"}}
     two = tmp_path / "two.toml"
     two.write_text(render_thresholds(tree))
     for generator in ("real", "mitogen"):
@@ -155,7 +158,8 @@ def test_a_class_without_bounds_fails_unless_allowed_then_meets_the_nearest(
 
     code, out, err = _check(two, capsys)
     assert code == 1 and _rows(out, "NO CLASS") == {("real", "-"), ("mitogen", "-")}
-    assert any("unmeasured-class" in line and "far-class" in line for line in out.splitlines() if "NO CLASS:" in line)
+    assert all("unmeasured-class" in line and "far-class" in line and "no session drew such a machine" in line
+               and "derive-it-here" in line for line in out.splitlines() if "NO CLASS:" in line)
 
     code, out, err = _check(two, capsys, "--allow-unknown-class")  # a warning, and the nearest class's bounds
     assert code == 0 and not _rows(out, "NO CLASS")
@@ -224,6 +228,25 @@ def test_a_lower_bound_that_cannot_fail_is_refused(tmp_path: Path, capsys: pytes
     assert check.status == "BAD BOUND" and not check.passed
 
 
+def test_classes_not_measured_are_checked_and_dropped_once_measured(derived: tuple[Path, dict],
+                                                                   tmp_path: Path) -> None:
+    """[classes_not_measured] names a class with why and the command that would measure it: malformed, it is
+    one line naming the file; once --write-thresholds derives that class, it leaves the table."""
+    thresholds, _ = derived
+    tree = load_thresholds(thresholds)
+    here = machine_class()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(render_thresholds(tree) + f"\n[{NOT_MEASURED}.other-class]\nwhy = \"\"\nrederive = \"x\"\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(bad))}: \[{NOT_MEASURED}.other-class.why\] must be non-empty"):
+        load_thresholds(bad)
+    tree[NOT_MEASURED] = {name: {"why": "not drawn", "rederive": "cmd"} for name in (here, "other-class")}
+    path = tmp_path / "t.toml"
+    path.write_text(render_thresholds(tree))
+    assert load_thresholds(path)[NOT_MEASURED] == tree[NOT_MEASURED]
+    write_thresholds(path, "ci", {DATASET: {"mitogen": {here: tree["ci"][DATASET]["mitogen"][here]}}})
+    assert load_thresholds(path)[NOT_MEASURED] == {"other-class": {"why": "not drawn", "rederive": "cmd"}}
+
+
 def test_too_few_seeds_are_refused_with_one_line(data: ScoredData, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -263,6 +286,8 @@ def test_shipped_thresholds_are_current_and_can_fail() -> None:
     generator has and every stage time, and holds no lower bound that could not fail."""
     tree = load_thresholds(DEFAULT_THRESHOLDS)
     digest, versions = profile_digest("ci"), current_versions()
+    measured = {machine for generators in tree["ci"].values() for classes in generators.values() for machine in classes}
+    assert measured and not measured & set(tree.get(NOT_MEASURED, {}))
     for dataset, generators in tree["ci"].items():
         assert {"real", "mitogen", "cellcyclegan", "bvdm"} <= set(generators)
         for generator, classes in generators.items():
