@@ -71,6 +71,12 @@ def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> Non
                         cut[0] if cut is not None else None)
 
 
+def _profile_as_overridden(config: RunConfig) -> str:
+    """How an invalid value's error names where it came from: the profile, as ``--param`` and ``--downstream``
+    (``run``), a sweep's grid or a campaign's spec overrode it."""
+    return f"profile {config.profile!r} (with its overrides: --param, --downstream, a sweep's grid)"
+
+
 def check_local_devices(config: RunConfig) -> None:
     """``run`` and ``oracle`` on this machine: refuse a generator ``device`` (nested sections included) naming an
     accelerator it lacks, before any stage rather than in the middle of a fit. Not part of ``check_run_config``:
@@ -83,7 +89,7 @@ def check_local_devices(config: RunConfig) -> None:
         check_devices(config_from_dict(get_generator(config.generator).config_class, config.generator_params, where),
                       where)
     except ValueError as exc:
-        raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
+        raise ValueError(f"{_profile_as_overridden(config)}: {exc}") from None
 
 
 def check_devices(section: Any, where: str) -> None:
@@ -182,12 +188,12 @@ def check_run_config(config: RunConfig) -> None:
         try:
             config_from_dict(config_class, values, where)
         except ValueError as exc:
-            raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
+            raise ValueError(f"{_profile_as_overridden(config)}: {exc}") from None
     try:  # [tracker]: the method, the learned tracker's flat keys and [tracker.trackastra], all checked
         tracker_config(config.tracker, config.seed)
         training_set_config(config)
     except ValueError as exc:
-        raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
+        raise ValueError(f"{_profile_as_overridden(config)}: {exc}") from None
     for name, low, high in (("n_sequences", 1, MAX_SEQUENCES), ("n_frames", 0, None)):
         value = getattr(config, name)
         if value < low or (high is not None and value > high):
