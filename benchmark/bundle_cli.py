@@ -71,8 +71,10 @@ def stage_runs_of(client: Any, parent: Any) -> dict[str, Any]:
     return out
 
 
-def find_parent_run(dataset: str, profile: str, generator: str, seed: int, tracker: str | None = None) -> str:
-    """The newest finished parent run of (dataset, profile, generator, seed[, tracker]) in the store."""
+def find_parent_run(dataset: str, profile: str, generator: str, seed: int, tracker: str | None = None,
+                    condition: str = "synthetic") -> str:
+    """The newest finished parent run of (dataset, profile, generator, seed[, tracker]) trained under
+    ``condition`` (the low-data protocol's; a run from before the tag existed is ``synthetic``) in the store."""
     from mlflow import MlflowClient
 
     experiment.configure()
@@ -83,9 +85,11 @@ def find_parent_run(dataset: str, profile: str, generator: str, seed: int, track
     if tracker:
         clauses.append(f"tags.tracker = '{tracker}'")
     runs = [] if found is None else client.search_runs([found.experiment_id], " and ".join(clauses),
-                                                       order_by=["attributes.start_time DESC"], max_results=1)
+                                                       order_by=["attributes.start_time DESC"], max_results=200)
+    runs = [r for r in runs if r.data.tags.get("condition", "synthetic") == condition]
     if not runs:
-        raise ValueError(f"no finished run of {generator} (seed {seed}, profile {profile}) for {dataset} in "
+        under = "" if condition == "synthetic" else f", condition {condition}"
+        raise ValueError(f"no finished run of {generator} (seed {seed}, profile {profile}{under}) for {dataset} in "
                          f"{experiment.tracking_uri()}")
     return runs[0].info.run_id
 
@@ -141,12 +145,16 @@ def export_run(run_id: str, out_root: Path, replace: bool = False) -> Bundle:
     if tags.get("stage") != "run" or parent.info.status != "FINISHED":
         raise ValueError(f"--run-id {run_id}: not a finished benchmark run (stage={tags.get('stage')!r}, "
                          f"status {parent.info.status})")
+    if tags.get("mutant"):
+        raise ValueError(f"--run-id {run_id}: ran with the injected regression {tags['mutant']!r} "
+                         "(SYNTHVID_MUTANT, scripts/gate_mutants.sh); it is not a result")
     stages = stage_runs_of(client, parent)
     config = mlflow.artifacts.load_dict(f"{parent.info.artifact_uri}/config.json")
     dataset, seed = tags.get("dataset") or config.get("dataset"), config.get("seed", parent.data.params.get("seed"))
     grid = tags.get("grid_point")
     point = ",".join(f"{k}={v}" for k, v in json.loads(grid).items()) if grid else None
-    relative = bundle_path(dataset, tags["profile"], tags["generator"], seed, tags.get("tracker"), point)
+    relative = bundle_path(dataset, tags["profile"], tags["generator"], seed, tags.get("tracker"), point,
+                           tags.get("condition"))
     target = Path(out_root) / relative
     refuse_overlap(target)
     stage_versions, protocol = _versions(parent, stages)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.checksums import SUMS, sign_folder, signed_subfolders, verify_folder
+from benchmark.config import DEFAULT_TRACKER
 from benchmark.io import atomic_directory
 
 #: the version of the bundle layout and of ``run.json``'s fields
@@ -73,12 +74,15 @@ def path_part(value: Any) -> str:
 
 
 def bundle_path(dataset: str, profile: str, generator: str, seed: Any, tracker: str | None = None,
-                grid_point: str | None = None) -> Path:
-    """``<dataset>/<profile>/<generator>/<seed>[/<tracker>][/<grid point>]``, relative to the results root;
-    the default tracker (``learned``) adds no level, so the main rows sit one level up."""
+                grid_point: str | None = None, condition: str | None = None) -> Path:
+    """``<dataset>/<profile>/<generator>/<seed>[/<tracker>][/<condition>][/<grid point>]``, relative to the
+    results root; the default tracker (``learned``) and the default training condition (``synthetic``, the
+    generator's video alone) add no level, so the main rows sit one level up."""
     parts = [dataset, profile, generator, str(seed)]
-    if tracker and tracker != "learned":
+    if tracker and tracker != DEFAULT_TRACKER:
         parts.append(tracker)
+    if condition and condition != "synthetic":
+        parts.append(condition)
     if grid_point:
         parts.append(grid_point)
     return Path(*(path_part(p) for p in parts))

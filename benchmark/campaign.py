@@ -55,9 +55,10 @@ from typing import Any
 from benchmark.budget import DEADLINE_ENV, RESUME_ROOT_ENV
 from benchmark.bundles import RECORD, bundle_path, read_bundle
 from benchmark.checksums import SUMS
-from benchmark.config import RunConfig
+from benchmark.config import RunConfig, split_point
 from benchmark.paths import add_cache_argument
-from benchmark.sweep import SweepSpec, load_spec, plan_sweep, sweep_run_tags
+from benchmark.sweep_plan import plan_sweep, sweep_run_tags
+from benchmark.sweep_spec import SweepSpec, load_spec
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class ItemState:
 def grid_point_text(point: dict[str, Any]) -> str | None:
     """The grid point's part of the bundle path exactly as ``export_run`` writes it from the run's
     ``grid_point`` tag (``json.dumps(point, sort_keys=True)``, read back)."""
+    point = split_point(point)[0]  # downstream.* keys are the run's condition, a path level of its own
     if not point:
         return None
     return ",".join(f"{k}={v}" for k, v in json.loads(json.dumps(dict(point), sort_keys=True)).items())
@@ -135,7 +137,7 @@ def grid_point_text(point: dict[str, Any]) -> str | None:
 
 def plan_items(spec: SweepSpec) -> list[Item]:
     """The spec's runs (``plan_sweep``'s run tasks, checked there) with their bundle paths."""
-    from benchmark.pipeline import generator_label
+    from benchmark.pipeline import generator_label, training_tags
     from benchmark.stages import tracker_name
 
     items = []
@@ -143,7 +145,8 @@ def plan_items(spec: SweepSpec) -> list[Item]:
         if task.kind != "run":
             continue
         config, tracker, label = task.config, tracker_name(task.config), generator_label(task.config)
-        relative = bundle_path(config.dataset, config.profile, label, config.seed, tracker, grid_point_text(task.point))
+        relative = bundle_path(config.dataset, config.profile, label, config.seed, tracker, grid_point_text(task.point),
+                               training_tags(config)["condition"])
         items.append(Item(config, dict(task.point), task.id, tracker, label, relative))
     return items
 
@@ -395,12 +398,15 @@ def refuse_overlap(results: Path, out: Path) -> None:
 
 
 def item_command(item: Item, spec: SweepSpec, out: Path, data_root: str | None, cache: str | None) -> list[str]:
-    """The child: ``python -m benchmark run`` of one item (its grid point as ``--param``)."""
+    """The child: ``python -m benchmark run`` of one item (its grid point as ``--param``, its ``downstream.*``
+    keys as ``--downstream``)."""
     config = item.config
     command = [sys.executable, "-m", "benchmark", "run", "--generator", config.generator, "--dataset",
                config.dataset, "--profile", spec.profile, "--seed", str(config.seed), "--out", str(out)]
-    for key, value in item.point.items():
-        command += ["--param", f"{key}={json.dumps(value)}"]
+    generator, downstream = split_point(item.point)
+    for option, values in (("--param", generator), ("--downstream", downstream)):
+        for key, value in values.items():
+            command += [option, f"{key}={json.dumps(value)}"]
     if data_root:
         command += ["--data-root", str(data_root)]
     if cache:
@@ -453,12 +459,15 @@ def export_item(item: Item, spec: SweepSpec, results: Path, started: float, repl
     from benchmark.bundle_cli import export_run, find_parent_run
 
     config = item.config
-    run_id = find_parent_run(config.dataset, config.profile, item.label, config.seed, item.tracker)
+    from benchmark.pipeline import training_tags
+
+    run_id = find_parent_run(config.dataset, config.profile, item.label, config.seed, item.tracker,
+                             training_tags(config)["condition"])
     client = MlflowClient()
     if client.get_run(run_id).info.start_time < int(started * 1000) - 1000:
         raise ValueError(f"{item.name}: run exited 0 but no run of it newer than the campaign's start is in "
                          f"{experiment.tracking_uri()}")
-    if item.point:
+    if split_point(item.point)[0]:
         for key, value in sweep_run_tags(spec.name, spec.digest, item.task_id, item.point).items():
             client.set_tag(run_id, key, value)
     bundle = export_run(run_id, results, replace=replace)

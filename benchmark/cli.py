@@ -19,6 +19,8 @@ from benchmark.datasets import DATASETS, DEFAULT_DATASET, DatasetNotFound
 from benchmark.logs import cli_logging
 from benchmark.paths import using_cache
 
+logger = logging.getLogger(__name__)
+
 #: (module, function) pairs that add their own subcommands to the parser
 COMMAND_HOOKS = (
     ("benchmark.assets", "add_assets_commands"),
@@ -88,6 +90,51 @@ def _data_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_intensity_map(args: argparse.Namespace) -> int:
+    """Derive a dataset's frozen intensity map (pooled P0.5/P99.9 of every raw frame of both training-set
+    sequences) and compare it with the registry's; ``--write`` puts it into ``intensity_maps.toml``."""
+    from benchmark.ctc import CTCSequence
+    from benchmark.datasets import INTENSITY_MAPS, frozen_intensity_maps, resolve_dataset
+    from benchmark.io import atomic_write_text
+    from benchmark.metrics.realism import intensity_range
+
+    info = DATASETS[args.name]
+    folder = resolve_dataset(args.name, args.data_root)
+    sequences = [CTCSequence(folder, name) for name in (info.train_sequence, info.test_sequence)]
+    lo, hi = intensity_range(sequences)
+    dtype = sequences[0].dtype
+    counts = " + ".join(str(len(s.frames)) for s in sequences)
+    entry = {"lo": float(lo), "hi": float(hi), "dtype": str(dtype),
+             "source": f"pooled P0.5/P99.9 of {'+'.join(s.name for s in sequences)}, {counts} frames"}
+    maps = frozen_intensity_maps()
+    frozen = maps.get(args.name)
+    same = frozen is not None and (frozen["lo"], frozen["hi"], frozen["dtype"]) == (entry["lo"], entry["hi"], entry["dtype"])
+    print(f"{args.name}: {lo:g}..{hi:g} ({dtype}; {entry['source']}); frozen: "
+          + ("the same" if same else "none" if frozen is None else f"{frozen['lo']:g}..{frozen['hi']:g} ({frozen['dtype']})"))
+    if not args.write or same:
+        return 0
+    if frozen is not None and not args.replace:
+        raise ValueError(f"{INTENSITY_MAPS}: {args.name} already has a frozen map that differs; every realism score "
+                         "of it was computed under that one: pass --replace to change it")
+    maps[args.name] = entry
+    atomic_write_text(INTENSITY_MAPS, _render_maps(maps))
+    logger.info("wrote %s", INTENSITY_MAPS)
+    return 0
+
+
+def _render_maps(maps: dict[str, dict]) -> str:
+    """``intensity_maps.toml`` with its header kept."""
+    from benchmark.datasets import INTENSITY_MAPS
+
+    header = [line for line in INTENSITY_MAPS.read_text().splitlines() if line.startswith("#")]
+    body = []
+    for name in sorted(maps):
+        entry = maps[name]
+        body += ["", f'["{name}"]', f"lo = {float(entry['lo'])!r}", f"hi = {float(entry['hi'])!r}",
+                 f'dtype = "{entry["dtype"]}"', f'source = "{entry["source"]}"']
+    return "\n".join(header + body) + "\n"
+
+
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="named CTC datasets: list, fetch, info")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -100,6 +147,13 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--data-root", help="folder holding <name>/ (default: $SYNTHVID_DATA_ROOT, then the cache)")
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(func=_data_info)
+    imap = data_sub.add_parser("intensity-map", help="derive the realism protocol's frozen intensity map of a dataset "
+                               "and compare it with benchmark/intensity_maps.toml")
+    imap.add_argument("name", choices=sorted(DATASETS))
+    imap.add_argument("--data-root", help="folder holding <name>/ (default: $SYNTHVID_DATA_ROOT, then the cache)")
+    imap.add_argument("--write", action="store_true", help="write the derived map into intensity_maps.toml")
+    imap.add_argument("--replace", action="store_true", help="with --write: replace a frozen map that differs")
+    imap.set_defaults(func=_data_intensity_map)
 
 
 class OneLineParser(argparse.ArgumentParser):

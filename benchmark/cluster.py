@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmark.sweep import SweepContext, SweepTask, TaskRunner, execute_task, task_record
+from benchmark.sweep_plan import SweepTask
+from benchmark.sweep_tasks import SweepContext, TaskRunner, execute_task, task_record
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-PROFILES = ("ci", "cpu", "cpu-paper", "paper")
+PROFILES = ("ci", "cpu", "cpu-paper", "paper", "lowdata")
 #: profile files that exist only to be extended: ``extends = "base"`` works, ``--profile base`` does not
 BASES = ("base",)
 
@@ -49,9 +49,16 @@ class RunConfig:
     segmenter: dict[str, Any] = field(default_factory=dict)
     tracker: dict[str, Any] = field(default_factory=dict)
     realism: dict[str, Any] = field(default_factory=dict)
+    #: the low-data protocol (``downstream.training_set.TrainingSetConfig``); empty: the synthetic video alone
+    downstream: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as plain data. An empty ``downstream`` (the synthetic video alone: every run before the
+        low-data protocol) is left out, so those runs' config records and sweep task ids stay as they were."""
+        values = dataclasses.asdict(self)
+        if not values["downstream"]:
+            del values["downstream"]
+        return values
 
     def window_cut(self) -> tuple[range, tuple[int, int, int, int] | None] | None:
         """``window`` as the frame range and ``(y0, x0, h, w)`` box to cut (None: the whole data)."""
@@ -86,7 +93,7 @@ def nest_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: the tables a profile may hold; their keys are checked when the stage configs are built
-PROFILE_SECTIONS = ("run", "window", "generators", "segmenter", "tracker", "realism")
+PROFILE_SECTIONS = ("run", "window", "generators", "segmenter", "tracker", "realism", "downstream")
 #: scalar keys of ``[run]`` (a sub-table of ``[run]`` overrides them for one dataset)
 RUN_KEYS = ("n_sequences", "n_frames", "oracle")
 
@@ -198,8 +205,27 @@ def profile_label(profile: str | Path | None) -> str | None:
     return path.stem if path.suffix else str(profile)
 
 
+#: the ``[tracker] method`` of a profile that names none: the one source for the tracker registry
+#: (``downstream.tracker``), run names, bundle paths and the reports' default rows
+DEFAULT_TRACKER = "learned"
+
+#: grid keys of a sweep spec with this prefix set ``[downstream]`` (the low-data protocol), not the generator
+DOWNSTREAM_PREFIX = "downstream."
+
+
+def split_point(point: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A sweep grid point as (generator overrides, ``[downstream]`` overrides): ``downstream.real_frames = 2``
+    goes to the latter without its prefix, every other key to the generator, as ``--param`` would."""
+    generator = {k: v for k, v in point.items() if not k.startswith(DOWNSTREAM_PREFIX)}
+    downstream = {k[len(DOWNSTREAM_PREFIX):]: v for k, v in point.items() if k.startswith(DOWNSTREAM_PREFIX)}
+    return generator, downstream
+
+
 def build_run_config(profile: str | Path, dataset: str, generator: str, seed: int = 0,
-                     generator_overrides: dict[str, Any] | None = None) -> RunConfig:
+                     generator_overrides: dict[str, Any] | None = None,
+                     downstream_overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The run's config: the profile (its ``extends`` chain merged) for one dataset, generator and seed, with
+    ``--param`` overrides of the generator's section and ``--downstream`` overrides of ``[downstream]``."""
     raw = copy.deepcopy(load_profile(profile))
     run = dict(raw.get("run", {}))
     per_dataset = run.pop(dataset, {})  # [run."<dataset>"]: overrides of [run] for one dataset
@@ -221,6 +247,7 @@ def build_run_config(profile: str | Path, dataset: str, generator: str, seed: in
         segmenter=dict(raw.get("segmenter", {})),
         tracker=dict(raw.get("tracker", {})),
         realism=dict(raw.get("realism", {})),
+        downstream=merge_params(raw.get("downstream", {}), nest_params(downstream_overrides or {})),
     )
 
 

@@ -50,14 +50,37 @@ class DatasetInfo:
         return CTC_URL.format(name=self.name)
 
 
+#: the frozen intensity maps (``python -m benchmark data intensity-map NAME --write`` writes them)
+INTENSITY_MAPS = Path(__file__).with_name("intensity_maps.toml")
+
+
+def frozen_intensity_maps(path: Path = INTENSITY_MAPS) -> dict[str, dict[str, object]]:
+    """``intensity_maps.toml``: dataset -> {lo, hi, dtype, source}; a malformed entry is one line naming it."""
+    import tomllib
+
+    with open(path, "rb") as fh:
+        maps = tomllib.load(fh)
+    for name, entry in maps.items():
+        lo, hi = entry.get("lo"), entry.get("hi")
+        if not (isinstance(lo, float) and isinstance(hi, float) and lo < hi and isinstance(entry.get("dtype"), str)):
+            raise ValueError(f"{path}: [\"{name}\"] needs float lo < hi and a dtype string, got {entry}")
+    return maps
+
+
+def _with_map(info: DatasetInfo, maps: dict[str, dict[str, object]]) -> DatasetInfo:
+    entry = maps.get(info.name)
+    if entry is None:
+        return info
+    return DatasetInfo(info.name, info.description, info.train_sequence, info.test_sequence,
+                       (float(entry["lo"]), float(entry["hi"])), str(entry["dtype"]))
+
+
+_MAPS = frozen_intensity_maps()
 DATASETS: dict[str, DatasetInfo] = {
-    d.name: d
+    d.name: _with_map(d, _MAPS)
     for d in (
-        # HeLa's map comes from the frames of the shared partial copy (49 + 45 of 92 frames per sequence)
-        DatasetInfo("Fluo-N2DL-HeLa", "HeLa cells stably expressing H2b-GFP, 700x1100 uint16, 92 frames",
-                    intensity_map=(33032.0, 35009.0), intensity_dtype="uint16"),
-        DatasetInfo("Fluo-N2DH-GOWT1", "GFP-GOWT1 mouse stem cells, 1024x1024 uint8, 92 frames",
-                    intensity_map=(0.0, 123.0), intensity_dtype="uint8"),
+        DatasetInfo("Fluo-N2DL-HeLa", "HeLa cells stably expressing H2b-GFP, 700x1100 uint16, 92 frames"),
+        DatasetInfo("Fluo-N2DH-GOWT1", "GFP-GOWT1 mouse stem cells, 1024x1024 uint8, 92 frames"),
         DatasetInfo("Fluo-N2DH-SIM+", "simulated HL60 nuclei (MitoGen output), 2 sequences of 65 and 150 frames"),
         DatasetInfo("Fluo-C2DL-MSC", "rat mesenchymal stem cells, 832x992 / 782x1200 uint16"),
         DatasetInfo("Fluo-C2DL-Huh7", "human hepatocarcinoma-derived Huh7 cells, whole-cell fluorescence"),

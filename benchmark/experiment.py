@@ -23,6 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmark import mutants
 from benchmark.budget import BudgetExhausted
 from benchmark.io import folder_lock, process_alive
 from benchmark.machine import cpu_description, machine_class
@@ -185,6 +186,9 @@ def start_run(
             commit = git_commit()
             if commit:
                 all_tags["git_commit"] = commit
+            mutant = mutants.current()
+            if mutant is not None:  # an injected regression (scripts/gate_mutants.sh): never a result to read
+                all_tags["mutant"] = mutant
             all_tags.update(tags or {})
             mlflow.set_tags(all_tags)
             if config:

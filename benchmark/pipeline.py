@@ -10,10 +10,18 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark import experiment
-from benchmark.config import PARAM_HELP, PROFILES, RunConfig, build_run_config, parse_params, seed_int
+from benchmark.config import (
+    DEFAULT_TRACKER,
+    PARAM_HELP,
+    PROFILES,
+    RunConfig,
+    build_run_config,
+    parse_params,
+    seed_int,
+)
 from benchmark.ctc import CTCSequence
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.ctc.window import check_window
@@ -26,6 +34,9 @@ from benchmark.paths import (
 )
 from benchmark.stages import ORACLE_DAG, RUN_DAG, RunContext, Stages, prepare_context, run_dag, tracker_name
 from benchmark.versions import version_tags
+
+if TYPE_CHECKING:
+    from downstream.training_set import TrainingSetConfig
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +62,71 @@ def check_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> Non
         except ValueError as exc:  # CTCFormatError included: it names the sequence's folder
             raise ValueError(f"profile {config.profile!r} [window]: {exc}") from None
     check_external_data(config, source)
+    training = training_set_config(config)
+    if training.active:  # K within what the (windowed) training sequence has annotated
+        from downstream.training_set import check_available
+
+        train = CTCSequence(source, config.train_sequence)
+        check_available(train, training, f"{config.dataset}/{config.train_sequence}" + (" in the window" if cut else ""),
+                        cut[0] if cut is not None else None)
+
+
+def _profile_as_overridden(config: RunConfig) -> str:
+    """How an invalid value's error names where it came from: the profile, as ``--param`` and ``--downstream``
+    (``run``), a sweep's grid or a campaign's spec overrode it."""
+    return f"profile {config.profile!r} (with its overrides: --param, --downstream, a sweep's grid)"
+
+
+def check_local_devices(config: RunConfig) -> None:
+    """``run`` and ``oracle`` on this machine: refuse a generator ``device`` (nested sections included) naming an
+    accelerator it lacks, before any stage rather than in the middle of a fit. Not part of ``check_run_config``:
+    a sweep's driver plans for workers that may have the GPU it lacks (``benchmark.cluster`` checks those)."""
+    from benchmark.config import config_from_dict
+    from generators.registry import get_generator
+
+    where = f"generators.{config.generator}"
+    try:
+        check_devices(config_from_dict(get_generator(config.generator).config_class, config.generator_params, where),
+                      where)
+    except ValueError as exc:
+        raise ValueError(f"{_profile_as_overridden(config)}: {exc}") from None
+
+
+def check_devices(section: Any, where: str) -> None:
+    """Refuse a ``device`` field of ``section`` (nested sections included) naming an accelerator this machine
+    lacks."""
+    for field in dataclasses.fields(section) if dataclasses.is_dataclass(section) else ():
+        value = getattr(section, field.name)
+        if dataclasses.is_dataclass(value):
+            check_devices(value, f"{where}.{field.name}")
+        elif field.name == "device" and isinstance(value, str) and value != "cpu":
+            import torch
+
+            kind = value.split(":")[0]
+            present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(kind, False)
+            if not present:
+                raise ValueError(f"{where}.device = {value!r}: this machine has no such device "
+                                 f"(torch sees {'CUDA' if torch.cuda.is_available() else 'no CUDA'}); use \"cpu\"")
+
+
+def training_tags(config: RunConfig) -> dict[str, str]:
+    """The parent run's ``condition`` (``synthetic``, ``real-K``, ``real-K+synthetic``) and, for a low-data
+    condition, its K and real fraction: the report's Table 3 groups by them, Table 1 and the gate keep
+    ``synthetic`` only (``reports.runs.parent_runs``)."""
+    training = training_set_config(config)
+    tags = {"condition": training.condition()}
+    if training.active:
+        tags.update({"real_frames": str(training.real_frames), "synthetic": str(training.synthetic).lower(),
+                     "real_fraction": f"{training.real_fraction:g}"})
+    return tags
+
+
+def training_set_config(config: RunConfig) -> TrainingSetConfig:
+    """``[downstream]`` (with ``--downstream`` overrides) as a checked ``TrainingSetConfig``."""
+    from benchmark.config import config_from_dict
+    from downstream.training_set import TrainingSetConfig
+
+    return config_from_dict(TrainingSetConfig, config.downstream, "downstream")
 
 
 def synthetic_source(config: RunConfig) -> Path | None:
@@ -112,11 +188,12 @@ def check_run_config(config: RunConfig) -> None:
         try:
             config_from_dict(config_class, values, where)
         except ValueError as exc:
-            raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
+            raise ValueError(f"{_profile_as_overridden(config)}: {exc}") from None
     try:  # [tracker]: the method, the learned tracker's flat keys and [tracker.trackastra], all checked
         tracker_config(config.tracker, config.seed)
+        training_set_config(config)
     except ValueError as exc:
-        raise ValueError(f"profile {config.profile!r} (with --param): {exc}") from None
+        raise ValueError(f"{_profile_as_overridden(config)}: {exc}") from None
     for name, low, high in (("n_sequences", 1, MAX_SEQUENCES), ("n_frames", 0, None)):
         value = getattr(config, name)
         if value < low or (high is not None and value > high):
@@ -133,10 +210,12 @@ def run_benchmark(config: RunConfig, out_dir: Path, data_root: str | None = None
     check_inputs(config, data_root, out_dir)
     tracker = tracker_name(config)
     label = generator_label(config)
-    run_name = f"{label}-s{config.seed}-{config.profile}" + ("" if tracker == "learned" else f"-{tracker}")
+    run_name = f"{label}-s{config.seed}-{config.profile}" + ("" if tracker == DEFAULT_TRACKER else f"-{tracker}")
+    condition = training_tags(config)["condition"]
+    run_name += "" if condition == "synthetic" else f"-{condition}"
     with experiment.start_run(run_name, config.dataset, config=config.to_dict(), parent_run_id=parent_run_id,
                               tags={**(tags or {}), "generator": label, "profile": config.profile,
-                                    "tracker": tracker, "stage": "run"}) as parent:
+                                    "tracker": tracker, "stage": "run", **training_tags(config)}) as parent:
         ctx = prepare_context(config, Stages(out_dir / config.dataset / "stages", config.dataset), data_root)
         log_run_inputs(ctx)
         if ctx.no_tracking is not None:  # a partial copy: SEG and DET on the frames that exist, TRA marked unavailable
@@ -255,8 +334,9 @@ def with_tracker(config: RunConfig, method: str | None) -> RunConfig:
 
 def _run_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)
-    config = with_tracker(build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides),
-                          args.tracker)
+    config = with_tracker(build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides,
+                                           parse_params(args.downstream)), args.tracker)
+    check_local_devices(config)
     row = run_benchmark(config, Path(args.out), args.data_root)
     print(format_summary(row), file=sys.stdout)  # the command's result: stdout, whatever -q says
     return 0
@@ -272,6 +352,9 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
 
     if not get_generator(config.generator).needs_fit:
         raise ValueError(f"generator {config.generator!r} has no frame model of its own: nothing to render")
+    if not get_generator(config.generator).renders_oracle():
+        raise ValueError(f"generator {config.generator!r} does not implement render_oracle: no frame ceiling to "
+                         "render (its `run` leaves the oracle stage out)")
     check_inputs(config, data_root, Path(out_dir))
     with experiment.start_run(f"{config.generator}-oracle-s{config.seed}-{config.profile}", config.dataset,
                               config=config.to_dict(), tags={"generator": config.generator, "profile": config.profile,
@@ -291,6 +374,7 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
 def _oracle_command(args: argparse.Namespace) -> int:
     overrides = parse_params(args.param)
     config = build_run_config(args.profile, args.dataset, args.generator, args.seed, overrides)
+    check_local_devices(config)
     row = run_oracle(config, Path(args.out), args.data_root)
     lines = [f"oracle of {row['generator']} (MLflow run {row['run_id']}): real training textures through its frame path"]
     for label, prefix in (("frame ceiling", "ORACLE_"), ("floor", "FLOOR_")):
@@ -324,6 +408,10 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
                          description="Run the whole benchmark for one generator. Finished stages are cached "
                          "under --out and skipped on a re-run.")
     _add_run_arguments(run)
+    run.add_argument("--downstream", action="append", metavar="KEY=VALUE",
+                     help="the low-data protocol (the profile's [downstream] section): real_frames=K (annotated real "
+                     "frames of the training sequence, or \"all\"), synthetic=false (real frames only), "
+                     "real_fraction=F (share of segmenter patches from them), pool=gt-seg|tra|auto; repeatable")
     # no `choices`: the registry (downstream.tracker.TRACKERS) is not imported for --help; an unknown name is
     # refused with the profile's other errors, in one line, before any stage
     run.add_argument("--tracker", metavar="NAME",

@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from benchmark import experiment
+from benchmark import experiment, mutants
 from benchmark.config import RunConfig, stable_hash
 from benchmark.ctc import CTCSequence, list_sequences, window_sequence
 from benchmark.ctc.digest import sequence_digest
@@ -62,8 +62,11 @@ class Stages:
     def folder(self, name: str, key: Any, version: int = 1) -> Path:
         """The stage's cache folder: the code version is part of the hash, so a folder computed by older code
         is never found (and re-logged as current) after the stage's ``version`` is raised. Version 1 hashes
-        as before versions existed, so folders of that code stay valid."""
-        return self.root / f"{name}-{stable_hash(name, key if version == 1 else (version, key))}"
+        as before versions existed, so folders of that code stay valid. An injected regression
+        (``benchmark.mutants``) is part of every key: its results and unmutated ones never share a folder."""
+        key = key if version == 1 else (version, key)
+        mutant = mutants.current()
+        return self.root / f"{name}-{stable_hash(name, key if mutant is None else ('mutant', mutant, key))}"
 
     def run(self, name: str, key: Any, body: Callable[[Path], dict[str, Any]], params: dict[str, Any] | None = None,
             artifacts: Callable[[Path], None] | None = None, tags: dict[str, str] | None = None,
@@ -229,6 +232,14 @@ class RunContext:
 
         n_frames = self.config.n_frames or self.train.n_frames
         return GenerateSpec(n_sequences=self.config.n_sequences, n_frames=n_frames, shape=None, seed=self.config.seed)
+
+    @cached_property
+    def training_set(self):
+        """``[downstream]``: what the downstream models train on (``downstream.training_set``)."""
+        from benchmark.config import config_from_dict
+        from downstream.training_set import TrainingSetConfig
+
+        return config_from_dict(TrainingSetConfig, self.config.downstream, "downstream")
 
     @cached_property
     def no_tracking(self) -> str | None:
@@ -502,8 +513,40 @@ def segmenter_params(ctx: RunContext) -> dict[str, Any]:
     from benchmark.config import config_from_dict, config_to_dict
     from downstream.segmenter import SegmenterConfig
 
-    return config_to_dict(config_from_dict(SegmenterConfig, {"seed": ctx.config.seed, **ctx.config.segmenter},
-                                           where="segmenter"))
+    params = config_to_dict(config_from_dict(SegmenterConfig, {"seed": ctx.config.seed, **ctx.config.segmenter},
+                                             where="segmenter"))
+    # fields added after models were cached, at the default that reproduces those models, stay out of the key
+    return {k: v for k, v in params.items() if (k, v) not in KEY_NEUTRAL_SEGMENTER_DEFAULTS}
+
+
+#: (field, value) pairs of the segmenter config that leave a model as it was before the field existed
+KEY_NEUTRAL_SEGMENTER_DEFAULTS = {("average_last_epochs", 0), ("augmenter", "mild")}
+
+
+def training_folder(results: Results, model: str) -> Path:
+    """The CTC folder the ``model`` ("segmenter" or "tracker") trains on: the low-data protocol's training set
+    when the run has one, else the generator's video."""
+    if "training-set" in results:
+        return results["training-set"].folder / model
+    return results["generate"].folder / "synthetic"
+
+
+def _training_key(results: Results) -> str:
+    """The downstream stages' key part for their training data: the training set's folder when there is one
+    (it hashes the generator's video with the [downstream] config and seed), else the video's; runs without
+    a training set keep their keys as before it existed."""
+    return (results["training-set"] if "training-set" in results else results["generate"]).folder.name
+
+
+def _training_set(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    """K real frames of the training sequence, alone or beside the synthetic video (``downstream.training_set``)."""
+    from downstream.training_set import build_training_set
+
+    config = ctx.training_set
+    manifest = build_training_set(ctx.train, results["generate"].folder / "synthetic" if config.synthetic else None,
+                                  config, ctx.config.seed, out)
+    return {"real_frames_k": manifest["real_frames"]["k"],
+            "real_fraction": manifest["real_fraction"] if manifest["real_fraction"] is not None else float("nan")}
 
 
 def _train_segmenter(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
@@ -511,7 +554,7 @@ def _train_segmenter(ctx: RunContext, results: Results, out: Path) -> dict[str, 
     from downstream.segmenter import SegmenterConfig, train_segmenter
 
     config = config_from_dict(SegmenterConfig, segmenter_params(ctx))
-    train_segmenter(results["generate"].folder / "synthetic", config, out / "stardist")
+    train_segmenter(training_folder(results, "segmenter"), config, out / "stardist")
     history_file = out / "stardist" / "history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else {}
     return {k: v[-1] for k, v in history.items() if isinstance(v, list) and v}
@@ -523,7 +566,7 @@ def _train_tracker(ctx: RunContext, results: Results, out: Path) -> dict[str, An
     from downstream.tracker import tracker_config
 
     method, config = tracker_config(ctx.config.tracker, ctx.config.seed)
-    method.train(results["generate"].folder / "synthetic", config, out / "tracker")
+    method.train(training_folder(results, "tracker"), config, out / "tracker")
     return {}
 
 
@@ -556,6 +599,12 @@ def _needs_fit(ctx: RunContext) -> bool:
     return bool(ctx.generator_cls.needs_fit)  # `real` IS the floor's training side; `folder` has no frame model
 
 
+def _renders_oracle(ctx: RunContext) -> bool:
+    """A frame ceiling needs a fitted frame model that can render real textures (``Generator.renders_oracle``);
+    a plug-in without one runs every other stage (its report row shows no ceiling)."""
+    return _needs_fit(ctx) and ctx.generator_cls.renders_oracle()
+
+
 def _scores_realism(ctx: RunContext) -> bool:
     """Realism for every generator but ``real`` (the floor is its score): external data (``folder``) too."""
     return _needs_fit(ctx) or ctx.synthetic_source is not None
@@ -584,10 +633,17 @@ REALISM = Stage("realism", ("generate",), key=lambda ctx, r: (r["generate"].fold
 ORACLE = Stage("oracle", ("fit",), key=lambda ctx, r: (r["fit"].folder.name, ctx.realism_key(), ctx.train.name),
                body=_oracle, params=lambda ctx: ctx.config.realism,
                artifacts=lambda ctx, folder: realism_artifacts("oracle.json")(folder),
-               tags=lambda ctx: ctx.protocol_tags(), when=lambda ctx: _needs_fit(ctx) and ctx.config.oracle,
+               tags=lambda ctx: ctx.protocol_tags(), when=lambda ctx: _renders_oracle(ctx) and ctx.config.oracle,
                resources=_sampling_resources, version=STAGE_VERSIONS["oracle"])
+TRAINING_SET = Stage("training-set", ("generate",),
+                     key=lambda ctx, r: (r["generate"].folder.name if ctx.training_set.synthetic else None,
+                                         ctx.data_key, dataclasses.asdict(ctx.training_set), ctx.config.seed),
+                     body=_training_set, params=lambda ctx: {"downstream": dataclasses.asdict(ctx.training_set)},
+                     tags=lambda ctx: {"condition": ctx.training_set.condition()},
+                     when=lambda ctx: ctx.training_set.active, version=STAGE_VERSIONS["training-set"])
+#: train-segmenter and train-tracker read the training set when it runs (before them), else the video
 TRAIN_SEGMENTER = Stage("train-segmenter", ("generate",),
-                        key=lambda ctx, r: (r["generate"].folder.name, segmenter_params(ctx)), body=_train_segmenter,
+                        key=lambda ctx, r: (_training_key(r), segmenter_params(ctx)), body=_train_segmenter,
                         params=segmenter_params,
                         artifacts=lambda ctx, folder: log_history(folder / "stardist"),
                         resources=lambda config: Resources(memory_gb=3.0),
@@ -595,7 +651,7 @@ TRAIN_SEGMENTER = Stage("train-segmenter", ("generate",),
 def _tracker_key(ctx: RunContext, results: Results) -> Any:
     from downstream.tracker import tracker_stage_key
 
-    return results["generate"].folder.name, tracker_stage_key(ctx.config.tracker, ctx.config.seed)
+    return _training_key(results), tracker_stage_key(ctx.config.tracker, ctx.config.seed)
 
 
 def tracker_name(config: RunConfig) -> str:
@@ -632,10 +688,10 @@ EVAL_PARTIAL = Stage("eval-real", ("train-segmenter",),
                      when=lambda ctx: ctx.no_tracking is not None, version=STAGE_VERSIONS["eval-real"])
 
 #: ``python -m benchmark run``: every stage, in a topological order
-RUN_DAG: tuple[Stage, ...] = (FIT, GENERATE, FLOOR, REALISM, ORACLE, TRAIN_SEGMENTER, TRAIN_TRACKER, EVAL_REAL,
-                              EVAL_PARTIAL)
+RUN_DAG: tuple[Stage, ...] = (FIT, GENERATE, FLOOR, REALISM, ORACLE, TRAINING_SET, TRAIN_SEGMENTER, TRAIN_TRACKER,
+                              EVAL_REAL, EVAL_PARTIAL)
 #: ``python -m benchmark oracle``: the frame ceiling beside the floor, whatever the profile's ``oracle`` says
-ORACLE_DAG: tuple[Stage, ...] = (FIT, FLOOR, dataclasses.replace(ORACLE, when=_needs_fit))
+ORACLE_DAG: tuple[Stage, ...] = (FIT, FLOOR, dataclasses.replace(ORACLE, when=_renders_oracle))
 #: the stages a distributed sweep runs once and shares: per distinct fit config (every seed and sampling-only
 #: grid point of it) the fit and its frame ceiling (the oracle renders the real textures: no seed, no sampling
 #: field), per dataset and realism protocol the floor; every other stage of ``RUN_DAG`` depends on a seed or

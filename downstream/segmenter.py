@@ -36,14 +36,18 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from benchmark import mutants
 from benchmark.ctc import CTCFormatError, CTCSequence, list_sequences
 from benchmark.experiment import TrainingStream
 from benchmark.io import replace_directory, staging_directory
 from downstream.normalize import normalize_image
 from downstream.split import holdout_split
+from downstream.training_set import mix, read_manifest
 
 HISTORY_FILE = "history.json"
 TRAINING_FILE = "training.json"
+BEST_WEIGHTS = "weights_best.h5"  # StarDist's checkpoint of the lowest validation loss
+AVERAGE_WEIGHTS = "weights_average.h5"  # the mean over the last epochs (SegmenterConfig.average_last_epochs)
 THRESHOLDS_FILE = "thresholds.json"  # StarDist's own file name: load_segmenter reads it back
 MAX_LABEL = 65_000
 #: StarDist's fallback thresholds (``StarDistBase`` uses them when ``thresholds.json`` is absent)
@@ -72,14 +76,31 @@ class SegmenterConfig:
     unet_n_filter_base: int = 32
     threads: int = 2  # TF intra-op threads (the CPU is shared)
     augment: bool = True
+    #: which training augmenter (``augment`` on): "mild" (flips, 90-degree rotations, intensity x0.8-1.2
+    #: +-0.1) or "stardist" (StarDist's example-notebook augmenter: the same flips and rotations, intensity
+    #: x0.6-2 +-0.2 and Gaussian noise of SD up to 0.02). Why the second: a model trained on a short
+    #: synthetic schedule has never seen the real background's level and noise, and some seeds' models
+    #: then find nuclei all over it (hundreds of false positives on GOWT1 02); wider intensity and noise
+    #: augmentation teaches it that a flat noisy region at any level is background.
+    augmenter: str = "mild"
     #: rescale frames so the median nucleus diameter of the training masks becomes this many pixels
     #: (None: native resolution). GOWT1's ~60-90 px nuclei at 128-px patches learn far slower than
     #: HeLa-sized ones; predictions are resized back to the frame with nearest-neighbour labels.
     object_diameter: float | None = None
+    #: predict with the mean of the weights after each of the last N epochs (0: StarDist's checkpoint of the
+    #: lowest validation loss). Why: a short training ends wherever the last noisy steps left it, and the
+    #: best-loss epoch is an argmin over noisy losses; both flip with the last bits of a kernel's arithmetic.
+    #: An average over the final epochs (Polyak averaging, SWA) moves less between seeds and CPU classes.
+    average_last_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.thresholds not in THRESHOLD_POLICIES:
             raise ValueError(f"thresholds must be one of {list(THRESHOLD_POLICIES)}, got {self.thresholds!r}")
+        if self.augmenter not in AUGMENTERS:
+            raise ValueError(f"augmenter must be one of {list(AUGMENTERS)}, got {self.augmenter!r}")
+        if not 0 <= self.average_last_epochs <= self.epochs:
+            raise ValueError(f"average_last_epochs must be in [0, epochs = {self.epochs}], "
+                             f"got {self.average_last_epochs}")
 
 
 @dataclass
@@ -97,13 +118,36 @@ def _annotated_sequences(dataset_dir: Path) -> list[CTCSequence]:
     return seqs
 
 
-def split_frames(dataset_dir: Path, n_val: float) -> tuple[list[tuple[CTCSequence, int]], list[tuple[CTCSequence, int]]]:
-    """(train, validation) lists of (sequence, t); whole sequences held out when there are >= 2."""
+Pairs = list[tuple[CTCSequence, int]]
+
+
+def split_frames(dataset_dir: Path, n_val: float) -> tuple[Pairs, Pairs]:
+    """(train, validation) lists of (sequence, t); whole sequences held out when there are >= 2. A training set
+    of the low-data protocol (``downstream.training_set``) splits its real frames and its synthetic sequences
+    apart, so that both have validation frames and the real frames split alike in every condition; its
+    training list is then mixed to the manifest's ``real_fraction`` (``mixed_split``)."""
+    real, synthetic, _ = mixed_split(dataset_dir, n_val)
+    return [*real[0], *synthetic[0]], [*real[1], *synthetic[1]]
+
+
+def mixed_split(dataset_dir: Path, n_val: float) -> tuple[tuple[Pairs, Pairs], tuple[Pairs, Pairs], float | None]:
+    """((real train, real val), (synthetic train, synthetic val), real_fraction): a plain CTC folder is all
+    "synthetic" (the generator's video, whatever it holds) with no fraction."""
+    manifest = read_manifest(dataset_dir)
     seqs = _annotated_sequences(dataset_dir)
-    groups = [[(s, t) for t in s.seg_files if t in s.image_files] for s in seqs]
-    if len(seqs) == 1 and len(groups[0]) < 2:
-        raise CTCFormatError(seqs[0].gt_dir / "SEG", "need at least 2 annotated frames to hold one out for validation")
-    return holdout_split(groups, n_val)
+    real_names = set(manifest["real_sequences"]) if manifest else set()
+    parts = []
+    for kind in (True, False):
+        group = [s for s in seqs if (s.name in real_names) == kind]
+        frames = [[(s, t) for t in s.seg_files if t in s.image_files] for s in group]
+        if not group:
+            parts.append(([], []))
+            continue
+        if len(group) == 1 and len(frames[0]) < 2:
+            raise CTCFormatError(group[0].gt_dir / "SEG", "need at least 2 annotated frames to hold one out for "
+                                 "validation")
+        parts.append(holdout_split(frames, n_val))
+    return parts[0], parts[1], manifest.get("real_fraction") if manifest else None
 
 
 def _evenly(items: list, limit: int | None) -> list:
@@ -153,6 +197,16 @@ def load_frames(pairs: list[tuple[CTCSequence, int]], desc: str, progress: bool,
     return out
 
 
+def shift_labels(mask: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
+    """``mask`` moved by ``shift`` (rows, columns) pixels, background coming in at the edges: a mis-registered
+    annotation (the gate's ``shifted-masks`` mutant)."""
+    out = np.zeros_like(mask)
+    (dy, dx), (h, w) = shift, mask.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = mask[max(-dy, 0):h - max(dy, 0),
+                                                                     max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
 def effective_patch_size(config: SegmenterConfig, shapes: list[tuple[int, int]]) -> tuple[int, int]:
     """Largest patch <= config.patch_size and <= the smallest frame, divisible by 2**3 * grid (U-Net depth 3)."""
     patch = []
@@ -166,16 +220,34 @@ def effective_patch_size(config: SegmenterConfig, shapes: list[tuple[int, int]])
     return patch[0], patch[1]
 
 
-def _augmenter(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips / 90-degree rotations (square patches) and a mild intensity scale and shift."""
+def _flip_rotate(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips and 90-degree rotations (square patches only), applied to image and labels alike."""
     if x.shape[0] == x.shape[1]:
         k = np.random.randint(4)
         x, y = np.rot90(x, k), np.rot90(y, k)
     for axis in (0, 1):
         if np.random.rand() < 0.5:
             x, y = np.flip(x, axis), np.flip(y, axis)
+    return x, y
+
+
+def _mild_augmenter(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flips / rotations and a mild intensity scale and shift."""
+    x, y = _flip_rotate(x, y)
     x = x * np.random.uniform(0.8, 1.2) + np.random.uniform(-0.1, 0.1)
     return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+
+
+def _stardist_augmenter(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """StarDist's example-notebook augmenter (2D training notebook): flips / rotations, intensity x0.6-2
+    +-0.2, then additive Gaussian noise whose SD is drawn from [0, 0.02]."""
+    x, y = _flip_rotate(x, y)
+    x = x * np.random.uniform(0.6, 2) + np.random.uniform(-0.2, 0.2)
+    x = x + 0.02 * np.random.uniform(0, 1) * np.random.normal(0, 1, x.shape)
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+
+
+AUGMENTERS = {"mild": _mild_augmenter, "stardist": _stardist_augmenter}
 
 
 def stardist_models() -> Any:
@@ -214,6 +286,32 @@ def library_output_to_stderr() -> contextlib.AbstractContextManager[Any]:
     ``sys.stdout`` is process-wide, so anything printed by another thread meanwhile goes to stderr too;
     commands print their results after the stages, never during one."""
     return contextlib.redirect_stdout(sys.stderr)
+
+
+def _weight_averager(first_epoch: int) -> Any:
+    """A Keras callback holding the running mean of the weights after every epoch from ``first_epoch`` on
+    (0-based): ``average_last_epochs``."""
+    import keras
+
+    class WeightAverager(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.total: list[np.ndarray] | None = None
+            self.count = 0
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch < first_epoch:
+                return
+            weights = [np.asarray(w, np.float64) for w in self.model.get_weights()]
+            self.total = weights if self.total is None else [t + w for t, w in zip(self.total, weights, strict=True)]
+            self.count += 1
+
+        def average(self) -> list[np.ndarray]:
+            if self.total is None:
+                raise RuntimeError("no epoch reached the averaging window")
+            return [(t / self.count).astype(np.float32) for t in self.total]
+
+    return WeightAverager()
 
 
 def _epoch_timer() -> Any:
@@ -257,10 +355,18 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
     if model_dir.exists() and not overwrite:
         raise FileExistsError(f"{model_dir}: already exists (pass overwrite=True to replace it)")
     started = time.perf_counter()
-    train_pairs, val_pairs = split_frames(dataset_dir, config.n_val)
-    train_pairs = _evenly(train_pairs, config.max_train_frames)
+    (real_train, real_val), (synthetic_train, synthetic_val), real_fraction = mixed_split(dataset_dir, config.n_val)
+    train_pairs = [*real_train, *_evenly(synthetic_train, config.max_train_frames)]
+    val_pairs = [*real_val, *synthetic_val]
     scale = 1.0 if config.object_diameter is None else config.object_diameter / median_diameter(train_pairs)
     train = load_frames(train_pairs, "load train frames", progress, scale)
+    if real_train:  # the low-data protocol: real frames repeated to their share of the patches (no copies in RAM)
+        n_real = len(real_train)
+        order = mix(list(range(n_real)), list(range(n_real, len(train_pairs))), real_fraction)
+        train = _Frames([train.images[i] for i in order], [train.masks[i] for i in order],
+                        [train.names[i] for i in order])
+    if mutants.active("shifted-masks"):  # the gate's injected regression (benchmark.mutants)
+        train.masks = [shift_labels(mask, mutants.SHIFT_PX) for mask in train.masks]
     val = load_frames(val_pairs, "load val frames", progress, scale)
     patch = effective_patch_size(config, [im.shape for im in train.images + val.images])
 
@@ -277,12 +383,20 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
         model.prepare_for_training()
         timer = _epoch_timer()
         model.callbacks.append(timer)
+        averager = _weight_averager(config.epochs - config.average_last_epochs) if config.average_last_epochs else None
+        if averager is not None:
+            model.callbacks.append(averager)
         fit_started = time.perf_counter()
         history = model.train(train.images, train.masks, validation_data=(val.images, val.masks),
-                              augmenter=_augmenter if config.augment else None, seed=config.seed,
+                              augmenter=AUGMENTERS[config.augmenter] if config.augment else None, seed=config.seed,
                               epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, workers=1)
         fit_seconds = time.perf_counter() - fit_started
         folder = tmp / model_dir.name
+        weights_file = BEST_WEIGHTS
+        if averager is not None:  # StarDist loaded its best checkpoint; predict with the average instead
+            model.keras_model.set_weights(averager.average())
+            weights_file = AVERAGE_WEIGHTS
+            model.keras_model.save_weights(str(folder / weights_file))
         thresholds, thr_frames = choose_thresholds(model, config, val, folder)
         logs = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         logs["epoch_seconds"] = timer.seconds
@@ -294,7 +408,7 @@ def train_segmenter(dataset_dir: Path, config: SegmenterConfig, model_dir: Path,
             "threshold_policy": config.thresholds, "threshold_frames": thr_frames, "thresholds": thresholds,
             "fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started,
             "seconds_per_step": float(np.median(steady)) / config.steps_per_epoch,
-            "pretrained": False,
+            "pretrained": False, "weights_file": weights_file,
         }
         (folder / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
         replace_directory(folder, model_dir)
@@ -322,8 +436,13 @@ def load_segmenter(model_dir: Path) -> Any:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a StarDist model folder (config.json missing)")
+    training = model_dir / TRAINING_FILE
+    weights_file = json.loads(training.read_text()).get("weights_file", BEST_WEIGHTS) if training.is_file() else None
     with library_output_to_stderr():  # "Loading network weights from ..." and the thresholds it loads
-        return StarDist2D(None, name=model_dir.name, basedir=str(model_dir.parent))
+        model = StarDist2D(None, name=model_dir.name, basedir=str(model_dir.parent))
+        if weights_file not in (None, BEST_WEIGHTS):  # the averaged weights (average_last_epochs)
+            model.load_weights(weights_file)
+    return model
 
 
 def segment_sequence(model_dir: Path, seq: CTCSequence, progress: bool = True,

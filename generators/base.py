@@ -83,6 +83,12 @@ class Generator(ABC):
         self.config = config if config is not None else self.config_class()
 
     @classmethod
+    def renders_oracle(cls) -> bool:
+        """Whether the generator can render real textures through its frame path (``render_oracle``): a run
+        leaves the frame-ceiling stage out for one that cannot, instead of failing after fit and generate."""
+        return cls.render_oracle is not Generator.render_oracle
+
+    @classmethod
     def from_params(cls, params: dict[str, Any] | None = None) -> Generator:
         """Build from a plain dict (a TOML profile section); unknown keys are an error."""
         return cls(config_from_dict(cls.config_class, params or {}))
@@ -176,7 +182,11 @@ def registered_generators() -> Mapping[str, type[Generator]]:
 
 def adopt_generator(name: str, cls: type[Generator]) -> type[Generator]:
     """Register a class loaded from an entry point under ``name`` unless the name is taken (importing it may
-    already have registered it with ``register_generator``); returns the class registered under ``name``."""
+    already have registered it with ``register_generator``); returns the class registered under ``name``.
+    A class that names itself nothing takes the entry point's name: the fit cache keys and saved models
+    carry it, so two plug-ins never share a cached fit."""
+    if not cls.name:
+        cls.name = name
     return _REGISTRY.setdefault(name, cls)
 
 

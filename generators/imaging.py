@@ -11,8 +11,9 @@
 - bit depth/dtype, and the real SNR = (mean_fg - mean_bg)/std_bg and CR = mean_fg/mean_bg (the CTC
   dataset descriptors), which a simulator calibrates against.
 
-``apply(clean_frames, rng)`` turns noise-free signal frames (ADU above background) into raw frames:
-bleach -> blur -> shot noise -> background + illumination -> read noise -> round and clip to the dtype.
+``render(clean, t, rng, labels=...)`` turns a noise-free signal frame (ADU above background) into a raw
+frame: bleach -> blur -> rim -> shot noise -> background + illumination -> read noise -> round and clip to the
+dtype.
 
 Two kinds of clean frames go through ``render``, and differ only in how the PSF enters:
 
@@ -37,7 +38,7 @@ noise + clip + round path, maps back to ADU above background.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -49,9 +50,25 @@ from benchmark.ctc.crops import annotated_frames, full_masks
 ILLUMINATION_SCALE = 24.0  # px: correlation length of the synthetic background non-uniformity
 RIM_REACH = 10.0  # px outside a nucleus over which the rim (blur + out-of-focus haze) is measured and painted
 DENOISE_METHODS = ("spectral", "nlm", "gaussian", "none")
+#: px inside a nucleus border from which on a pixel counts as its core: 3 px clears the PSF's blurred rim
+#: (GOWT1's fitted PSF sigma is ~1.2 px), so a core level measures the nucleus, not its edge
+CORE_DEPTH_PX = 3
+#: px around the nuclei left out of the background (blurred rims, out-of-focus haze); the CTC's own margin
+BACKGROUND_MARGIN_PX = 5
+#: fraction of background pixels at the dtype minimum above which the background counts as clipped (GOWT1:
+#: ~60 %; HeLa: none): its level and noise are then recovered as a censored Gaussian's
+CLIPPED_BACKGROUND_FRACTION = 0.05
+#: without a positive read-noise intercept, the read variance is the median noise of the darkest 30 % of bins
+DARK_BIN_QUANTILE = 0.3
 
 
-def snr_cr(image: np.ndarray, labels: np.ndarray, margin: int = 5) -> tuple[float, float]:
+def core_mask(labels: np.ndarray) -> np.ndarray:
+    """Pixels at least ``CORE_DEPTH_PX`` inside a nucleus: where a nucleus' own level is measured."""
+    fg = labels > 0
+    return fg & (ndimage.distance_transform_edt(fg) >= CORE_DEPTH_PX)
+
+
+def snr_cr(image: np.ndarray, labels: np.ndarray, margin: int = BACKGROUND_MARGIN_PX) -> tuple[float, float]:
     """CTC-style SNR = (mean_fg - mean_bg)/std_bg and CR = mean_fg/mean_bg of one frame.
 
     Background = pixels farther than ``margin`` px from every nucleus (the blurred rims are excluded).
@@ -70,11 +87,11 @@ def edge_profile(image: np.ndarray, labels: np.ndarray, background: float, reach
     """Mean normalised intensity vs signed distance to the nucleus border (inside > 0), in px."""
     image = image.astype(np.float32)
     fg = labels > 0
-    d_in, (iy, ix) = ndimage.distance_transform_edt(fg, return_indices=True)
+    d_in = ndimage.distance_transform_edt(fg)
     d_out, (oy, ox) = ndimage.distance_transform_edt(~fg, return_indices=True)
     owner = np.where(fg, labels, labels[oy, ox])
     ids = np.unique(labels[labels > 0])
-    core = fg & (d_in >= 3)
+    core = core_mask(labels)
     level = np.zeros(int(labels.max()) + 1, np.float64)
     if core.any():
         level[ids] = ndimage.mean(image, np.where(core, labels, 0), ids)
@@ -126,7 +143,7 @@ def rim_samples(image: np.ndarray, labels: np.ndarray, background: float, reach:
     if not fg.any() or fg.all():
         return raw, level, count
     d_out, (iy, ix) = ndimage.distance_transform_edt(~fg, return_indices=True)
-    core = fg & (ndimage.distance_transform_edt(fg) >= 3)
+    core = core_mask(labels)
     ids = np.unique(labels[core])
     cell_level = np.full(int(labels.max()) + 1, np.nan)
     cell_level[ids] = np.asarray(ndimage.mean(image, np.where(core, labels, 0), ids)) - background
@@ -193,6 +210,84 @@ def censored_normal(mean: float, std: float, floor: float) -> tuple[float, float
 
 
 @dataclass
+class FrameMeasurement:
+    """What ``ImagingModel.fit`` measures on one annotated frame (raw ADU; full nucleus masks)."""
+
+    t: int
+    image: np.ndarray
+    labels: np.ndarray
+    background: float  # median of the pixels ``BACKGROUND_MARGIN_PX`` away from every nucleus
+    background_std: float
+    background_mean: float
+    at_floor: float  # fraction of those pixels at the dtype minimum
+    signal: float  # mean nucleus value above ``background``
+    snr: float
+    cr: float
+    psf_sigma: float
+    noise_means: np.ndarray  # (local mean, noise variance) pairs of ``noise_curve``
+    noise_variances: np.ndarray
+
+    @classmethod
+    def of(cls, seq: CTCSequence, t: int, floor: float | None) -> FrameMeasurement | None:
+        """The frame's measurements; None for a frame without nuclei or without background."""
+        image = seq.image(t).astype(np.float64)
+        labels = full_masks(seq, t)
+        fg = labels > 0
+        bg = ~ndimage.binary_dilation(fg, iterations=BACKGROUND_MARGIN_PX)
+        if not fg.any() or not bg.any():
+            return None
+        background = float(np.median(image[bg]))
+        snr, cr = snr_cr(image, labels)
+        means, variances = noise_curve(image, floor=floor)
+        return cls(t, image, labels, background, float(image[bg].std()), float(image[bg].mean()),
+                   float(np.mean(image[bg] <= floor)) if floor is not None else 0.0,
+                   float(image[fg].mean()) - background, snr, cr,
+                   fit_edge_sigma(*edge_profile(image, labels, background)), means, variances)
+
+
+def fit_bleaching(times: Sequence[float], signals: Sequence[float]) -> tuple[float, float]:
+    """(rate per frame, signal at t = 0) of ``signal(t) = signal(0) exp(-rate t)``, a log-linear fit over the
+    frames with a positive signal; no decay (rate 0, the mean signal) when fewer than two such frames span time."""
+    times_a, signals_a = np.asarray(times, float), np.asarray(signals, float)
+    positive = signals_a > 0
+    if positive.sum() >= 2 and np.ptp(times_a[positive]) > 0:
+        slope, intercept = np.polyfit(times_a[positive], np.log(signals_a[positive]), 1)
+        bleach_rate = float(max(-slope, 0.0))
+        return bleach_rate, float(np.exp(intercept)) if bleach_rate > 0 else float(np.mean(signals_a[positive]))
+    return 0.0, float(max(np.mean(signals_a), 1.0))
+
+
+def fit_noise(measured: Sequence[FrameMeasurement], floor: float | None) -> tuple[float, float, float, float]:
+    """(background, read noise, illumination std, gain) of the Poisson-Gaussian camera ``var = read^2 + gain *
+    signal`` from the frames' noise curves. The total background std is the one that reproduces the real median
+    SNR at the real signal level. A background clipped at the dtype minimum (GOWT1) hides its level and noise:
+    both come from a censored Gaussian, and the gain from the curve above it through the origin; otherwise a
+    line through the curve gives gain and read variance, and what the total std holds beyond the read noise is
+    slowly varying illumination."""
+    m = np.concatenate([f.noise_means for f in measured])
+    v = np.concatenate([f.noise_variances for f in measured])
+    signals, snrs = [f.signal for f in measured], [f.snr for f in measured]
+    total_bg = (float(np.median(signals) / np.median(snrs)) if np.median(snrs) > 0
+                else float(np.median([f.background_std for f in measured])))
+    if floor is not None and float(np.mean([f.at_floor for f in measured])) > CLIPPED_BACKGROUND_FRACTION:
+        background, read_noise = censored_normal(float(np.mean([f.background_mean for f in measured])), total_bg, floor)
+        above = m - background
+        keep = above > 0
+        gain = float(max(np.sum(above[keep] * (v[keep] - read_noise**2)) / max(np.sum(above[keep] ** 2), 1e-12), 0.0))
+        return background, read_noise, 0.0, gain
+    background = float(np.median([f.background for f in measured]))
+    if len(m) >= 3 and np.ptp(m) > 0:
+        slope, intercept = np.polyfit(m - background, v, 1)
+        gain, read_var = float(max(slope, 0.0)), float(max(intercept, 0.0))
+        if read_var == 0.0:
+            read_var = float(np.median(v[m <= np.quantile(m, DARK_BIN_QUANTILE)]))
+    else:
+        gain, read_var = 0.0, total_bg**2
+    read_var = min(read_var, total_bg**2)
+    return background, math.sqrt(read_var), math.sqrt(max(total_bg**2 - read_var, 0.0)), gain
+
+
+@dataclass
 class ImagingModel:
     """Fitted acquisition parameters (ADU of the training sequence; frames as unit of time)."""
 
@@ -226,68 +321,17 @@ class ImagingModel:
         dtype = np.dtype(seq.dtype)
         max_value = float(np.iinfo(dtype).max) if dtype.kind in "ui" else float("inf")
         floor = float(np.iinfo(dtype).min) if dtype.kind in "ui" else None
-        times, signals, backgrounds, bg_std, snrs, crs, sigmas = [], [], [], [], [], [], []
-        curve_m, curve_v, bg_means, at_floor, rims = [], [], [], [], []
-        for t in picks:
-            image = seq.image(t).astype(np.float64)
-            labels = full_masks(seq, t)
-            fg = labels > 0
-            bg = ~ndimage.binary_dilation(fg, iterations=5)
-            if not fg.any() or not bg.any():
-                continue
-            background = float(np.median(image[bg]))
-            times.append(t)
-            backgrounds.append(background)
-            bg_std.append(float(image[bg].std()))
-            bg_means.append(float(image[bg].mean()))
-            at_floor.append(float(np.mean(image[bg] <= floor)) if floor is not None else 0.0)
-            signals.append(float(image[fg].mean()) - background)
-            snr, cr = snr_cr(image, labels)
-            snrs.append(snr)
-            crs.append(cr)
-            d, p = edge_profile(image, labels, background)
-            sigmas.append(fit_edge_sigma(d, p))
-            rims.append((image, labels))
-            m, v = noise_curve(image, floor=floor)
-            curve_m.append(m)
-            curve_v.append(v)
-        if not times:
+        measured = [m for t in picks if (m := FrameMeasurement.of(seq, t, floor)) is not None]
+        if not measured:
             raise ValueError(f"{seq.image_dir}: no annotated frame with both nuclei and background")
-        times_a, signals_a = np.asarray(times, float), np.asarray(signals, float)
-        positive = signals_a > 0
-        if positive.sum() >= 2 and np.ptp(times_a[positive]) > 0:
-            slope, intercept = np.polyfit(times_a[positive], np.log(signals_a[positive]), 1)
-            bleach_rate = float(max(-slope, 0.0))
-            signal_level = float(np.exp(intercept)) if bleach_rate > 0 else float(np.mean(signals_a[positive]))
-        else:
-            bleach_rate, signal_level = 0.0, float(max(np.mean(signals_a), 1.0))
-        background = float(np.median(backgrounds))
-        m, v = np.concatenate(curve_m), np.concatenate(curve_v)
-        # background std that reproduces the real median SNR at the real signal level
-        total_bg = float(np.median(signals_a) / np.median(snrs)) if np.median(snrs) > 0 else float(np.median(bg_std))
-        clipped = floor is not None and float(np.mean(at_floor)) > 0.05
-        if clipped:
-            # background sits at the dtype minimum (GOWT1): recover the latent Gaussian offset and noise
-            background, read_noise = censored_normal(float(np.mean(bg_means)), total_bg, floor)
-            read_var, illumination_std = read_noise**2, 0.0
-            above = m - background
-            keep = above > 0
-            gain = float(max(np.sum(above[keep] * (v[keep] - read_var)) / max(np.sum(above[keep] ** 2), 1e-12), 0.0))
-        else:
-            if len(m) >= 3 and np.ptp(m) > 0:
-                slope, intercept = np.polyfit(m - background, v, 1)
-                gain, read_var = float(max(slope, 0.0)), float(max(intercept, 0.0))
-                if read_var == 0.0:
-                    read_var = float(np.median(v[m <= np.quantile(m, 0.3)]))
-            else:
-                gain, read_var = 0.0, total_bg**2
-            read_var = min(read_var, total_bg**2)
-            read_noise = math.sqrt(read_var)
-            illumination_std = math.sqrt(max(total_bg**2 - read_var, 0.0))
-        model = cls(background, read_noise, illumination_std, gain, float(np.median(sigmas)), bleach_rate, signal_level,
-                    dtype.name, max_value, float(np.median(snrs)), float(np.median(crs)))
-        model.fit_rim(rims)
-        model.fit_denoiser(rims)
+        bleach_rate, signal_level = fit_bleaching([m.t for m in measured], [m.signal for m in measured])
+        background, read_noise, illumination_std, gain = fit_noise(measured, floor)
+        model = cls(background, read_noise, illumination_std, gain, float(np.median([m.psf_sigma for m in measured])),
+                    bleach_rate, signal_level, dtype.name, max_value, float(np.median([m.snr for m in measured])),
+                    float(np.median([m.cr for m in measured])))
+        pairs = [(m.image, m.labels) for m in measured]
+        model.fit_rim(pairs)
+        model.fit_denoiser(pairs)
         return model
 
     def fit_rim(self, frames: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -313,22 +357,20 @@ class ImagingModel:
         return (field * self.illumination_std).astype(np.float32)
 
     def render(self, clean: np.ndarray, t: int, rng: np.random.Generator, illumination: np.ndarray | None = None,
-               bleach_offset: int = 0, labels: np.ndarray | None = None, phantom: bool = False) -> np.ndarray:
+               bleach_offset: int = 0, *, labels: np.ndarray, phantom: bool = False) -> np.ndarray:
         """One raw frame from a noise-free signal frame (ADU above background) at time ``t``.
 
-        ``labels`` (the frame's nucleus labels) switch on the real rim outside the nuclei (``add_rim``).
+        ``labels`` (the frame's nucleus labels) place the real rim outside the nuclei (``add_rim``).
         ``phantom``: ``clean`` is the object itself (MitoGen), blurred whole by the PSF first, and the rim
         only adds where the real rim (out-of-focus haze) is brighter than the Gaussian PSF's; otherwise
         ``clean`` holds observed textures (BVDM, oracles: already blurred by the real PSF), whose inside
-        stays as it is. No labels: the legacy path, the whole frame blurred by the PSF.
+        stays as it is.
         """
         signal = clean.astype(np.float64) * math.exp(-self.bleach_rate * (t + bleach_offset))
-        if (phantom or labels is None) and self.psf_sigma > 0:
+        if phantom and self.psf_sigma > 0:
             signal = ndimage.gaussian_filter(signal, self.psf_sigma)
-        if labels is not None:
-            rim = self.add_rim(signal, labels)
-            signal = np.maximum(signal, rim) if phantom else rim
-        return self.acquire(signal, rng, illumination)
+        rim = self.add_rim(signal, labels)
+        return self.acquire(np.maximum(signal, rim) if phantom else rim, rng, illumination)
 
     def acquire(self, signal: np.ndarray, rng: np.random.Generator, illumination: np.ndarray | None = None) -> np.ndarray:
         """Camera: shot noise, background (+ illumination), read noise, rounding and clipping to the dtype.
@@ -351,8 +393,8 @@ class ImagingModel:
         """Paint the rim outside the nuclei (PSF blur and out-of-focus haze): at EDT distance d from the
         nearest nucleus pixel, that nucleus' core level (mean signal >= 3 px inside) times ``rim_profile(d)``.
 
-        Inside pixels are returned unchanged. Without a fitted profile (older saved models) a Gaussian
-        of ``psf_sigma`` spreads the signal into the outside instead.
+        Inside pixels are returned unchanged. Without a rim profile (``fit_rim`` found no distance bin with
+        enough pixels: tiny or crowded frames) a Gaussian of ``psf_sigma`` spreads the signal outside instead.
         """
         signal = np.asarray(signal, np.float64)
         fg = labels > 0
@@ -364,7 +406,7 @@ class ImagingModel:
             return np.where(fg, signal, ndimage.gaussian_filter(np.where(fg, signal, 0.0), self.psf_sigma))
         d_out, (iy, ix) = ndimage.distance_transform_edt(~fg, return_indices=True)
         owner = labels[iy, ix]
-        core = fg & (ndimage.distance_transform_edt(fg) >= 3)
+        core = core_mask(labels)
         ids = np.unique(labels[fg])
         level = np.zeros(int(labels.max()) + 1, np.float64)
         level[ids] = ndimage.mean(signal, np.where(core, labels, 0), ids)
@@ -418,7 +460,8 @@ class ImagingModel:
             gain[0, 0] = 1.0
             stable = np.fft.ifft2(np.fft.fft2(stable) * gain).real
         elif method == "spectral":
-            raise ValueError("denoise 'spectral' needs a fitted denoise_gain (an imaging model fitted before it existed)")
+            raise ValueError("denoise 'spectral' needs a fitted denoise_gain (fit_denoiser found fewer than 5 interior "
+                             "patches of 8 px or more: use another method)")
         elif method == "nlm":
             from skimage.restoration import denoise_nl_means
 
@@ -461,19 +504,6 @@ class ImagingModel:
             gain_a[int(np.argmax(gain_a <= 0)):] = 0.0
         self.denoise_freq, self.denoise_gain = freq, gain_a.tolist()
 
-    def iter_apply(self, clean_frames: Sequence[np.ndarray] | Iterator[np.ndarray], rng: np.random.Generator,
-                   shape: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """Stream ``render`` over frames (t = 0, 1, ...) with one static illumination field per video."""
-        illumination = None
-        for t, clean in enumerate(clean_frames):
-            if illumination is None:
-                illumination = self.illumination(shape or clean.shape, rng)
-            yield self.render(clean, t, rng, illumination)
-
-    def apply(self, clean_frames: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-        """Raw frames (the fitted dtype) from noise-free signal frames (ADU above background)."""
-        return list(self.iter_apply(clean_frames, rng))
-
     # ------------------------------------------------------------------ save / load
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -483,9 +513,7 @@ class ImagingModel:
     @classmethod
     def from_dict(cls, d: dict) -> ImagingModel:
         d = dict(d)
-        d["max_value"] = float("inf") if d.get("max_value") is None else float(d["max_value"])
-        d["rim_distance"] = [float(x) for x in d.get("rim_distance", [])]
-        d["rim_profile"] = [float(x) for x in d.get("rim_profile", [])]
-        d["denoise_freq"] = [float(x) for x in d.get("denoise_freq", [])]
-        d["denoise_gain"] = [float(x) for x in d.get("denoise_gain", [])]
+        d["max_value"] = float("inf") if d["max_value"] is None else float(d["max_value"])
+        for key in ("rim_distance", "rim_profile", "denoise_freq", "denoise_gain"):
+            d[key] = [float(x) for x in d[key]]
         return cls(**d)

@@ -22,8 +22,9 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.config import DEFAULT_TRACKER
 from reports.markdown import markdown_table
-from reports.runs import DEFAULT_TRACKER, latest_per_tracker, metric
+from reports.runs import latest_per_tracker, metric
 
 #: AOGM weights of the CTC's TRA (w_NS, w_FN, w_FP, w_ED, w_EA, w_EC), and what each count means
 AOGM_PARTS: dict[str, tuple[float, str]] = {

@@ -29,6 +29,7 @@ from reports.downstream import (
     tracker_table,
 )
 from reports.html import Section, image_tag, render_page, table_html
+from reports.lowdata import write_lowdata
 from reports.markdown import markdown_table
 from reports.runs import (
     WEIGHT_TAGS,
@@ -215,12 +216,22 @@ def stale_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Part:
+    """One table of the report: its Markdown (appended to ``table1.md``), its HTML section and its files."""
+
+    markdown: str = ""
+    section: Section | None = None
+    files: list[Path] = field(default_factory=list)
+
+
 def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path("runs"), log: bool = True,
                  preview_frames: int = 16, n_boot: int = 200, extra_profiles: Sequence[str] = (),
                  per_seed: bool = False) -> Report:
     """Table 1 (Markdown, CSV) and a self-contained HTML page: one row per generator over the newest parent run
-    of each of its seeds (``seed_table``; ``per_seed`` adds a row per seed). The paired comparisons and the
-    samples use the newest run per generator."""
+    of each of its seeds (``seed_table``; ``per_seed`` adds a row per seed), then its companion tables (1b-1d,
+    Table 3, stale bundles), figures, samples and provenance. The paired comparisons and the samples use the
+    newest run per generator."""
     all_runs = latest_per_seed(parent_runs(dataset, profile))
     if all_runs.empty:
         raise ValueError(f"no finished benchmark runs for {dataset}" + (f" (profile {profile})" if profile else "")
@@ -231,34 +242,33 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     table = with_oracles(dataset, profile, all_runs, seed_table(all_runs, floor, per_seed=per_seed))
     runs = latest_per_generator(all_runs)
     folder = report_folder(out_dir, dataset, profile)
-    fig_dir = folder / "figures"
-    title = f"Table 1 — {dataset}, profile {profile or 'any'}"
     protocol = protocol_text(floor if floor is not None else runs.iloc[0])
-    markdown_text = to_markdown(table, title, protocol=protocol)
-    comparisons = paired_table(dataset, runs, floor, n_boot)
-    markdown_text += "\n" + comparisons_markdown(comparisons, f"Table 1b — paired realism differences, {dataset}")
-    if excluded:
-        markdown_text += "\nExcluded (not comparable with this table's protocol): " + "; ".join(excluded) + "\n"
-    breakdown = downstream_breakdown(runs)
-    markdown_text += "\n" + breakdown_markdown(breakdown, f"Table 1c — where the downstream loses TRA, {dataset}")
-    newest = latest_per_tracker(parent_runs(dataset, profile, tracker=None))
-    trackers = tracker_table(comparable_runs(dataset, newest, floor)[0])
-    markdown_text += tracker_markdown(trackers, f"Table 1d — the tracker choice, {dataset}")
-    stale = stale_rows(dataset, profile)
-    if not stale.empty:
-        markdown_text += "\n" + stale_markdown(stale)
-    markdown = atomic_write_text(folder / "table1.md", markdown_text)
+    parts = [table1_part(table, dataset, profile, protocol, floor, excluded),
+             paired_part(dataset, runs, floor, n_boot, excluded, folder), breakdown_part(dataset, runs, folder),
+             trackers_part(dataset, profile, floor, folder), lowdata_part(dataset, profile, folder),
+             stale_part(dataset, profile, folder)]
+    markdown = atomic_write_text(folder / "table1.md", "".join(part.markdown for part in parts))
     csv = write_csv(table, folder / "table1.csv")
-    written: list[Path] = []
-    if not comparisons.empty:
-        written.append(write_csv(comparisons, folder / "table1b_paired.csv"))
-    if not breakdown.empty:
-        written.append(write_csv(breakdown, folder / "table1c_downstream.csv"))
-    if not trackers.empty:
-        written.append(write_csv(trackers, folder / "table1d_trackers.csv"))
-    if not stale.empty:
-        written.append(write_csv(stale, folder / "table1_stale.csv"))
+    sections = [part.section for part in parts if part.section is not None]
+    written = [path for part in parts for path in part.files]
+    for part in (figure_part(table, folder / "figures"), samples_part(dataset, runs, folder / "figures",
+                                                                      preview_frames), timings_part(table, folder / "figures")):
+        sections += [part.section] if part.section is not None else []
+        written += part.files
+    sections.append(provenance_section(dataset, all_runs, runs))
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = render_page(f"synthvid benchmark — {dataset}", f"profile {profile or 'any'}; generated {stamp}", sections)
+    html_path = atomic_write_text(folder / "report.html", page)
+    report = Report(folder, markdown, csv, html_path, table, written)
+    if log:
+        report.run_id = log_report(report, dataset, profile, list(all_runs["run_id"]))
+    return report
 
+
+def table1_part(table: pd.DataFrame, dataset: str, profile: str | None, protocol: str, floor: pd.Series | None,
+                excluded: list[str]) -> Part:
+    """Table 1 itself (its CSV is written by ``build_report``)."""
+    title = f"Table 1 — {dataset}, profile {profile or 'any'}"
     summary = Section("Table 1: downstream (SEG/DET/TRA on the real held-out sequence) and realism")
     summary.add_text(protocol)
     summary.add_text(f"N: {n_summary(table)}. {INTERVAL_NOTE} {SEED_NOTE} {COLUMN_NOTE} Newest finished run per "
@@ -271,7 +281,16 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
         summary.add_text(footnote)
     for reason in excluded:
         summary.add_text(f"Excluded (not comparable with this table's protocol): {reason}")
-    sections = [summary]
+    return Part(to_markdown(table, title, protocol=protocol), summary)
+
+
+def paired_part(dataset: str, runs: pd.DataFrame, floor: pd.Series | None, n_boot: int, excluded: list[str],
+                folder: Path) -> Part:
+    """Table 1b: paired realism differences (and the Markdown note of excluded runs, which follows it)."""
+    comparisons = paired_table(dataset, runs, floor, n_boot)
+    markdown = "\n" + comparisons_markdown(comparisons, f"Table 1b — paired realism differences, {dataset}")
+    if excluded:
+        markdown += "\nExcluded (not comparable with this table's protocol): " + "; ".join(excluded) + "\n"
     paired = Section("Table 1b: paired realism differences (same reference resample, equal N)")
     paired.add_text("D(reference, A) − D(reference, B) at equal N on the same reference rows; 95 % interval = "
                     "difference ± q·SE, SE from deleting tracks of the reference and of both generators in the same "
@@ -280,36 +299,70 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
                     "scored like a generator.")
     if comparisons.empty:
         paired.add_text("No paired comparisons: the floor or the generators' realism stages logged no features.")
-    else:
-        paired.add_html(table_html(comparisons_display(comparisons)))
-    sections.append(paired)
+        return Part(markdown, paired)
+    paired.add_html(table_html(comparisons_display(comparisons)))
+    return Part(markdown, paired, [write_csv(comparisons, folder / "table1b_paired.csv")])
+
+
+def breakdown_part(dataset: str, runs: pd.DataFrame, folder: Path) -> Part:
+    """Table 1c: where the downstream loses TRA."""
+    breakdown = downstream_breakdown(runs)
+    markdown = "\n" + breakdown_markdown(breakdown, f"Table 1c — where the downstream loses TRA, {dataset}")
     losses = Section("Table 1c: where the downstream loses TRA (AOGM error parts on the real held-out sequence)")
     if breakdown.empty:
         losses.add_text("No run logged a TRA error breakdown (AOGM parts).")
-    else:
-        losses.add_text(READING_NOTE)
-        losses.add_html(table_html(breakdown_display(breakdown)))
-    sections.append(losses)
-    if not trackers.empty:
-        choice = Section("Table 1d: the tracker choice (SEG/DET/TRA of each generator under each tracker)")
-        choice.add_text(TRACKER_NOTE)
-        choice.add_text(order_sentence(trackers))
-        choice.add_html(table_html(tracker_display(trackers)))
-        sections.append(choice)
-    if not stale.empty:
-        outdated = Section(STALE_TITLE)
-        outdated.add_html(table_html(display_table(stale)))
-        for _, row in stale.iterrows():
-            outdated.add_text(f"{row['bundle']}: {row['stale_reason']}")
-        sections.append(outdated)
+        return Part(markdown, losses)
+    losses.add_text(READING_NOTE)
+    losses.add_html(table_html(breakdown_display(breakdown)))
+    return Part(markdown, losses, [write_csv(breakdown, folder / "table1c_downstream.csv")])
 
+
+def trackers_part(dataset: str, profile: str | None, floor: pd.Series | None, folder: Path) -> Part:
+    """Table 1d: every generator under every tracker that scored it."""
+    newest = latest_per_tracker(parent_runs(dataset, profile, tracker=None))
+    trackers = tracker_table(comparable_runs(dataset, newest, floor)[0])
+    markdown = tracker_markdown(trackers, f"Table 1d — the tracker choice, {dataset}")
+    if trackers.empty:
+        return Part(markdown)
+    choice = Section("Table 1d: the tracker choice (SEG/DET/TRA of each generator under each tracker)")
+    choice.add_text(TRACKER_NOTE)
+    choice.add_text(order_sentence(trackers))
+    choice.add_html(table_html(tracker_display(trackers)))
+    return Part(markdown, choice, [write_csv(trackers, folder / "table1d_trackers.csv")])
+
+
+def lowdata_part(dataset: str, profile: str | None, folder: Path) -> Part:
+    """Table 3 (``reports.lowdata``) when the store holds runs of the low-data protocol."""
+    text, section, files = write_lowdata(dataset, profile, folder)
+    return Part("\n" + text if text else "", section, files)
+
+
+def stale_part(dataset: str, profile: str | None, folder: Path) -> Part:
+    """The rows of result bundles made by other code versions: shown apart, never pooled."""
+    stale = stale_rows(dataset, profile)
+    if stale.empty:
+        return Part()
+    outdated = Section(STALE_TITLE)
+    outdated.add_html(table_html(display_table(stale)))
+    for _, row in stale.iterrows():
+        outdated.add_text(f"{row['bundle']}: {row['stale_reason']}")
+    return Part("\n" + stale_markdown(stale), outdated, [write_csv(stale, folder / "table1_stale.csv")])
+
+
+def figure_part(table: pd.DataFrame, fig_dir: Path) -> Part:
     bars = figures.metric_bars(table)
-    if bars is not None:
-        png = figures.figure_png(bars)
-        written.append(atomic_write_bytes(fig_dir / "metrics.png", png))
-        sections.append(Section("Scores with confidence intervals", [image_tag(png, alt="metric bars")]))
+    if bars is None:
+        return Part()
+    png = figures.figure_png(bars)
+    return Part(section=Section("Scores with confidence intervals", [image_tag(png, alt="metric bars")]),
+                files=[atomic_write_bytes(fig_dir / "metrics.png", png)])
 
+
+def samples_part(dataset: str, runs: pd.DataFrame, fig_dir: Path, preview_frames: int) -> Part:
+    """Sample frames and an animated preview of each generator's newest synthetic video (or its logged samples
+    when the folder is gone)."""
     samples = Section("Synthetic samples (mask outlines in yellow)")
+    written: list[Path] = []
     for _, run in runs.iterrows():
         name, run_id = str(run["tags.generator"]), str(run["run_id"])
         folder_syn = synthetic_folder(dataset, run_id)
@@ -329,28 +382,25 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
             parts += [image_tag(p, alt=f"{name} logged sample") for p in logged] or \
                 [f'<p class="note">no synthetic folder on disk and no logged samples for run {run_id}</p>']
         samples.add_html("".join(parts))
-    sections.append(samples)
+    return Part(section=samples, files=written)
 
+
+def timings_part(table: pd.DataFrame, fig_dir: Path) -> Part:
     timings = figures.timing_bars(table)
-    if timings is not None:
-        png = figures.figure_png(timings)
-        written.append(atomic_write_bytes(fig_dir / "timings.png", png))
-        sections.append(Section("Wall time per stage", [image_tag(png, alt="stage timings")]))
+    if timings is None:
+        return Part()
+    png = figures.figure_png(timings)
+    return Part(section=Section("Wall time per stage", [image_tag(png, alt="stage timings")]),
+                files=[atomic_write_bytes(fig_dir / "timings.png", png)])
 
+
+def provenance_section(dataset: str, all_runs: pd.DataFrame, runs: pd.DataFrame) -> Section:
     provenance = Section("Runs")
     cols = [c for c in ("tags.generator", "run_id", "tags.mlflow.runName", "params.seed", "tags.git_commit",
                         "tags.device", "tags.machine_class", "tags.bundle", "start_time") if c in runs.columns]
     provenance.add_html(table_html(all_runs[cols].astype(str)))
     provenance.add_text(f"MLflow store: {experiment.tracking_uri()}; experiment {experiment.experiment_name(dataset)}")
-    sections.append(provenance)
-
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    page = render_page(f"synthvid benchmark — {dataset}", f"profile {profile or 'any'}; generated {stamp}", sections)
-    html_path = atomic_write_text(folder / "report.html", page)
-    report = Report(folder, markdown, csv, html_path, table, written)
-    if log:
-        report.run_id = log_report(report, dataset, profile, list(all_runs["run_id"]))
-    return report
+    return provenance
 
 
 def log_report(report: Report, dataset: str, profile: str | None, source_runs: list[str]) -> str:

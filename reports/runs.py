@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,10 @@ import mlflow
 import pandas as pd
 
 from benchmark import experiment
+from benchmark.config import (
+    DEFAULT_TRACKER,  # the tracker of every table but 1d; runs without the tag used it
+)
+from benchmark.versions import STAGE_VERSIONS
 
 #: Table 1 columns, in the paper's order, then FD_inf (N-extrapolated FID) and the frame ceiling (oracle FID)
 TABLE_METRICS = ("SEG", "DET", "TRA", "FVD", "FID", "KVD", "KID", "FID_inf", "ORACLE_FID")
@@ -32,8 +36,11 @@ PROTOCOL_TAGS = ("realism_reference", "realism_intensity_map", "realism_clip_mod
 WEIGHT_TAGS = ("fid_weight_sha256", "fvd_weight_sha256")
 #: row order of the comparison table; other generators follow alphabetically
 GENERATOR_ORDER = ("real", "mitogen", "cellcyclegan", "bvdm")
-STAGES = ("window", "fit", "generate", "floor", "realism", "oracle", "train-segmenter", "train-tracker", "eval-real")
+#: the stages in pipeline order: the code versions' one list (benchmark.versions), not a copy of the DAG's names
+STAGES = tuple(STAGE_VERSIONS)
 FLOOR_STAGE = "floor"
+#: the ``condition`` tag of a run trained on the generator's video alone (``downstream.training_set``)
+SYNTHETIC_CONDITION = "synthetic"
 
 
 def search(dataset: str, filter_string: str = "", order_by: list[str] | None = None) -> pd.DataFrame:
@@ -45,27 +52,27 @@ def search(dataset: str, filter_string: str = "", order_by: list[str] | None = N
                               order_by=order_by or ["attributes.start_time DESC"], output_format="pandas")
 
 
-def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+def run_column(runs: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name`` of a runs frame, all None when no run has it (MLflow omits tags no run set)."""
     return runs[name] if name in runs.columns else pd.Series([None] * len(runs), index=runs.index, dtype=object)
 
-
-#: the tracker of every table but Table 1d (``[tracker] method``'s default; runs logged before the choice
-#: existed carry no ``tracker`` tag and used it)
-DEFAULT_TRACKER = "learned"
 
 
 def is_stale(runs: pd.DataFrame) -> pd.Series:
     """Which runs came from a result bundle of other code versions (tag ``stale=true``, set on import by
     ``benchmark.bundle_cli``): shown apart, never pooled with current rows."""
-    return _column(runs, "tags.stale").astype(str).str.lower() == "true"
+    return run_column(runs, "tags.stale").astype(str).str.lower() == "true"
 
 
 def parent_runs(dataset: str, profile: str | None = None, sweep: str | None = None,
-                finished_only: bool = True, tracker: str | None = DEFAULT_TRACKER, stale: bool = False) -> pd.DataFrame:
+                finished_only: bool = True, tracker: str | None = DEFAULT_TRACKER, stale: bool = False,
+                condition: str | None = SYNTHETIC_CONDITION) -> pd.DataFrame:
     """Parent runs (``tags.stage='run'``), newest first. ``sweep=None`` excludes sweep runs, a name keeps
     only that sweep's runs. ``tracker`` keeps the runs scored with that tracker (None: every tracker), so a
     newer run with another tracker never replaces a generator's row in the main tables. ``stale``: only the
-    runs of stale result bundles (``is_stale``) instead of only the others."""
+    runs of stale result bundles (``is_stale``) instead of only the others. ``condition``: the low-data
+    protocol's training condition (``downstream.training_set``; default the synthetic video alone, the
+    condition of Table 1 and the gate; None: every condition)."""
     clauses = ["tags.stage = 'run'"]
     if profile:
         clauses.append(f"tags.profile = '{profile}'")
@@ -74,12 +81,15 @@ def parent_runs(dataset: str, profile: str | None = None, sweep: str | None = No
     runs = search(dataset, " and ".join(clauses))
     if runs.empty:
         return runs
-    sweep_tag = _column(runs, "tags.sweep")
+    sweep_tag = run_column(runs, "tags.sweep")
     keep = sweep_tag.isna() if sweep is None else sweep_tag == sweep
     keep &= is_stale(runs) if stale else ~is_stale(runs)
     if tracker is not None:
-        tracker_tag = _column(runs, "tags.tracker")
+        tracker_tag = run_column(runs, "tags.tracker")
         keep &= (tracker_tag == tracker) | (tracker_tag.isna() & (tracker == DEFAULT_TRACKER))
+    if condition is not None:
+        condition_tag = run_column(runs, "tags.condition")
+        keep &= (condition_tag == condition) | (condition_tag.isna() & (condition == SYNTHETIC_CONDITION))
     return runs[keep.to_numpy()].reset_index(drop=True)
 
 
@@ -87,39 +97,36 @@ def generator_sort_key(name: str) -> tuple[int, str]:
     return (GENERATOR_ORDER.index(name), name) if name in GENERATOR_ORDER else (len(GENERATOR_ORDER), name)
 
 
-def latest_per_generator(runs: pd.DataFrame) -> pd.DataFrame:
-    """The newest run of every generator, in table order (real, mitogen, cellcyclegan, bvdm, others)."""
+def latest_per(runs: pd.DataFrame, keys: Sequence[str], defaults: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The newest run of every combination of ``keys`` (columns; a missing column or value takes its entry of
+    ``defaults``), in table order: by generator (real, mitogen, cellcyclegan, bvdm, others), then a default
+    tracker before the others, then newest first. The one rule behind Table 1's rows, its seeds and Table 1d."""
     if runs.empty:
         return runs
     ordered = runs.sort_values("start_time", ascending=False)
-    latest = ordered.drop_duplicates(subset=["tags.generator"], keep="first")
-    keys = [generator_sort_key(g) for g in latest["tags.generator"]]
-    return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
+    filled = {k: run_column(ordered, k).fillna(v) for k, v in (defaults or {}).items()}
+    ordered = ordered.assign(**filled, **{k: run_column(ordered, k) for k in keys if k not in filled})
+    latest = ordered.drop_duplicates(subset=["tags.generator", *keys], keep="first")
+    trackers = latest["tags.tracker"] if "tags.tracker" in keys else [DEFAULT_TRACKER] * len(latest)
+    order = [(generator_sort_key(g), t != DEFAULT_TRACKER, t) for g, t in zip(latest["tags.generator"], trackers,
+                                                                             strict=True)]
+    return latest.iloc[sorted(range(len(latest)), key=order.__getitem__)].reset_index(drop=True)
+
+
+def latest_per_generator(runs: pd.DataFrame) -> pd.DataFrame:
+    """The newest run of every generator (Table 1's row when seeds are not aggregated)."""
+    return latest_per(runs, [])
 
 
 def latest_per_tracker(runs: pd.DataFrame) -> pd.DataFrame:
-    """The newest run of every (generator, tracker), in table order (runs without the tag: the default
-    tracker): the rows of Table 1d."""
-    if runs.empty:
-        return runs
-    ordered = runs.sort_values("start_time", ascending=False)
-    ordered = ordered.assign(**{"tags.tracker": _column(ordered, "tags.tracker").fillna(DEFAULT_TRACKER)})
-    latest = ordered.drop_duplicates(subset=["tags.generator", "tags.tracker"], keep="first")
-    keys = [(generator_sort_key(g), t != DEFAULT_TRACKER, t) for g, t in zip(latest["tags.generator"],
-                                                                              latest["tags.tracker"], strict=True)]
-    return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
+    """The newest run of every (generator, tracker) (runs without the tag: the default tracker): Table 1d."""
+    return latest_per(runs, ["tags.tracker"], {"tags.tracker": DEFAULT_TRACKER})
 
 
 def latest_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
-    """The newest run of every (generator, seed), in table order, newest seed first within a generator: the
-    runs a seed-aggregated Table 1 averages (a re-run of one seed replaces it, never counts twice)."""
-    if runs.empty:
-        return runs
-    ordered = runs.sort_values("start_time", ascending=False)
-    ordered = ordered.assign(**{"params.seed": _column(ordered, "params.seed")})
-    latest = ordered.drop_duplicates(subset=["tags.generator", "params.seed"], keep="first")
-    keys = [generator_sort_key(g) for g in latest["tags.generator"]]
-    return latest.iloc[sorted(range(len(latest)), key=keys.__getitem__)].reset_index(drop=True)
+    """The newest run of every (generator, seed): the runs a seed-aggregated Table 1 averages (a re-run of one
+    seed replaces it, never counts twice)."""
+    return latest_per(runs, ["params.seed"])
 
 
 def metric(row: Mapping[str, Any], name: str) -> float | None:

@@ -171,3 +171,10 @@ def write_sweep_report(dataset: str, profile: str | None, out_dir: Path, generat
             if fig is not None:
                 paths.append(atomic_write_bytes(folder / name, figures.figure_png(fig)))
     return paths
+
+
+def table2_report(dataset: str, profile: str | None, out_dir: Path) -> str:
+    """The ``table2`` report kind (entry point ``synthvid.reports``, named by a sweep spec's ``report``): writes
+    ``write_sweep_report``'s files and returns Table 2 as Markdown for the sweep command to print."""
+    write_sweep_report(dataset, profile, out_dir)
+    return sweep_markdown(sweep_table(dataset, profile), f"Table 2 — {dataset}")

@@ -59,14 +59,15 @@ def table_rows(runs: pd.DataFrame, floor: pd.Series | None = None,
     rows: list[dict[str, Any]] = []
     for _, run in runs.iterrows():
         row: dict[str, Any] = {"generator": run.get("tags.generator"), "run_id": run.get("run_id"),
-                               "seed": run.get("params.seed"), "machine_class": run.get("tags.machine_class")}
+                               "seed": run.get("params.seed"), "machine_class": run.get("tags.machine_class"),
+                               "interval": RUN_INTERVAL}
         row.update(_metric_cells(run, metrics))
         row.update(unavailable_notes(run, metrics))
         row.update({f"time_{k}_s": v for k, v in stage_times(run).items()})
         rows.append(row)
     if floor is not None:
         row = {"generator": FLOOR_ROW, "run_id": floor.get("run_id"), "seed": None,
-               "machine_class": floor.get("tags.machine_class")}
+               "machine_class": floor.get("tags.machine_class"), "interval": RUN_INTERVAL}
         row.update(_metric_cells(floor, [m for m in metrics if m in REALISM_N]))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -74,6 +75,13 @@ def table_rows(runs: pd.DataFrame, floor: pd.Series | None = None,
 
 #: the two-sided coverage of the across-seed interval
 SEED_LEVEL = 0.95
+#: what a row's ``<metric>_ci_low/_high`` hold (its ``interval`` column): one run's own interval (realism:
+#: delete-a-track jackknife and split halves; downstream scores have none), or a t-interval across seeds
+RUN_INTERVAL = "run"
+
+
+def seeds_interval(n: int) -> str:
+    return f"t, {n} seeds"
 
 
 #: the values a metric can take (None: unbounded): an interval is cut to them. The true mean lies inside, so
@@ -116,7 +124,8 @@ def aggregate_seeds(group: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS)
     if len(group) == 1:
         return {**first, "n_seeds": 1, "seeds": ",".join(seeds)}
     row: dict[str, Any] = {k: v for k, v in first.items() if not _is_number_column(k, metrics)}
-    row.update({"seed": None, "n_seeds": len(group), "seeds": ",".join(seeds), "run_ids": list(group["run_id"])})
+    row.update({"seed": None, "n_seeds": len(group), "seeds": ",".join(seeds), "run_ids": list(group["run_id"]),
+                "interval": seeds_interval(len(group))})
     for name in metrics:
         if name in group.columns:
             row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = seed_interval(
@@ -234,6 +243,8 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
             cells["machine"] = str(row["machine_class"]) if _present(row["machine_class"]) else "–"
         if "n_seeds" in table.columns:
             cells["seeds"] = str(int(row["n_seeds"])) if _present(row["n_seeds"]) else "–"
+        if "n_seeds" in table.columns and (table["n_seeds"].fillna(1) > 1).any():  # rows hold two kinds of interval
+            cells["interval"] = _interval_kind(row)
         run_ids = row.get("run_ids")
         if isinstance(run_ids, list) and len(run_ids) > 1:
             cells["run"] = f"{str(run_ids[0])[:8]} +{len(run_ids) - 1}"
@@ -243,13 +254,22 @@ def display_table(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
     return pd.DataFrame(out)
 
 
+def _interval_kind(row: pd.Series) -> str:
+    """What the row's brackets hold: its ``interval`` column, else what its seed count implies."""
+    if _present(row.get("interval")):
+        return str(row["interval"])
+    n = row.get("n_seeds")
+    return seeds_interval(int(n)) if _present(n) and int(n) > 1 else RUN_INTERVAL
+
+
 INTERVAL_NOTE = (f"Values with intervals: point estimate at equal N [{INTERVAL_SUMMARY}]. "
                  "Lower is better for " + "/".join(COLUMN_LABELS.get(m, m) for m in TABLE_METRICS
                                                    if better_direction(m) == "lower") + ".")
 SEED_NOTE = (f"A row over several seeds (seeds > 1) shows the mean over seeds [{SEED_LEVEL:.0%} Student-t interval of "
              "the mean across seeds, seeds − 1 degrees of freedom, cut to the metric's range: how much the result "
              "moves with the run's seed; none where every seed gave the same value]; N is the smallest over its "
-             "runs.")
+             "runs. The `interval` column says which interval a row's brackets hold: `run` (that run's own, as "
+             "above) or `t, n seeds`; with 2 seeds the t quantile is 12.7 and the interval is mostly the cut.")
 COLUMN_NOTE = ("FID∞: Fréchet distance extrapolated linearly in 1/N from subsamples (Chong & Forsyth 2020). "
                "frame ceiling FID: the real training textures rendered through the generator's own frame path "
                "(`python -m benchmark oracle`), i.e. what a perfect texture model reaches in that frame model.")
@@ -276,7 +296,7 @@ def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_
         lines[-1:-1] = [protocol, ""]
     if shown.empty:
         return "\n".join([*lines, "_no runs found_", ""])
-    lines.append(markdown_table(shown, left=("generator", "machine", "run")))
+    lines.append(markdown_table(shown, left=("generator", "machine", "interval", "run")))
     footnote = unavailable_footnote(table)
     if footnote:
         lines += ["", footnote]

@@ -191,7 +191,8 @@ def compare_schedulers(args: argparse.Namespace) -> None:
                                                "device": args.device, "samplers": rows}, indent=1))
 
 
-def main() -> None:
+# a measurement script's main: arguments, the machine line, then the measured sequence in the order it runs
+def main() -> None:  # noqa: PLR0915
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scheduler", action="append", choices=SCHEDULERS, default=[],
                         help="compare this sampler with ddpm on a fitted model (repeatable)")

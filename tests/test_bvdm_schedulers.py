@@ -169,7 +169,7 @@ def test_same_seed_same_bytes_and_batching_changes_nothing(scheduler: str, mask_
 ])
 def test_bad_values_are_refused_when_the_profile_loads(override: dict[str, Any], key: str) -> None:
     config = build_run_config("ci", "Fluo-N2DH-GOWT1", "bvdm", generator_overrides=override)
-    with pytest.raises(ValueError, match=rf"^profile 'ci' \(with --param\): generators\.bvdm\.sampling\.{key}: ") as err:
+    with pytest.raises(ValueError, match=rf"^profile 'ci' \(with its overrides: --param, --downstream, a sweep's grid\): generators\.bvdm\.sampling\.{key}: ") as err:
         check_run_config(config)
     assert "\n" not in str(err.value)
 

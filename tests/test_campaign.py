@@ -21,7 +21,8 @@ import pytest
 from benchmark import campaign, shipped
 from benchmark.bundles import bundle_path, write_bundle
 from benchmark.cli import main
-from benchmark.sweep import SWEEPS_DIR, load_spec, sweep_run_tags
+from benchmark.sweep_plan import sweep_run_tags
+from benchmark.sweep_spec import SWEEPS_DIR, load_spec
 from benchmark.versions import STAGE_VERSIONS, protocol_version
 from generators import fit_cache
 

@@ -61,3 +61,35 @@ def test_mlflow_run_logs_config_tags_and_metrics(tmp_path: Path, monkeypatch: py
     assert row["metrics.SEG"] == 0.5 and "metrics.TRA" not in runs.columns
     assert row["tags.version.torch"].startswith("2.14") and row["tags.stage"] == "run"
     assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/config.json") == config
+
+
+@pytest.mark.parametrize("name", ["Fluo-N2DH-GOWT1", "Fluo-N2DL-HeLa"])
+def test_the_frozen_intensity_maps_come_from_the_command(name: str, shared_assets: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Each frozen map in benchmark/intensity_maps.toml is what ``data intensity-map`` derives from the data."""
+    assert main(["data", "intensity-map", name, "--data-root", str(shared_assets)]) == 0
+    assert capsys.readouterr().out.strip().endswith("frozen: the same")
+
+
+def test_intensity_map_write_adds_a_map_and_never_silently_replaces_one(
+        shared_assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark import datasets
+
+    maps = tmp_path / "intensity_maps.toml"  # the HeLa entry only: GOWT1 is a "new" dataset here
+    header = "".join(line for line in datasets.INTENSITY_MAPS.read_text().splitlines(keepends=True)
+                     if line.startswith("#"))
+    maps.write_text(header + '\n["Fluo-N2DL-HeLa"]\nlo = 33032.0\nhi = 35009.0\ndtype = "uint16"\nsource = "x"\n')
+    monkeypatch.setattr(datasets, "INTENSITY_MAPS", maps)
+    monkeypatch.setattr(datasets.frozen_intensity_maps, "__defaults__", (maps,))
+    assert "Fluo-N2DH-GOWT1" not in datasets.frozen_intensity_maps()
+    assert main(["data", "intensity-map", "Fluo-N2DH-GOWT1", "--data-root", str(shared_assets), "--write"]) == 0
+    assert datasets.frozen_intensity_maps()["Fluo-N2DH-GOWT1"] == {
+        "lo": 0.0, "hi": 123.0, "dtype": "uint8", "source": "pooled P0.5/P99.9 of 01+02, 92 + 92 frames"}
+    assert maps.read_text().startswith("# The realism protocol's ONE frozen")  # the header is kept
+    changed = maps.read_text().replace("hi = 123.0", "hi = 124.0")
+    maps.write_text(changed)
+    code = main(["data", "intensity-map", "Fluo-N2DH-GOWT1", "--data-root", str(shared_assets), "--write"])
+    assert code == 2 and "pass --replace" in capsys.readouterr().err and maps.read_text() == changed
+    assert main(["data", "intensity-map", "Fluo-N2DH-GOWT1", "--data-root", str(shared_assets), "--write",
+                 "--replace"]) == 0
+    assert datasets.frozen_intensity_maps()["Fluo-N2DH-GOWT1"]["hi"] == 123.0

@@ -1459,6 +1459,10 @@ def test_no_command_takes_a_bare_int_or_float() -> None:
     (["check"], "--write-thresholds", "nan"),
     (["check"], "--time-margin", "-1"),
     (["check"], "--time-margin", "inf"),
+    (["check"], "--k", "nan"),
+    (["check"], "--k", "-1"),
+    (["check"], "--min-seeds", "0"),
+    (["check"], "--min-seeds", "2.5"),
 ])
 def test_a_numeric_option_out_of_range_is_one_line_before_any_work(args: list[str], option: str, value: str,
                                                                    tmp_path: Path,
@@ -1510,7 +1514,8 @@ def test_report_only_where_no_sweep_ran_says_so(out: str, store: Path, capsys: p
 
 def test_report_only_of_a_started_sweep_still_lists_its_unfinished_tasks(store: Path,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmark.sweep import load_spec, sweep_folder
+    from benchmark.sweep_spec import load_spec
+    from benchmark.sweep_tasks import sweep_folder
 
     out = store / "runs"
     folder = sweep_folder(out.resolve(), load_spec(SPEC))
@@ -1749,7 +1754,7 @@ def test_a_profile_file_finds_its_runs_on_every_command(scored_runs: ScoredData,
     run = log_scored_run("mitogen", config.profile, scored_runs.window, scored_runs.good_synthetic, scored_runs.good_res,
                          tmp_path / "stages", scored_runs.cache, realism=False)
     thresholds = tmp_path / "thresholds.toml"
-    thresholds.write_text(f'[fast."{DATASET}".mitogen.min]\nSEG = {run["SEG"] * 0.5}\n')
+    thresholds.write_text(f'[fast."{DATASET}".mitogen.min]\nSEG = {run["SEG"] * 0.5}\nTRA = {run["TRA"] * 0.5}\n')
     code, out, err = run_cli(["check", "--profile", profile, "--dataset", DATASET, "--thresholds", thresholds], capsys)
     assert code == 0, err
     assert run["run_id"][:8] in out and "NO RUN" not in out and "gate passed" in out
@@ -1760,7 +1765,7 @@ def test_a_profile_file_finds_its_runs_on_every_command(scored_runs: ScoredData,
 
 
 def test_a_sweep_tags_its_parent_with_the_profile_label(tmp_path: Path) -> None:
-    from benchmark.sweep import load_spec
+    from benchmark.sweep_spec import load_spec
 
     (tmp_path / "fast.toml").write_text('extends = "ci"\n')
     spec_path = tmp_path / "spec.toml"
@@ -1781,7 +1786,13 @@ def test_a_sweep_tags_its_parent_with_the_profile_label(tmp_path: Path) -> None:
     (f'[ci."{GOWT1}"]\nbvdm = [1, 2]\n', [f'[ci."{GOWT1}".bvdm]', "must be a table"]),
     (f'[ci]\n"{GOWT1}" = 3\n', [f'[ci."{GOWT1}"]', "must be a table of generators"]),
     ('ci = "strict"\n', ["[ci]", "must be a table of datasets"]),
-    (f'[ci."{GOWT1}".bvdm.amd]\nsource_run = 42\n', ["source_run", "run id string"]),
+    (f'[ci."{GOWT1}".bvdm.amd]\nsource_run = "42"\n', [f'[ci."{GOWT1}".bvdm.amd]', "unknown key 'source_run'",
+                                                       "re-derive"]),
+    (f'[ci."{GOWT1}".bvdm.amd.min]\nSEG = 0.0\n', [f'[ci."{GOWT1}".bvdm.amd.min]', "SEG = 0.0", "never fail"]),
+    (f'[ci."{GOWT1}".bvdm.amd.min]\nTRA = -0.2\n', ["TRA = -0.2", "never fail"]),
+    (f'[ci."{GOWT1}".bvdm.amd]\nprovenance = 3\n', ["provenance", "table of fields"]),
+    (f'[ci."{GOWT1}".bvdm.amd.provenance]\nseed = [0]\n', ["unknown field(s) seed"]),
+    (f'[ci."{GOWT1}".bvdm.amd.max_ratio]\ntime_fit_s = inf\n', ["time_fit_s must be a finite bound"]),
 ])
 def test_malformed_thresholds_are_one_line_exit_2(text: str, needles: list[str], tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,

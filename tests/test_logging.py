@@ -24,6 +24,7 @@ RESULT = "the-result-line"
 #: the CLI's one-line ``error:`` form. Everything else logs.
 PRINTS_ITS_RESULT = {
     ("benchmark.cli", "_data_info"), ("benchmark.cli", "_data_fetch"), ("benchmark.cli", "_data_list"),
+    ("benchmark.cli", "_data_intensity_map"),  # the derived map and whether it is the frozen one
     ("benchmark.cli", "_dispatch"),  # error: ... (its exact form is asserted by tests/test_hostile.py)
     ("benchmark.assets", "_cmd_fetch"), ("benchmark.assets", "_cmd_list"),
     ("benchmark.metrics.cli", "_cmd_seg_tra"), ("benchmark.metrics.cli", "_cmd_realism"),

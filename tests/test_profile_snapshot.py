@@ -13,7 +13,6 @@ and the diff of the JSON file (one line per entry) is the review of what changed
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import tomllib
@@ -38,8 +37,7 @@ def resolved_profiles() -> dict[str, Any]:
         out[f"merged/{profile}"] = load_profile(profile)
         for dataset in sorted(DATASETS):
             for generator in sorted(BUILTIN):
-                out[f"{profile}/{dataset}/{generator}"] = dataclasses.asdict(
-                    build_run_config(profile, dataset, generator))
+                out[f"{profile}/{dataset}/{generator}"] = build_run_config(profile, dataset, generator).to_dict()
     return out
 
 

@@ -310,8 +310,11 @@ def test_table1_aggregates_seeds_and_shows_them_on_demand(data: ScoredData, tmp_
     markdown = capsys.readouterr().out
     assert "| mitogen · seed 0 |" in markdown and "| mitogen · seed 1 |" in markdown
     assert "Student-t interval of the mean across seeds" in markdown
-    row = next(line for line in markdown.splitlines() if line.startswith("| mitogen |"))
-    assert row.split("|")[-3].strip() == "2"  # the seeds column
+    header = next(line for line in markdown.splitlines() if line.startswith("| generator |")).split("|")
+    row = next(line for line in markdown.splitlines() if line.startswith("| mitogen |")).split("|")
+    assert row[header.index(" seeds ")].strip() == "2" and row[header.index(" interval ")].strip() == "t, 2 seeds"
+    bvdm_row = next(line for line in markdown.splitlines() if line.startswith("| bvdm |")).split("|")
+    assert bvdm_row[header.index(" interval ")].strip() == "run"  # one seed: its run's own interval
 
 
 def test_table_1d_puts_each_tracker_beside_the_other_and_says_when_the_order_changes(
@@ -379,7 +382,8 @@ def test_sweep_runs_are_tagged_and_tabulated(logged: dict, data: ScoredData) -> 
     per (series, point), a point with two seeds as their mean and t-interval. The runs carry real scores;
     the real pipeline on Ray is exercised by test_sweep_ray (here the BVDM fit would take far too long)."""
     from benchmark.metrics.ctc import ctc_scores
-    from benchmark.sweep import load_spec, sweep_run_tags
+    from benchmark.sweep_plan import sweep_run_tags
+    from benchmark.sweep_spec import load_spec
 
     scores = ctc_scores(data.good_res, CTCSequence(data.window, "02").gt_dir, ("SEG", "DET", "TRA"))
     spec = load_spec(ROOT / "benchmark" / "sweeps" / "table2.toml")
@@ -453,8 +457,8 @@ def test_report_tables_go_through_the_one_writer(monkeypatch: pytest.MonkeyPatch
     assert "| generator | FID | N crops | run |\n|---|---:|---:|---|\n| bvdm | 30.5 [28.1, 33.3] | 2048 | abcdef12 |\n" in text
     seeds = table1.assign(n_seeds=2, run_ids=[["abcdef123456", "b"]])
     text = tables.to_markdown(seeds, "Table 1", metrics=("FID",))
-    assert ("| generator | FID | N crops | seeds | run |\n|---|---:|---:|---:|---|\n"
-            "| bvdm | 30.5 [28.1, 33.3] | 2048 | 2 | abcdef12 +1 |\n") in text
+    assert ("| generator | FID | N crops | seeds | interval | run |\n|---|---:|---:|---:|---|---|\n"
+            "| bvdm | 30.5 [28.1, 33.3] | 2048 | 2 | t, 2 seeds | abcdef12 +1 |\n") in text
 
     pairs = pd.DataFrame([{"comparison": "a − b", "metric": "FID", "n": 100, "difference": -1.5, "ci_low": -2.0,
                            "ci_high": -1.0, "excludes_zero": True}])
@@ -483,3 +487,31 @@ def test_no_other_module_writes_markdown_table_rows() -> None:
                                                               "scripts")
                      for p in (ROOT / package).rglob("*.py") if "---:" in p.read_text())
     assert writers == ["reports/markdown.py"]
+
+
+def test_table3_comes_from_the_low_data_runs_and_leaves_table1_alone(data: ScoredData, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs tagged with a low-data condition (scored for real: good and broken results on the GOWT1 window) make
+    Table 3 with the paired gain over real-only of the same K and seeds; Table 1 keeps the synthetic-only rows."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_store(data, tmp_path / "store"))
+    scored = {"window": data.window, "stage_root": tmp_path / "stages", "cache": data.cache, "realism": False}
+    low = {"real_frames": "2", "synthetic": "true", "real_fraction": "0.5"}
+    for seed in (0, 1):
+        log_scored_run("real", "ci", synthetic_dir=data.good_synthetic, res_dir=data.good_res, seed=seed,
+                       tags={"condition": "real-2", **low, "synthetic": "false"}, **scored)
+        log_scored_run("mitogen", "ci", synthetic_dir=data.noise_synthetic, res_dir=data.broken_res, seed=seed,
+                       tags={"condition": "real-2+synthetic", **low}, **scored)
+        alone = log_scored_run("mitogen", "ci", synthetic_dir=data.good_synthetic, res_dir=data.good_res, seed=seed,
+                               **scored)
+    out = tmp_path / "out"
+    assert main(["report", "--dataset", DATASET, "--profile", "ci", "--out", str(out), "--no-log"]) == 0
+    folder = out / "reports" / f"{DATASET}-ci"
+    table1 = pd.read_csv(folder / "table1.csv")
+    assert "mitogen" in set(table1["generator"]) and "real" not in set(table1["generator"])  # real-only: Table 3
+    assert table1.loc[table1["generator"] == "mitogen", "SEG"].item() == pytest.approx(alone["SEG"])
+    table3 = pd.read_csv(folder / "table3.csv").set_index(["condition", "K"])
+    mixed = table3.loc[("real + mitogen", 2)]
+    assert mixed["n_seeds"] == 2 and mixed["gain_SEG_n"] == 2 and mixed["gain_SEG"] < 0
+    assert mixed["gain_SEG_verdict"] == "hurts"  # broken results against good ones, the same on both seeds
+    assert ("real only", 2) in table3.index and ("mitogen only", 0) in table3.index
+    assert "Table 3" in (folder / "table1.md").read_text() and (folder / "figures" / "table3.png").stat().st_size

@@ -24,7 +24,10 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from benchmark import experiment  # noqa: E402
-from benchmark.sweep import SweepContext, SweepTask, load_spec, run_sweep  # noqa: E402
+from benchmark.sweep import run_sweep  # noqa: E402
+from benchmark.sweep_plan import SweepTask  # noqa: E402
+from benchmark.sweep_spec import load_spec  # noqa: E402
+from benchmark.sweep_tasks import SweepContext  # noqa: E402
 
 SPEC = """
 name = "toy"
@@ -218,7 +221,7 @@ def test_an_interrupted_sweep_is_killed_and_resumes_under_the_same_parent(two_wo
 
 
 def _plan(spec):
-    from benchmark.sweep import plan_sweep
+    from benchmark.sweep_plan import plan_sweep
 
     return plan_sweep(spec)
 

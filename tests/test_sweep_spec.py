@@ -10,7 +10,8 @@ from test_hostile import one_error_line, run_cli
 
 from benchmark.config import build_run_config
 from benchmark.stages import FIT
-from benchmark.sweep import SWEEPS_DIR, grid_points, load_spec, plan_sweep
+from benchmark.sweep_plan import plan_sweep
+from benchmark.sweep_spec import SWEEPS_DIR, grid_points, load_spec
 from generators.fit_cache import fit_config
 from generators.registry import get_generator
 
@@ -55,6 +56,19 @@ def test_table2_spec_is_one_fit_for_eight_sampling_points() -> None:
     assert spec.name == "table2" and spec.profile == "cpu"
 
 
+def test_a_report_kind_is_found_by_name_through_its_entry_point(tmp_path: Path) -> None:
+    """The sweep prints the report its spec names (``report = "table2"``), found in the ``synthvid.reports``
+    entry-point group: the orchestration never imports the reports layer by a spec's name."""
+    from benchmark.sweep_spec import report_kinds
+
+    assert load_spec(SWEEPS_DIR / "table2.toml").report == "table2"
+    assert report_kinds()["table2"].value == "reports.sweep:table2_report"
+    assert load_spec(SWEEPS_DIR / "ci-seeds.toml").report is None
+    renamed = tmp_path / "ablation.toml"  # the report follows the key, not the spec's name
+    renamed.write_text((SWEEPS_DIR / "table2.toml").read_text().replace('name = "table2"', 'name = "ablation"'))
+    assert load_spec(renamed).report == "table2"
+
+
 def test_grid_is_a_product_and_grids_a_union(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     assert grid_points(path, {"a": [1, 2], "b": ["x"]}) == ({"a": 1, "b": "x"}, {"a": 2, "b": "x"})
@@ -90,6 +104,8 @@ def test_the_same_spec_is_the_same_sweep(tmp_path: Path) -> None:
     (GOOD + "grid = 3\n", ["grid must be a table"]),
     (GOOD + "[grid]\nt_frist = [100]\n", ["generator mitogen, grid point t_frist=100", "t_frist"]),
     (GOOD + 'name = "a b"\n', ["name 'a b' must be"]),
+    ('report = "table3"\n' + GOOD, ["report 'table3' is not a report kind", "table2", "synthvid.reports"]),
+    (GOOD + "[grid]\n\"downstream.real_frames\" = [1]\n", ["downstream.real_frames = 1", "needs >= 2 frames"]),
     ("profile = \n", ["invalid TOML"]),
 ])
 def test_a_bad_spec_is_one_line_naming_the_file_before_any_work(text: str, needles: list[str], tmp_path: Path,

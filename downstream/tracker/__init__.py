@@ -45,12 +45,13 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.config import DEFAULT_TRACKER
 from benchmark.ctc import CTCSequence
 from downstream.tracker.baseline import track_nearest
 from downstream.tracker.model import TrackerConfig, load_tracker, track_sequence, train_tracker
 from downstream.tracker.trackastra_tracker import TrackastraConfig, track_with_trackastra, train_trackastra
 
-DEFAULT_METHOD = "learned"
+DEFAULT_METHOD = DEFAULT_TRACKER  # benchmark.config: the one source
 
 
 def _train_learned(dataset_dir: Path, config: Any, model_dir: Path) -> Path:

@@ -104,6 +104,17 @@ def decide(fps: Sequence[FramePair], link_probs: Sequence[np.ndarray], tau_link:
             for n, (lk, hs) in enumerate(zip(links, hyps, strict=True))]
 
 
+def random_decisions(fps: Sequence[FramePair], seed: int = 0) -> list[PairDecision]:
+    """Each detection of t+1 linked to a random detection of t, one to one, no divisions: the gate's
+    ``random-links`` mutant (``benchmark.mutants``), a tracker that has lost all its information."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for fp in fps:
+        sources = rng.permutation(len(fp.a))
+        out.append(PairDecision({int(i): int(j) for j, i in enumerate(sources[:len(fp.b)])}))
+    return out
+
+
 def build_tracks(masks: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                  decisions: Sequence[PairDecision]) -> tuple[list[np.ndarray], dict[int, int]]:
     """Relabel per-frame masks by track id; ``labels[t]`` maps row index -> mask label of frame t.

@@ -29,6 +29,7 @@ from skops.io.exceptions import UntrustedTypesFoundException
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from benchmark import mutants
 from benchmark.checksums import record_sha256, verify_recorded
 from benchmark.ctc import CTCFormatError, CTCSequence, Track, list_sequences, write_result
 from benchmark.ctc.crops import full_masks
@@ -45,7 +46,7 @@ from downstream.tracker.features import (
     frame_pair,
 )
 from downstream.tracker.gaps import bridge_gaps, check_gap_settings
-from downstream.tracker.linking import PairDecision, build_tracks, decide
+from downstream.tracker.linking import PairDecision, build_tracks, decide, random_decisions
 
 MODEL_FILE = "tracker.skops"  # the two classifiers, skops (no pickle)
 PARAMS_FILE = "tracker-model.json"  # thresholds, config, feature names
@@ -316,9 +317,12 @@ def track_sequence(model_dir: Path, seq: CTCSequence, masks: list[np.ndarray], r
     dets = sequence_detections(seq, masks, progress)
     fps = [frame_pair(dets[t], dets[t + 1], masks[t], masks[t + 1], config.k_candidates, config.radius)
            for t in range(len(masks) - 1)]
-    with threadpool_limits(limits=config.threads):
-        decisions = decide(fps, link_probabilities(payload["link"], fps), payload["tau_link"],
-                           payload["tau_division"], config.k_division, _proba(payload["division"]))
+    if mutants.active("random-links"):  # the gate's injected regression (benchmark.mutants)
+        decisions = random_decisions(fps)
+    else:
+        with threadpool_limits(limits=config.threads):
+            decisions = decide(fps, link_probabilities(payload["link"], fps), payload["tau_link"],
+                               payload["tau_division"], config.k_division, _proba(payload["division"]))
     frames, parents = build_tracks(masks, [d.labels for d in dets], decisions)
     frames, parents = bridge_gaps(frames, parents, config.gap_frames, config.gap_diameters)
     write_result(res_dir, frames, parents, overwrite=overwrite)

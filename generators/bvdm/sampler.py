@@ -51,6 +51,7 @@ import torch
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
+from benchmark import mutants
 from generators.bvdm.data import BACKGROUND
 from generators.bvdm.ddpm import TextureDDPM
 from generators.bvdm.flow import MaskFlow
@@ -254,7 +255,8 @@ def prepare_jobs(jobs: Sequence[Job], outputs: dict[JobKey, torch.Tensor], all_j
             jobs[i].anchor = all_jobs[jobs[i].source].anchor
         if config.anchor_stats:
             tex = anchor_to(tex, inside, [jobs[i].anchor for i in warped_idx], rescale=config.anchor_spread)
-        x0[warped_idx] = tex
+        if not mutants.active("bvdm-no-flow"):  # the gate's injected regression drops the carried texture
+            x0[warped_idx] = tex
     scheduler = ddpm.scheduler
     for i, job in enumerate(jobs):
         noise = torch.randn((1, 1) + job.mask.shape, generator=job.generator).to(device)
@@ -335,7 +337,10 @@ def solver_update(running: Sequence[Job], x: torch.Tensor, eps: torch.Tensor) ->
     return torch.cat(out)
 
 
-def sample_textures(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flow: MaskFlow | None, config: SamplerConfig,
+# one batched state machine over every cell-frame job (ready queue, prepare, one UNet call per
+# batch, solver or ancestral step, finish): kept whole so the order of its RNG draws, which fixes the output of a
+# seed, stays visible in one place
+def sample_textures(videos: Sequence[MaskVideo], ddpm: TextureDDPM, flow: MaskFlow | None, config: SamplerConfig,  # noqa: C901, PLR0912
                     seed: int = 0, progress: bool = False) -> list[list[list[np.ndarray]]]:
     """Batched sampler: ``textures[v][f][i]`` (S, S) float32 normalised, for ``videos[v].frames[f][i]``."""
     device = torch.device(config.device)

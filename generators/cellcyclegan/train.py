@@ -125,7 +125,9 @@ def noise_sensitivity(generator: UNetGenerator, cond: torch.Tensor, gen: torch.G
     return float(((ya - yb).abs() * mask).sum() / ((0.5 * (ya + yb) * mask).sum() + 1e-8))
 
 
-def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path | None = None,
+# the training loop reads top to bottom (batch, D step, G step, logging window, checkpoint): split, the order of
+# updates and RNG draws that a resumed fit reproduces bit for bit would be spread over helpers
+def train_gan(crops: TrainingCrops, config: GANTrainConfig, out_dir: str | Path | None = None,  # noqa: PLR0915
               checkpoint_dir: str | Path | None = None) -> TrainResult:
     """Train generator and discriminator on ``crops``; with ``out_dir``, write ``history.json``,
     ``samples.png`` and ``generator.safetensors`` there (the lead logs the first two to MLflow).

@@ -70,7 +70,9 @@ def _wrap_axis(delta: np.ndarray) -> np.ndarray:
     return (delta + math.pi / 2) % math.pi - math.pi / 2
 
 
-def fit_scene(seq: CTCSequence, centroids: dict[int, dict[int, tuple[float, float]]],
+# one pass over the lineage gathering every statistic of the scene model (births, divisions, motion, turning,
+# crowding); its parts share the per-track loop and the fitted numbers are pinned by the shipped fits
+def fit_scene(seq: CTCSequence, centroids: dict[int, dict[int, tuple[float, float]]],  # noqa: C901, PLR0912, PLR0915
               angles: dict[int, dict[int, float]]) -> SceneParams:
     """Fit scene statistics from the lineage, TRA centroids and per-frame major-axis angles (t -> label -> rad)."""
     tracks = seq.tracks

@@ -154,3 +154,64 @@ def test_a_torch_optimizer_after_stardist_does_not_crash_the_process() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stdout.strip().endswith("alive"), done.stderr[-2000:]
+
+
+def test_averaged_weights_are_the_mean_of_the_last_epochs(full_window: Path, trained: Path, tmp_path: Path) -> None:
+    """``average_last_epochs``: the model predicts with the mean of the weights after each of its last epochs.
+    Epoch 1's weights are TINY's (same seed, same steps); the mean of epochs 1 and 2 lies between epoch 1's and
+    the final weights, and the loaded model carries it, not StarDist's best-loss checkpoint."""
+    from dataclasses import replace
+
+    one = train_segmenter(full_window, replace(TINY, epochs=1), tmp_path / "one", progress=False)
+    averaged = train_segmenter(full_window, replace(TINY, average_last_epochs=2), tmp_path / "avg", progress=False)
+    assert json.loads((averaged / "training.json").read_text())["weights_file"] == "weights_average.h5"
+    assert json.loads((trained / "training.json").read_text())["weights_file"] == "weights_best.h5"
+    last = load_segmenter(averaged)
+    last.keras_model.load_weights(str(averaged / "weights_last.h5"))
+    first_w = load_segmenter(one).keras_model.get_weights()
+    mean_w = load_segmenter(averaged).keras_model.get_weights()
+    for a, m, b in zip(first_w, mean_w, last.keras_model.get_weights(), strict=True):
+        np.testing.assert_allclose(m, (a.astype(np.float64) + b) / 2, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="average_last_epochs must be in"):
+        SegmenterConfig(epochs=2, average_last_epochs=3)
+
+
+def test_stardist_augmenter_moves_labels_with_the_image_and_widens_intensity(gowt1_window: Path) -> None:
+    """Both augmenters flip and rotate image and labels alike (a label must stay on its nucleus); the
+    "stardist" one spreads intensities wider than "mild" and adds noise (the candidate against synthetic-trained
+    models finding nuclei in the real background). Real frame, seeded global RNG as StarDist's generator uses."""
+    from downstream.segmenter import AUGMENTERS
+
+    seq = CTCSequence(gowt1_window, "01")
+    t = next(iter(seq.seg_files))
+    image = normalize_image(seq.image(t))[:128, :128].astype(np.float32)
+    labels = full_masks(seq, t)[:128, :128]
+    spreads = {}
+    for name, augment in AUGMENTERS.items():
+        np.random.seed(3)
+        outs = [augment(image, labels) for _ in range(40)]
+        for x, y in outs:
+            assert x.dtype == np.float32 and y.shape == labels.shape
+            # the one flip/rotation of the labels that y is must also be the image's (up to intensity changes)
+            views = [np.rot90(a if k < 4 else a[:, ::-1], k % 4) for a in (labels, image) for k in range(8)]
+            matches = [k for k in range(8) if np.array_equal(views[k], y)]
+            assert matches, f"{name}: labels are not a flip/rotation of the input"
+            assert max(np.corrcoef(views[8 + k].ravel(), x.ravel())[0, 1] for k in matches) > 0.9
+        spreads[name] = np.std([float(np.mean(x)) for x, _ in outs])
+    assert spreads["stardist"] > 2 * spreads["mild"]
+    with pytest.raises(ValueError, match="augmenter must be one of"):
+        SegmenterConfig(augmenter="strong")
+
+
+def test_default_augmenter_keeps_the_stage_key() -> None:
+    """A model trained before ``augmenter`` existed is the "mild" one: that default stays out of the
+    train-segmenter key (cached models and committed bundles stay valid); another value enters it."""
+    from types import SimpleNamespace
+
+    from benchmark.stages import segmenter_params
+
+    def params(**segmenter: object) -> dict:
+        return segmenter_params(SimpleNamespace(config=SimpleNamespace(seed=0, segmenter=segmenter)))
+
+    assert "augmenter" not in params() and params() == params(augmenter="mild")
+    assert params(augmenter="stardist")["augmenter"] == "stardist"

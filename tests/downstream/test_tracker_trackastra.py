@@ -129,5 +129,5 @@ def test_profile_choosing_trackastra_is_checked_before_any_stage(tmp_path: Path)
     check_run_config(config)
     assert tracker_config(config.tracker, config.seed)[0].name == "trackastra"
     profile.write_text('extends = "ci"\n[tracker]\nmethod = "nearest"\n')
-    with pytest.raises(ValueError, match=r"^profile 'ta' \(with --param\): tracker: unknown method 'nearest'"):
+    with pytest.raises(ValueError, match=r"^profile 'ta' \(with its overrides: --param, --downstream, a sweep's grid\): tracker: unknown method 'nearest'"):
         check_run_config(build_run_config(profile, "Fluo-N2DH-GOWT1", "mitogen"))

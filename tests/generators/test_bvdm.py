@@ -163,6 +163,29 @@ def test_consecutive_frames_more_alike_than_independent_samples(real_mask_video:
     assert np.mean(same) < 0.5 * np.mean(other), (np.mean(same), np.mean(other))
 
 
+def test_the_no_flow_mutant_drops_the_carried_texture(real_mask_video: MaskVideo, tiny_models,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate's ``bvdm-no-flow`` regression (benchmark.mutants): first frames are untouched, continuing frames
+    lose the texture the flow carried, so consecutive frames are far less alike."""
+    ddpm, flow = tiny_models
+    video = MaskVideo(real_mask_video.shape, CROP, real_mask_video.frames[:3], real_mask_video.parents)
+    config = SamplerConfig(t_first=200, t_next=10)
+    normal = sample_textures([video], ddpm, flow, config, seed=0)[0]
+    monkeypatch.setenv("SYNTHVID_MUTANT", "bvdm-no-flow")
+    mutant = sample_textures([video], ddpm, flow, config, seed=0)[0]
+
+    def consecutive_mse(textures) -> float:
+        out = []
+        for f in range(1, len(video.frames)):
+            previous = {c.label: (c.crop, tex) for c, tex in zip(video.frames[f - 1], textures[f - 1], strict=True)}
+            out += [_masked_mse(tex, previous[c.label][1], c.crop & previous[c.label][0])
+                    for c, tex in zip(video.frames[f], textures[f], strict=True) if c.label in previous]
+        return float(np.mean(out))
+
+    assert all(np.array_equal(a, b) for a, b in zip(normal[0], mutant[0], strict=True))
+    assert consecutive_mse(mutant) > 2 * consecutive_mse(normal), (consecutive_mse(mutant), consecutive_mse(normal))
+
+
 def _track_stats(video: MaskVideo, textures) -> dict[int, list[tuple[float, float]]]:
     """In-mask (mean, std) of each track's normalised texture, frame by frame."""
     stats: dict[int, list[tuple[float, float]]] = {}

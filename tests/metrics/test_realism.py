@@ -121,3 +121,14 @@ def test_realism_scores_reports_n_flags_and_reuses_cached_features(gowt1_window,
     assert first["n_fid"] == 8 and first["fid_rank_deficient"] is True
     assert first["fid_ci_low"] <= first["fid_ci_high"] and first["fid"] > 0
     assert first["fid_weight_sha256"] == extractors.fid_weight.sha256
+
+
+def test_swapped_intensity_map_mutant_moves_fid(gowt1_window, extractors, tmp_path, monkeypatch):
+    """The gate's ``swapped-intensity-map`` mutant (benchmark.mutants) maps the synthetic side with lo and hi
+    swapped: its crops come out inverted, and FID must rise far past what the same real pair scores unmutated."""
+    a, b = CTCSequence(gowt1_window, "01"), CTCSequence(gowt1_window, "02")
+    config = RealismConfig(max_crops=32, fvd=False, n_bootstrap=10, progress=False, intensity_range=(0.0, 123.0))
+    plain = realism_scores(a, [b], config, tmp_path, extractors)
+    monkeypatch.setenv("SYNTHVID_MUTANT", "swapped-intensity-map")
+    mutated = realism_scores(a, [b], config, tmp_path, extractors)
+    assert mutated["fid"] > 1.5 * plain["fid"], (plain["fid"], mutated["fid"])
