@@ -28,6 +28,7 @@ PRINTS_ITS_RESULT = {
     ("benchmark.cli", "_dispatch"),  # error: ... (its exact form is asserted by tests/test_hostile.py)
     ("benchmark.assets", "_cmd_fetch"), ("benchmark.assets", "_cmd_list"),
     ("benchmark.metrics.cli", "_cmd_seg_tra"), ("benchmark.metrics.cli", "_cmd_realism"),
+    ("benchmark.metrics.cli", "_cmd_texture_carry"),
     ("benchmark.gate", "_check_command"), ("benchmark.sweep", "_sweep_command"),
     ("benchmark.pipeline", "_run_command"), ("benchmark.pipeline", "_oracle_command"),
     ("generators.cli", "run_generate"), ("generators.cellcyclegan.training_report", "main"),

@@ -1,4 +1,4 @@
-"""``python -m benchmark metrics seg-tra|realism``: parse, delegate, print a table, optionally log to MLflow."""
+"""``python -m benchmark metrics seg-tra|realism|texture-carry``: parse, delegate, print a table, optionally log to MLflow."""
 
 from __future__ import annotations
 
@@ -46,6 +46,12 @@ def add_metrics_commands(subparsers) -> None:
                          help="feature cache (default: $SYNTHVID_CACHE, else ~/.cache/synthvid)")
     _common(realism)
     realism.set_defaults(func=_cmd_realism)
+
+    carry = sub.add_parser("texture-carry", help="how much of each cell's texture survives from frame to frame "
+                           "(benchmark.metrics.temporal)")
+    carry.add_argument("sequences", nargs="+", help="sequence folder(s) (…/01) or dataset folder(s) (all sequences)")
+    _common(carry)
+    carry.set_defaults(func=_cmd_texture_carry)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -144,3 +150,26 @@ def _cmd_realism(args) -> int:
     print(_table(rows))
     params = {k: v for k, v in vars(args).items() if k != "func"}
     return _finish(args, result, "metrics-realism", params)
+
+
+def _cmd_texture_carry(args) -> int:
+    from benchmark.metrics.temporal import texture_carry
+
+    sequences = []
+    for path in args.sequences:
+        found = _sequences(path, None)
+        if not found:
+            raise ValueError(f"{path}: no NN sequence folder in it to measure")
+        sequences += found
+    for seq in sequences:  # a broken frame (NaN pixels, bad labels) is one line, never a silent score
+        check_input_sequence(seq.dataset_dir, seq.name)
+    result: dict[str, float | int] = {}
+    rows = []
+    for seq in sequences:
+        carry, name = texture_carry(seq), f"{seq.dataset_dir.name}/{seq.name}"
+        result.update({f"{name}/texture_carry": carry.mean, f"{name}/texture_carry_sd": carry.sd,
+                       f"{name}/texture_carry_pairs": carry.n_pairs})
+        rows.append((name, f"{_fmt(carry.mean)}  SD {_fmt(carry.sd)}  ({carry.n_pairs} cell-frame pairs)"))
+    print("texture carry-over (interior correlation of a cell between consecutive frames)")  # the result: stdout
+    print(_table(rows))
+    return _finish(args, result, "metrics-texture-carry", {"sequences": args.sequences})
