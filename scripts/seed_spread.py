@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import statistics
 
+import pandas as pd
+
+from reports.markdown import markdown_table
 from reports.runs import latest_per_seed, metric, parent_runs, stage_times
 
 GATED = ("SEG", "TRA", "FID", "FVD")
@@ -20,8 +23,7 @@ GATED = ("SEG", "TRA", "FID", "FVD")
 def spread_table(dataset: str, profile: str) -> str:
     runs = latest_per_seed(parent_runs(dataset, profile))
     seeds = sorted({str(s) for s in runs["params.seed"]}, key=int)
-    lines = ["| generator | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | SD |",
-             "|---|---|" + "---:|" * (len(seeds) + 2)]
+    rows = []
     for generator, group in runs.groupby("tags.generator", sort=False):
         by_seed = {str(r["params.seed"]): r for _, r in group.iterrows()}
         for name in GATED:
@@ -29,12 +31,14 @@ def spread_table(dataset: str, profile: str) -> str:
             present = [v for v in values if v is not None]
             if not present:
                 continue
-            sd = f"{statistics.stdev(present):.3g}" if len(present) > 1 else "-"
-            cells = " | ".join(f"{v:.4g}" if v is not None else "-" for v in values)
-            lines.append(f"| {generator} | {name} | {cells} | {statistics.fmean(present):.4g} | {sd} |")
+            row = {"generator": generator, "metric": name}
+            row.update({f"seed {s}": f"{v:.4g}" if v is not None else "-" for s, v in zip(seeds, values, strict=True)})
+            row["mean"] = f"{statistics.fmean(present):.4g}"
+            row["SD"] = f"{statistics.stdev(present):.3g}" if len(present) > 1 else "-"
+            rows.append(row)
     times = [stage_times(r).get("train-segmenter") for _, r in runs.iterrows()]
-    lines += ["", "train-segmenter s per run: " + ", ".join(f"{t:.0f}" for t in times if t)]
-    return "\n".join(lines)
+    table = markdown_table(pd.DataFrame(rows), left=("generator", "metric"))
+    return table + "\n\ntrain-segmenter s per run: " + ", ".join(f"{t:.0f}" for t in times if t)
 
 
 def main() -> None:
