@@ -294,13 +294,11 @@ def check_generator(dataset: str, generator: str, node: Mapping[str, Any] | None
         return compare(dataset, generator, entry, run, machine, ctx)
     if why is not None:
         code, note = "STALE", f"the {machine} entry is stale, not compared with: {why}; re-derive: {REDERIVE}"
-    elif machine in ctx.not_measured:
-        item = ctx.not_measured[machine]
-        code, note = "NO CLASS", (f"no bounds for machine class {machine} (known: {', '.join(sorted(node))}): "
-                                  f"not measured yet, {item['why']}; derive them on such a machine: {item['rederive']}")
-    else:
-        code, note = "NO CLASS", (f"no bounds for machine class {machine} (known: {', '.join(sorted(node))}); "
-                                  f"derive them on such a machine: {REDERIVE}")
+    else:  # a class the file names as not measured says why, and its own command
+        item = ctx.not_measured.get(machine)
+        reason = f": not measured yet, {item['why']}" if item else ""
+        code, note = "NO CLASS", (f"no bounds for machine class {machine} (known: {', '.join(sorted(node))}){reason}; "
+                                  f"derive them on such a machine: {item['rederive'] if item else REDERIVE}")
     current = {m: e for m, e in node.items() if stale_reason(e, ctx.digest, ctx.versions) is None}
     if not ctx.allow_unknown_class or not current:
         return problem(code, note, machine)

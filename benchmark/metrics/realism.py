@@ -635,10 +635,9 @@ def realism_scores(real: CTCSequence, synthetic: list[CTCSequence], config: Real
         if not getattr(config, flag):
             continue
         real_fs = _family_features([real], kind, lo, hi, config, extractors, cache_dir)
-        if mutants.active("swapped-intensity-map"):  # the gate's injected regression (benchmark.mutants)
-            fake_fs = _family_features(synthetic, kind, hi, lo, config, extractors, cache_dir)
-        else:
-            fake_fs = _family_features(synthetic, kind, lo, hi, config, extractors, cache_dir)
+        # the gate's injected regression (benchmark.mutants) hands the synthetic side the map's ends swapped
+        fake_map = (hi, lo) if mutants.active("swapped-intensity-map") else (lo, hi)
+        fake_fs = _family_features(synthetic, kind, *fake_map, config, extractors, cache_dir)
         result.update(score_pair(real_fs, fake_fs, name, kernel, getattr(config, min_field), config))
         weight: ResolvedWeight = getattr(extractors, weight_attr)
         result.update({f"{name}_detector": weight.detector, f"{name}_weight_sha256": weight.sha256,
