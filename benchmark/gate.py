@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = Path(__file__).with_name("thresholds.toml")
 #: the gated metrics and the side a regression moves them to
-GATED_METRICS: dict[str, str] = {"SEG": "min", "TRA": "min", "FID": "max", "FVD": "max"}
+GATED_METRICS: dict[str, str] = {"SEG": "min", "TRA": "min", "FID": "max", "FVD": "max", "TC": "min"}
 TIME_SLACK_S = 10.0
 #: the generator whose total stage time is the yardstick of every stage-time bound
 YARDSTICK_GENERATOR = "real"
@@ -522,10 +522,11 @@ HEADER = """CI regression gate thresholds (python -m benchmark check), per profi
 
 How the bounds are made (benchmark/gate.py, `check --write-thresholds MIN_WIDTH`): from the newest run of each
 of >= 3 seeds of every generator on one machine class,
-  SEG, TRA (min):  mean - max(k * SD, MIN_WIDTH * mean)
-  FID, FVD (max):  mean + max(k * SD, MIN_WIDTH * mean)
-  stage times:     a ratio to the real row's total stage time in the same gate run,
-                   max_ratio = max(mean + k * SD, mean * (1 + time_margin)); allowed s = max_ratio * yardstick + 10 s.
+  SEG, TRA, TC (min):  mean - max(k * SD, MIN_WIDTH * mean)   (TC: texture carry-over, benchmark.metrics.temporal)
+  FID, FVD (max):      mean + max(k * SD, MIN_WIDTH * mean)
+  stage times:         a ratio to the real row's total stage time in the same gate run,
+                       max_ratio = max(mean + k * SD, mean * (1 + time_margin));
+                       allowed s = max_ratio * yardstick + 10 s.
 Why k = 4: the gate re-runs seed 0, which reproduces digit for digit on one machine of a class; the bound has to
 absorb what moves a result between machines of one class (another CPU family, another oneDNN kernel), and
 the seed spread is the measure of that sensitivity we have. With the SD taken from 3 seeds (2 degrees of
@@ -534,11 +535,12 @@ freedom), mean - 4 SD is a one-sided t-prediction bound for one further draw at 
 Why a minimum width: with 3 seeds the SD can come out near 0 by chance (identical values), which would make a
 bound that any round-off fails; MIN_WIDTH * mean is the least relative move the gate treats as a regression.
 Why the time margin (x2): stage times move with the load on a shared machine far more than with the seed.
-A lower bound <= 0 is never written: it could not fail. [classes_not_measured] (at the end, written by hand) names the
-classes no session could measure yet, why, and the command that would give them bounds; a run on such a class
-fails as NO CLASS with that line (or, with --allow-unknown-class, meets the nearest measured class). Each entry's provenance (commit, profile digest, code
-versions, seeds, source runs, command) is data; `check` refuses an entry whose profile digest or code versions
-are not today's. Sections of other profiles, datasets, generators and classes are kept when one is written."""
+A lower bound <= 0 is never written: it could not fail. [classes_not_measured] (at the end, written by hand)
+names the classes no session could measure yet, why, and the command that would give them bounds; a run on such
+a class fails as NO CLASS with that line (or, with --allow-unknown-class, meets the nearest measured class).
+Each entry's provenance (commit, profile digest, code versions, seeds, source runs, command) is data; `check`
+refuses an entry whose profile digest or code versions are not today's. Sections of other profiles, datasets,
+generators and classes are kept when one is written."""
 
 
 def render_thresholds(tree: Mapping[str, Any], header: str = HEADER) -> str:

@@ -3,6 +3,7 @@
 ``RUN_DAG`` below is the whole pipeline in one place::
 
     window -> fit -> generate -> realism            (synthetic vs the held-out reference)
+                             `-> texture-carry      (how much of a cell's texture the next frame keeps)
                   `-> oracle                        (real textures through the generator's frame path)
     floor                                            (real training vs the held-out reference)
     generate -> train-segmenter -> eval-real        (SEG/DET on the held-out sequence)
@@ -494,6 +495,16 @@ def _realism(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
     return _upper_realism(scores)
 
 
+def _texture_carry(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
+    """Texture carry-over (``TC``) of the run's video: a property of the video alone (no reference), so the real
+    row has one too (its training window), the yardstick a generator's value is read against."""
+    from benchmark.metrics.temporal import video_texture_carry
+
+    scores = video_texture_carry(synthetic_sequences(results["generate"]))
+    (out / "texture_carry.json").write_text(json.dumps(scores, indent=2))
+    return scores
+
+
 def _oracle(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
     """The frame ceiling: the REAL training textures rendered through the generator's own frame path, scored
     like its synthetic videos (``ORACLE_FID`` ...): what a perfect texture model would reach in this frame model."""
@@ -630,6 +641,8 @@ REALISM = Stage("realism", ("generate",), key=lambda ctx, r: (r["generate"].fold
                 artifacts=lambda ctx, folder: realism_artifacts("realism.json")(folder),
                 tags=lambda ctx: ctx.protocol_tags(), when=_scores_realism, resources=lambda config: Resources(memory_gb=3.0),
                 version=STAGE_VERSIONS["realism"])
+TEXTURE_CARRY = Stage("texture-carry", ("generate",), key=lambda ctx, r: r["generate"].folder.name,
+                      body=_texture_carry, version=STAGE_VERSIONS["texture-carry"])
 ORACLE = Stage("oracle", ("fit",), key=lambda ctx, r: (r["fit"].folder.name, ctx.realism_key(), ctx.train.name),
                body=_oracle, params=lambda ctx: ctx.config.realism,
                artifacts=lambda ctx, folder: realism_artifacts("oracle.json")(folder),
@@ -688,7 +701,7 @@ EVAL_PARTIAL = Stage("eval-real", ("train-segmenter",),
                      when=lambda ctx: ctx.no_tracking is not None, version=STAGE_VERSIONS["eval-real"])
 
 #: ``python -m benchmark run``: every stage, in a topological order
-RUN_DAG: tuple[Stage, ...] = (FIT, GENERATE, FLOOR, REALISM, ORACLE, TRAINING_SET, TRAIN_SEGMENTER, TRAIN_TRACKER,
+RUN_DAG: tuple[Stage, ...] = (FIT, GENERATE, FLOOR, REALISM, TEXTURE_CARRY, ORACLE, TRAINING_SET, TRAIN_SEGMENTER, TRAIN_TRACKER,
                               EVAL_REAL, EVAL_PARTIAL)
 #: ``python -m benchmark oracle``: the frame ceiling beside the floor, whatever the profile's ``oracle`` says
 ORACLE_DAG: tuple[Stage, ...] = (FIT, FLOOR, dataclasses.replace(ORACLE, when=_renders_oracle))

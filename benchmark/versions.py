@@ -14,7 +14,7 @@ import json
 
 #: stage name -> code version (``eval-real``: both of its variants, full and partial held-out sequence)
 STAGE_VERSIONS: dict[str, int] = {
-    "window": 1, "fit": 1, "generate": 1, "floor": 1, "realism": 1, "oracle": 1, "training-set": 1,
+    "window": 1, "fit": 1, "generate": 1, "floor": 1, "realism": 1, "texture-carry": 1, "oracle": 1, "training-set": 1,
     "train-segmenter": 1, "train-tracker": 1, "eval-real": 1,
 }
 

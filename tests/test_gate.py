@@ -297,7 +297,7 @@ def test_shipped_thresholds_are_current_and_can_fail() -> None:
                 assert len(provenance["seeds"]) >= 3 and len(provenance["source_runs"]) == len(provenance["seeds"])
                 assert provenance["profile_digest"] == digest, where
                 assert {k: provenance[k] for k in versions} == versions, where
-                gated = {"SEG", "TRA"} | (set() if generator == "real" else {"FID", "FVD"})
+                gated = {"SEG", "TRA", "TC"} | (set() if generator == "real" else {"FID", "FVD"})
                 assert gated == set(entry["min"]) | set(entry.get("max", {})), where
                 assert all(v > 0 and math.isfinite(v) for v in entry["min"].values()), where
                 assert {f"time_{s}_s" for s in ("generate", "train-segmenter", "eval-real")} <= set(entry["max_ratio"])

@@ -80,7 +80,8 @@ def test_ci_runs_are_nested_in_mlflow(ci_rows: dict[str, dict]) -> None:
     assert set(parents["tags.generator"]) == {"real", "mitogen"}
     for row in ci_rows.values():
         children = runs[runs["tags.mlflow.parentRunId"] == row["run_id"]]
-        expected = {"window", "fit", "generate", "floor", "train-segmenter", "train-tracker", "eval-real"}
+        expected = {"window", "fit", "generate", "floor", "texture-carry", "train-segmenter", "train-tracker",
+                    "eval-real"}
         if row["generator"] != "real":
             expected |= {"realism", "oracle"}
         assert expected <= set(children["tags.stage"])

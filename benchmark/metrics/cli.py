@@ -165,8 +165,11 @@ def _cmd_texture_carry(args) -> int:
         check_input_sequence(seq.dataset_dir, seq.name)
     result: dict[str, float | int] = {}
     rows = []
-    for seq in sequences:
-        carry, name = texture_carry(seq), f"{seq.dataset_dir.name}/{seq.name}"
+    names = [f"{seq.dataset_dir.name}/{seq.name}" for seq in sequences]
+    if len(set(names)) < len(names):  # several runs' ".../synthetic/01": the short names would overwrite each other
+        names = [str(seq.dataset_dir / seq.name) for seq in sequences]
+    for seq, name in zip(sequences, names, strict=True):
+        carry = texture_carry(seq)
         result.update({f"{name}/texture_carry": carry.mean, f"{name}/texture_carry_sd": carry.sd,
                        f"{name}/texture_carry_pairs": carry.n_pairs})
         rows.append((name, f"{_fmt(carry.mean)}  SD {_fmt(carry.sd)}  ({carry.n_pairs} cell-frame pairs)"))

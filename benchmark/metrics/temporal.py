@@ -13,17 +13,22 @@ real 0.176 / 0.120; BVDM seeds 0, 1, 2: 0.194 / 0.223, 0.206 / 0.238, 0.197 / 0.
 0.222, 0.200: SD 0.011); BVDM without flow (the mutant, seed 0): -0.0001 / 0.0004, about 18 seed SDs lower.
 
 A metric of one CTC folder's sequence (images and TRA masks), like every metric here; integer centroid shifts,
-no interpolation, so it is exact and cheap (a few seconds for a ci video).
+no interpolation, so it is exact and cheap (a few seconds for a ci video). Every run logs it as ``TC`` (the
+``texture-carry`` stage, ``video_texture_carry``), and the CI gate bounds it from below (``benchmark.gate``).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from benchmark.ctc import CTCSequence
+
+logger = logging.getLogger(__name__)
 
 #: interior only: a cell's rim correlates through the mask's own edge, not through its texture
 EROSION_PX = 2
@@ -43,11 +48,12 @@ class TextureCarry:
 def texture_carry(seq: CTCSequence, frames: range | None = None) -> TextureCarry:
     """Texture carry-over of ``seq`` over consecutive pairs of ``frames`` (default: all of its frames).
 
-    A pair counts when both frames exist, the cell (TRA id) is in both, and at least ``MIN_PIXELS`` interior
-    pixels of the later frame land inside the earlier mask after the centroid shift. Raises ValueError (one line
-    naming the sequence) when no pair qualifies: a video without cells that persist has no carry-over to
-    measure."""
-    wanted = sorted(seq.frames if frames is None else set(frames) & set(seq.frames))
+    A pair counts when both frames exist with TRA markers, the cell (TRA id) is in both, and at least
+    ``MIN_PIXELS`` interior pixels of the later frame land inside the earlier mask after the centroid shift.
+    Raises ValueError (one line naming the sequence) when no pair qualifies: a video without cells that persist
+    has no carry-over to measure."""
+    tracked = set(seq.frames) & set(seq.tra_files)  # a frame without TRA markers has no cell ids to pair
+    wanted = sorted(tracked if frames is None else set(frames) & tracked)
     values: list[float] = []
     for before, after in zip(wanted, wanted[1:], strict=False):
         if after != before + 1:
@@ -57,6 +63,23 @@ def texture_carry(seq: CTCSequence, frames: range | None = None) -> TextureCarry
         raise ValueError(f"{seq.image_dir}: no cell persists over two consecutive frames with >= {MIN_PIXELS} "
                          "interior pixels; texture carry-over is undefined")
     return TextureCarry(float(np.mean(values)), float(np.std(values)), len(values))
+
+
+def video_texture_carry(sequences: Sequence[CTCSequence]) -> dict[str, float]:
+    """A video's (all of its sequences') carry-over as run metrics: ``TC``, the mean of the per-sequence means
+    (each sequence weighs the same, as a clip does in FVD), and ``TC_pairs``, the cell-frame pairs behind it.
+    A sequence without a persisting cell is left out with a warning; with none left the dict is empty (a run
+    without ``TC``, which the gate reports as a missing value where it bounds ``TC``)."""
+    means, pairs = [], 0
+    for seq in sequences:
+        try:
+            carry = texture_carry(seq)
+        except ValueError as exc:
+            logger.warning("texture carry-over: %s", exc)
+            continue
+        means.append(carry.mean)
+        pairs += carry.n_pairs
+    return {"TC": float(np.mean(means)), "TC_pairs": float(pairs)} if means else {}
 
 
 def _pair_correlations(image_a: np.ndarray, labels_a: np.ndarray, image_b: np.ndarray,

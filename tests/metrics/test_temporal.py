@@ -57,3 +57,40 @@ def test_cli_refuses_a_folder_without_sequences(tmp_path: Path, capsys: pytest.C
     assert main(["metrics", "texture-carry", str(empty)]) == 2
     out = capsys.readouterr()
     assert out.out == "" and out.err.strip() == f"error: {empty}: no NN sequence folder in it to measure"
+
+
+def test_a_video_averages_its_sequences_and_leaves_out_one_without_tracks(gowt1_window: Path, tmp_path: Path) -> None:
+    """``TC`` (what every run logs) weighs each sequence the same; a sequence whose TRA markers are gone has no
+    cell ids to pair, so it is left out (a warning) instead of failing the run or scoring 0."""
+    import shutil
+
+    from benchmark.metrics.temporal import video_texture_carry
+
+    sequences = [CTCSequence(gowt1_window, name) for name in ("01", "02")]
+    per_sequence = [texture_carry(seq) for seq in sequences]
+    video = video_texture_carry(sequences)
+    assert video["TC"] == pytest.approx(np.mean([c.mean for c in per_sequence]))
+    assert video["TC_pairs"] == sum(c.n_pairs for c in per_sequence)
+    untracked = tmp_path / "Fluo-N2DH-GOWT1"
+    shutil.copytree(gowt1_window / "02", untracked / "02")  # the images without 02_GT
+    assert not CTCSequence(untracked, "02").tra_files
+    assert video_texture_carry([sequences[0], CTCSequence(untracked, "02")]) == {
+        "TC": per_sequence[0].mean, "TC_pairs": float(per_sequence[0].n_pairs)}
+    assert video_texture_carry([CTCSequence(untracked, "02")]) == {}
+
+
+def test_cli_keeps_every_folder_when_their_names_collide(gowt1_window: Path, tmp_path: Path) -> None:
+    """Several runs' ``.../synthetic`` folders in one call: each keeps its own entries in the JSON."""
+    import json
+    import shutil
+
+    from benchmark.cli import main
+
+    copies = [tmp_path / run / "Fluo-N2DH-GOWT1" for run in ("a", "b")]
+    for copy in copies:
+        shutil.copytree(gowt1_window / "01", copy / "01")
+        shutil.copytree(gowt1_window / "01_GT", copy / "01_GT")
+    out = tmp_path / "carry.json"
+    assert main(["metrics", "texture-carry", *map(str, copies), "--json", str(out)]) == 0
+    keys = [k for k in json.loads(out.read_text()) if k.endswith("/texture_carry")]
+    assert sorted(keys) == sorted(f"{copy / '01'}/texture_carry" for copy in copies)
