@@ -31,7 +31,7 @@ from benchmark.metrics.frechet import Samples
 from benchmark.metrics.intervals import paired_difference
 from benchmark.metrics.realism import load_feature_sets
 from benchmark.paths import cache_dir
-from reports.markdown import markdown_table
+from reports.document import TableDoc, render_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -104,16 +104,19 @@ def comparisons_display(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     return frame[ordered].fillna("–")
 
 
+READING_GUIDE = ("Paired differences D(reference, A) − D(reference, B) at equal N on the same reference rows; 95 % "
+                 "interval = difference ± q·SE, SE from deleting tracks of the reference and of both generators in "
+                 "the same statistic (the shared reference cancels). `*`: the interval excludes 0 (negative: A is "
+                 f"closer to the real held-out video). \"{FLOOR_SIDE}\" is the real training video scored like a "
+                 "generator.")
+
+
+def comparisons_doc(table: pd.DataFrame, title: str) -> TableDoc:
+    """Table 1b as a ``TableDoc``: the reading guide and ``comparisons_display``."""
+    return TableDoc(title, comparisons_display(table), [READING_GUIDE], left=("comparison",),
+                    empty="no paired comparisons: the floor or the generators' realism stages logged no features")
+
+
 def comparisons_markdown(table: pd.DataFrame, title: str) -> str:
-    """Markdown of ``comparisons_display`` with the reading guide."""
-    lines = [f"## {title}", "",
-             "Paired differences D(reference, A) − D(reference, B) at equal N on the same reference rows; 95 % "
-             "interval = difference ± q·SE, SE from deleting tracks of the reference and both generators in the "
-             "same statistic (the shared reference cancels). "
-             "`*`: the interval excludes 0 (negative: A is closer to the real held-out video). "
-             f"\"{FLOOR_SIDE}\" is the real training video scored like a generator.", ""]
-    shown = comparisons_display(table)
-    if shown.empty:
-        return "\n".join([*lines, "_no paired comparisons (fewer than one generator with logged features)_", ""])
-    lines.append(markdown_table(shown, left=("comparison",)))
-    return "\n".join(lines) + "\n"
+    """Table 1b in Markdown (``comparisons_doc`` rendered)."""
+    return render_markdown(comparisons_doc(table, title))

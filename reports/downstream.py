@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.config import DEFAULT_TRACKER
-from reports.markdown import markdown_table
+from reports.document import TableDoc, render_markdown
 from reports.runs import latest_per_tracker, metric
 
 #: AOGM weights of the CTC's TRA (w_NS, w_FN, w_FP, w_ED, w_EA, w_EC), and what each count means
@@ -94,13 +94,15 @@ def breakdown_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def breakdown_doc(table: pd.DataFrame, title: str) -> TableDoc:
+    """Table 1c as a ``TableDoc``: how to read it and ``breakdown_display`` (or why there is none)."""
+    return TableDoc(title, breakdown_display(table), [] if table.empty else [READING_NOTE],
+                    left=("generator", "main cause"), empty="no run logged a TRA error breakdown (AOGM parts)")
+
+
 def breakdown_markdown(table: pd.DataFrame, title: str) -> str:
-    """Table 1c in Markdown: title, how to read it, the table (or why there is none)."""
-    lines = [f"## {title}", ""]
-    if table.empty:
-        return "\n".join([*lines, "_no run logged a TRA error breakdown (AOGM parts)_", ""])
-    lines += [READING_NOTE, "", markdown_table(breakdown_display(table), left=("generator", "main cause"))]
-    return "\n".join(lines) + "\n"
+    """Table 1c in Markdown (``breakdown_doc`` rendered)."""
+    return render_markdown(breakdown_doc(table, title))
 
 
 TRACKER_NOTE = ("Each generator's newest run with each tracker (`python -m benchmark run --tracker NAME`; the stages "
@@ -148,9 +150,12 @@ def tracker_display(table: pd.DataFrame) -> pd.DataFrame:
                          for _, row in table.iterrows()])
 
 
+def tracker_doc(table: pd.DataFrame, title: str) -> TableDoc:
+    """Table 1d as a ``TableDoc`` (only meaningful when two or more trackers were run: ``tracker_table``)."""
+    return TableDoc(title, tracker_display(table), [TRACKER_NOTE, order_sentence(table)],
+                    left=("generator", "tracker"))
+
+
 def tracker_markdown(table: pd.DataFrame, title: str) -> str:
     """Table 1d in Markdown, or nothing when only one tracker was run."""
-    if table.empty:
-        return ""
-    return "\n".join(["", f"## {title}", "", TRACKER_NOTE, "", order_sentence(table), "",
-                      markdown_table(tracker_display(table), left=("generator", "tracker"))]) + "\n"
+    return "" if table.empty else "\n" + render_markdown(tracker_doc(table, title))

@@ -13,6 +13,7 @@ t-interval of those differences, and the verdict says whether it excludes 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ import pandas as pd
 
 from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
-from reports.html import Section, image_tag, table_html
-from reports.markdown import markdown_table
+from reports.document import TableDoc, render_markdown, render_section
+from reports.html import Section, image_tag
 from reports.runs import SYNTHETIC_CONDITION, latest_per, metric, parent_runs, run_column
 from reports.tables import seed_interval, write_csv
 
@@ -139,9 +140,11 @@ def lowdata_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def lowdata_markdown(table: pd.DataFrame, title: str, machine: str) -> str:
-    return (f"## {title}\n\n{NOTE} Machine class: {machine}.\n\n"
-            + markdown_table(lowdata_display(table), left=("K", "condition")) + "\n")
+def lowdata_doc(table: pd.DataFrame, title: str, machine: str, bundles: Sequence[str] = ()) -> TableDoc:
+    """Table 3 as a ``TableDoc``: the protocol note, the machine class, the table and the bundles it came from."""
+    footnotes = [f"From the result bundles: {', '.join(bundles)}"] if bundles else []
+    return TableDoc(title, lowdata_display(table), [f"{NOTE} Machine class: {machine}."], footnotes,
+                    left=("K", "condition"))
 
 
 def lowdata_figure(table: pd.DataFrame) -> Any:
@@ -184,17 +187,13 @@ def write_lowdata(dataset: str, profile: str | None, folder: Path) -> tuple[str,
         return "", None, []
     machines = sorted({str(m) for m in run_column(runs, "tags.machine_class").dropna()}) or ["unknown"]
     bundles = sorted({str(b) for b in run_column(runs, "tags.bundle").dropna()})
-    title = f"{TITLE} {dataset}, profile {profile or 'any'}"
-    text = lowdata_markdown(table, title, ", ".join(machines))
-    if bundles:
-        text += f"\nFrom the result bundles: {', '.join(bundles)}\n"
+    doc = lowdata_doc(table, f"{TITLE} {dataset}, profile {profile or 'any'}", ", ".join(machines), bundles)
+    text = render_markdown(doc)
     written = [atomic_write_text(folder / "table3.md", text), write_csv(table, folder / "table3.csv")]
-    section = Section("Table 3: does synthetic data help when annotations are scarce?")
-    section.add_text(NOTE + f" Machine class: {', '.join(machines)}.")
-    section.add_html(table_html(lowdata_display(table)))
+    figure_html = []
     fig = lowdata_figure(table)
     if fig is not None:
         png = figures.figure_png(fig)
         written.append(atomic_write_bytes(folder / "figures" / "table3.png", png))
-        section.add_html(image_tag(png, alt="SEG and TRA against K"))
-    return text, section, written
+        figure_html.append(image_tag(png, alt="SEG and TRA against K"))
+    return text, render_section(doc, *figure_html), written

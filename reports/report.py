@@ -16,21 +16,11 @@ from mlflow.exceptions import MlflowException
 from benchmark import experiment
 from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
-from reports.comparisons import comparisons_display, comparisons_markdown, paired_comparisons
-from reports.downstream import (
-    READING_NOTE,
-    TRACKER_NOTE,
-    breakdown_display,
-    breakdown_markdown,
-    downstream_breakdown,
-    order_sentence,
-    tracker_display,
-    tracker_markdown,
-    tracker_table,
-)
+from reports.comparisons import comparisons_doc, paired_comparisons
+from reports.document import TableDoc, render_markdown, render_section
+from reports.downstream import breakdown_doc, downstream_breakdown, tracker_doc, tracker_table
 from reports.html import Section, image_tag, render_page, table_html
 from reports.lowdata import write_lowdata
-from reports.markdown import markdown_table
 from reports.runs import (
     WEIGHT_TAGS,
     latest_floor,
@@ -46,19 +36,7 @@ from reports.runs import (
     synthetic_folder,
     weight_tags,
 )
-from reports.tables import (
-    COLUMN_NOTE,
-    FLOOR_ROW,
-    INTERVAL_NOTE,
-    SEED_NOTE,
-    display_table,
-    n_summary,
-    seed_table,
-    table_rows,
-    to_markdown,
-    unavailable_footnote,
-    write_csv,
-)
+from reports.tables import FLOOR_ROW, display_table, seed_table, table1_doc, table_rows, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -209,11 +187,11 @@ def stale_rows(dataset: str, profile: str | None) -> pd.DataFrame:
     return table
 
 
-def stale_markdown(table: pd.DataFrame) -> str:
-    """The stale rows as their own marked Markdown table, each bundle with the reason it is stale."""
-    lines = [f"## {STALE_TITLE}", "", markdown_table(display_table(table), left=("generator", "machine", "run"))]
-    lines += ["", *(f"- `{row['bundle']}`: {row['stale_reason']}" for _, row in table.iterrows()), ""]
-    return "\n".join(lines)
+def stale_doc(table: pd.DataFrame) -> TableDoc:
+    """The stale rows as their own marked table, each bundle with the reason it is stale."""
+    return TableDoc(STALE_TITLE, display_table(table),
+                    bullets=[f"`{row['bundle']}`: {row['stale_reason']}" for _, row in table.iterrows()],
+                    left=("generator", "machine", "run"))
 
 
 @dataclass
@@ -244,7 +222,7 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
     folder = report_folder(out_dir, dataset, profile)
     protocol = protocol_text(floor if floor is not None else runs.iloc[0])
     parts = [table1_part(table, dataset, profile, protocol, floor, excluded),
-             paired_part(dataset, runs, floor, n_boot, excluded, folder), breakdown_part(dataset, runs, folder),
+             paired_part(dataset, runs, floor, n_boot, folder), breakdown_part(dataset, runs, folder),
              trackers_part(dataset, profile, floor, folder), lowdata_part(dataset, profile, folder),
              stale_part(dataset, profile, folder)]
     markdown = atomic_write_text(folder / "table1.md", "".join(part.markdown for part in parts))
@@ -268,67 +246,41 @@ def build_report(dataset: str, profile: str | None = None, out_dir: Path = Path(
 def table1_part(table: pd.DataFrame, dataset: str, profile: str | None, protocol: str, floor: pd.Series | None,
                 excluded: list[str]) -> Part:
     """Table 1 itself (its CSV is written by ``build_report``)."""
-    title = f"Table 1 — {dataset}, profile {profile or 'any'}"
-    summary = Section("Table 1: downstream (SEG/DET/TRA on the real held-out sequence) and realism")
-    summary.add_text(protocol)
-    summary.add_text(f"N: {n_summary(table)}. {INTERVAL_NOTE} {SEED_NOTE} {COLUMN_NOTE} Newest finished run per "
-                     "generator and seed.")
+    doc = table1_doc(table, f"Table 1 — {dataset}, profile {profile or 'any'}: downstream (SEG/DET/TRA on the "
+                     "real held-out sequence) and realism", protocol=protocol)
     if floor is None:
-        summary.add_text("No real-vs-real floor run logged for this dataset and profile (the pipeline's floor stage).")
-    summary.add_html(table_html(display_table(table)))
-    footnote = unavailable_footnote(table)
-    if footnote:
-        summary.add_text(footnote)
-    for reason in excluded:
-        summary.add_text(f"Excluded (not comparable with this table's protocol): {reason}")
-    return Part(to_markdown(table, title, protocol=protocol), summary)
+        doc.notes.append("No real-vs-real floor run logged for this dataset and profile (the pipeline's floor stage).")
+    doc.footnotes += [f"Excluded (not comparable with this table's protocol): {reason}" for reason in excluded]
+    return Part(render_markdown(doc), render_section(doc))
 
 
-def paired_part(dataset: str, runs: pd.DataFrame, floor: pd.Series | None, n_boot: int, excluded: list[str],
-                folder: Path) -> Part:
-    """Table 1b: paired realism differences (and the Markdown note of excluded runs, which follows it)."""
+def doc_part(doc: TableDoc, files: Sequence[Path] = (), newline: bool = True) -> Part:
+    """A companion table's part: its Markdown (after a blank line) and its HTML section from one ``TableDoc``."""
+    return Part(("\n" if newline else "") + render_markdown(doc), render_section(doc), list(files))
+
+
+def paired_part(dataset: str, runs: pd.DataFrame, floor: pd.Series | None, n_boot: int, folder: Path) -> Part:
+    """Table 1b: paired realism differences (same reference resample, equal N)."""
     comparisons = paired_table(dataset, runs, floor, n_boot)
-    markdown = "\n" + comparisons_markdown(comparisons, f"Table 1b — paired realism differences, {dataset}")
-    if excluded:
-        markdown += "\nExcluded (not comparable with this table's protocol): " + "; ".join(excluded) + "\n"
-    paired = Section("Table 1b: paired realism differences (same reference resample, equal N)")
-    paired.add_text("D(reference, A) − D(reference, B) at equal N on the same reference rows; 95 % interval = "
-                    "difference ± q·SE, SE from deleting tracks of the reference and of both generators in the same "
-                    "statistic (the shared reference cancels); * = the interval excludes 0 "
-                    "(negative: A is closer to the real held-out video). The floor side is the real training video "
-                    "scored like a generator.")
-    if comparisons.empty:
-        paired.add_text("No paired comparisons: the floor or the generators' realism stages logged no features.")
-        return Part(markdown, paired)
-    paired.add_html(table_html(comparisons_display(comparisons)))
-    return Part(markdown, paired, [write_csv(comparisons, folder / "table1b_paired.csv")])
+    files = [] if comparisons.empty else [write_csv(comparisons, folder / "table1b_paired.csv")]
+    return doc_part(comparisons_doc(comparisons, f"Table 1b — paired realism differences, {dataset}"), files)
 
 
 def breakdown_part(dataset: str, runs: pd.DataFrame, folder: Path) -> Part:
-    """Table 1c: where the downstream loses TRA."""
+    """Table 1c: where the downstream loses TRA (AOGM error parts on the real held-out sequence)."""
     breakdown = downstream_breakdown(runs)
-    markdown = "\n" + breakdown_markdown(breakdown, f"Table 1c — where the downstream loses TRA, {dataset}")
-    losses = Section("Table 1c: where the downstream loses TRA (AOGM error parts on the real held-out sequence)")
-    if breakdown.empty:
-        losses.add_text("No run logged a TRA error breakdown (AOGM parts).")
-        return Part(markdown, losses)
-    losses.add_text(READING_NOTE)
-    losses.add_html(table_html(breakdown_display(breakdown)))
-    return Part(markdown, losses, [write_csv(breakdown, folder / "table1c_downstream.csv")])
+    files = [] if breakdown.empty else [write_csv(breakdown, folder / "table1c_downstream.csv")]
+    return doc_part(breakdown_doc(breakdown, f"Table 1c — where the downstream loses TRA, {dataset}"), files)
 
 
 def trackers_part(dataset: str, profile: str | None, floor: pd.Series | None, folder: Path) -> Part:
-    """Table 1d: every generator under every tracker that scored it."""
+    """Table 1d: every generator under every tracker that scored it (nothing when one tracker ran)."""
     newest = latest_per_tracker(parent_runs(dataset, profile, tracker=None))
     trackers = tracker_table(comparable_runs(dataset, newest, floor)[0])
-    markdown = tracker_markdown(trackers, f"Table 1d — the tracker choice, {dataset}")
     if trackers.empty:
-        return Part(markdown)
-    choice = Section("Table 1d: the tracker choice (SEG/DET/TRA of each generator under each tracker)")
-    choice.add_text(TRACKER_NOTE)
-    choice.add_text(order_sentence(trackers))
-    choice.add_html(table_html(tracker_display(trackers)))
-    return Part(markdown, choice, [write_csv(trackers, folder / "table1d_trackers.csv")])
+        return Part()
+    return doc_part(tracker_doc(trackers, f"Table 1d — the tracker choice, {dataset}"),
+                    [write_csv(trackers, folder / "table1d_trackers.csv")])
 
 
 def lowdata_part(dataset: str, profile: str | None, folder: Path) -> Part:
@@ -342,11 +294,7 @@ def stale_part(dataset: str, profile: str | None, folder: Path) -> Part:
     stale = stale_rows(dataset, profile)
     if stale.empty:
         return Part()
-    outdated = Section(STALE_TITLE)
-    outdated.add_html(table_html(display_table(stale)))
-    for _, row in stale.iterrows():
-        outdated.add_text(f"{row['bundle']}: {row['stale_reason']}")
-    return Part("\n" + stale_markdown(stale), outdated, [write_csv(stale, folder / "table1_stale.csv")])
+    return doc_part(stale_doc(stale), [write_csv(stale, folder / "table1_stale.csv")])
 
 
 def figure_part(table: pd.DataFrame, fig_dir: Path) -> Part:

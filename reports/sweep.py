@@ -26,7 +26,7 @@ import pandas as pd
 
 from benchmark.io import atomic_write_bytes, atomic_write_text
 from reports import figures
-from reports.markdown import markdown_table
+from reports.document import TableDoc, render_markdown
 from reports.runs import TABLE_METRICS, parent_runs
 from reports.tables import aggregate_seeds, format_value, n_summary, table_rows, write_csv
 
@@ -144,14 +144,17 @@ def sweep_display(table: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -
     return pd.DataFrame(rows, columns=["series", "T_f0", "T_fnon0", *sampler, *shown, "seeds"])
 
 
+def sweep_doc(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS) -> TableDoc:
+    """Table 2 as a ``TableDoc``: the N note and ``sweep_display``."""
+    note = (f"N: {n_summary(table)}. T_fnon0 >= T_f0 means independent frames. A point run with several seeds "
+            "shows their mean [95 % t-interval across seeds].")
+    return TableDoc(title, sweep_display(table, metrics) if not table.empty else pd.DataFrame(), [note],
+                    left=("series",), empty="no sweep runs found")
+
+
 def sweep_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS) -> str:
-    """Table 2 in Markdown: a title line, the N note and the table (``markdown_table``)."""
-    lines = [f"## {title}", "", f"N: {n_summary(table)}. T_fnon0 >= T_f0 means independent frames. A point run with "
-             "several seeds shows their mean [95 % t-interval across seeds].", ""]
-    if table.empty:
-        return "\n".join([*lines, "_no sweep runs found_", ""])
-    lines.append(markdown_table(sweep_display(table, metrics), left=("series",)))
-    return "\n".join(lines) + "\n"
+    """Table 2 in Markdown (``sweep_doc`` rendered)."""
+    return render_markdown(sweep_doc(table, title, metrics))
 
 
 def write_sweep_report(dataset: str, profile: str | None, out_dir: Path, generator: str = "bvdm") -> list[Path]:

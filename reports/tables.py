@@ -22,7 +22,7 @@ import pandas as pd
 from benchmark.io import atomic_write_text
 from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N
 from benchmark.metrics.intervals import INTERVAL_SUMMARY
-from reports.markdown import markdown_table
+from reports.document import TableDoc, render_markdown
 from reports.runs import REALISM_N, TABLE_METRICS, metric, stage_times
 
 MIN_FRECHET_N = {"FID": MIN_FID_N, "FVD": MIN_FVD_N}
@@ -286,21 +286,22 @@ def unavailable_footnote(table: pd.DataFrame) -> str:
     return " ".join(f"‡ {name} not available: {reason}." for name, reason in notes.items())
 
 
+def table1_doc(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS,
+               protocol: str | None = None) -> TableDoc:
+    """Table 1 as a ``TableDoc``: the protocol, the N note, the table and the footnote of unavailable metrics."""
+    seeds = f" {SEED_NOTE}" if "n_seeds" in table.columns and (table["n_seeds"].fillna(1) > 1).any() else ""
+    notes = [protocol] if protocol else []
+    notes.append(f"N: {n_summary(table)}. {INTERVAL_NOTE}{seeds} {COLUMN_NOTE} Newest finished run per generator "
+                 "and seed.")
+    footnote = unavailable_footnote(table)
+    return TableDoc(title, display_table(table, metrics), notes, [footnote] if footnote else [],
+                    left=("generator", "machine", "interval", "run"), empty="no runs found")
+
+
 def to_markdown(table: pd.DataFrame, title: str, metrics: Sequence[str] = TABLE_METRICS,
                 protocol: str | None = None) -> str:
-    """Table 1 in Markdown: a title line, the N note, the table (``markdown_table``) and its footnote."""
-    shown = display_table(table, metrics)
-    seeds = f" {SEED_NOTE}" if "n_seeds" in table.columns and (table["n_seeds"].fillna(1) > 1).any() else ""
-    lines = [f"## {title}", "", f"N: {n_summary(table)}. {INTERVAL_NOTE}{seeds} {COLUMN_NOTE}", ""]
-    if protocol:
-        lines[-1:-1] = [protocol, ""]
-    if shown.empty:
-        return "\n".join([*lines, "_no runs found_", ""])
-    lines.append(markdown_table(shown, left=("generator", "machine", "interval", "run")))
-    footnote = unavailable_footnote(table)
-    if footnote:
-        lines += ["", footnote]
-    return "\n".join(lines) + "\n"
+    """Table 1 in Markdown (``table1_doc`` rendered)."""
+    return render_markdown(table1_doc(table, title, metrics, protocol))
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> Path:

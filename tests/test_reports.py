@@ -4,6 +4,7 @@ metrics come from real scoring of real GOWT1 data (see test_reports_data.py)."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import math
 import shutil
@@ -29,6 +30,7 @@ from test_reports_data import (
 from benchmark import experiment
 from benchmark.cli import main
 from benchmark.ctc import CTCSequence
+from reports.comparisons import READING_GUIDE
 from reports.markdown import markdown_table
 from reports.runs import latest_per_generator, parent_runs
 from reports.sweep import (
@@ -220,6 +222,13 @@ def test_html_report_is_self_contained(logged: dict) -> None:
     for name in ("real", "mitogen", "bvdm", FLOOR_ROW):
         assert name in text
     assert {p.name for p in report.figures} >= {"metrics.png", "timings.png", "preview-bvdm.gif", "samples-real.png"}
+    # one table model: every Markdown table is an HTML section with the same title and the same prose
+    page = report.html.read_text()
+    headings = [line[3:] for line in report.markdown.read_text().splitlines() if line.startswith("## ")]
+    assert len(headings) >= 3, headings
+    for heading in headings:
+        assert f"<h2>{html.escape(heading)}</h2>" in page, heading
+    assert html.escape(READING_GUIDE) in page and READING_GUIDE in report.markdown.read_text()
 
 
 def test_report_falls_back_to_logged_samples(logged: dict, tmp_path: Path) -> None:
@@ -449,7 +458,7 @@ def test_markdown_table_text_is_pinned() -> None:
 
 def test_report_tables_go_through_the_one_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Table 1, Table 1b and Table 2 each render their display frame with ``markdown_table`` (exact text)."""
-    from reports import comparisons, sweep, tables
+    from reports import comparisons, document, sweep, tables
 
     table1 = pd.DataFrame([{"generator": "bvdm", "run_id": "abcdef123456", "FID": 30.5, "FID_ci_low": 28.1,
                             "FID_ci_high": 33.3, "n_fid": 2048}])
@@ -471,9 +480,8 @@ def test_report_tables_go_through_the_one_writer(monkeypatch: pytest.MonkeyPatch
     assert text.endswith("| series | T_f0 | T_fnon0 | TRA | seeds |\n|---|---:|---:|---:|---:|\n"
                          "| T_fnon0 sweep | 200 | 200 (indep.) | 0.7 | – |\n")
 
-    calls: list[list[str]] = []
-    for module in (tables, comparisons, sweep):
-        monkeypatch.setattr(module, "markdown_table", lambda frame, left=(): calls.append(list(frame.columns)) or "")
+    calls: list[list[str]] = []  # every table is a reports.document.TableDoc, laid out by the one writer
+    monkeypatch.setattr(document, "markdown_table", lambda frame, left=(): calls.append(list(frame.columns)) or "")
     tables.to_markdown(table1, "Table 1", metrics=("FID",))
     comparisons.comparisons_markdown(pairs, "Table 1b")
     sweep.sweep_markdown(grid, "Table 2", metrics=("TRA",))
