@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ from benchmark.bundles import (
 )
 from benchmark.config import seed_int
 from benchmark.datasets import DATASETS, DEFAULT_DATASET
+from benchmark.paths import refuse_output_overlapping_inputs
+from benchmark.shipped import registry_root
 from benchmark.versions import version_differences
 
 logger = logging.getLogger(__name__)
@@ -122,8 +125,6 @@ def _versions(parent: Any, stages: dict[str, Any]) -> tuple[dict[str, int] | Non
 def refuse_overlap(target: Path) -> None:
     """An export must not write where the store it reads lives: a bundle folder replaced on export would take
     the store (or its artifacts beside a SQLite store) with it."""
-    from benchmark.paths import refuse_output_overlapping_inputs
-
     uri = experiment.tracking_uri()
     store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     artifacts = store.parent / "mlartifacts" if store is not None else None
@@ -322,8 +323,6 @@ def report_store(results: Path | None) -> Iterator[str]:
     """The store ``report`` reads, with the bundles under ``results`` imported into it: the configured store,
     or, when there is none (no ``MLFLOW_TRACKING_URI``, no ``./mlflow.db``) and bundles are to be read, a
     temporary SQLite store for the command's duration. Yields its URI."""
-    import os
-
     if results is None or os.environ.get("MLFLOW_TRACKING_URI") or (Path.cwd() / "mlflow.db").exists():
         if results is not None:
             import_bundles(results)
@@ -340,8 +339,6 @@ def report_store(results: Path | None) -> Iterator[str]:
 
 def default_results() -> Path | None:
     """``results/`` of the shipped-artefact registry (this checkout, or ``$SYNTHVID_SHIPPED_ROOT``), when it exists."""
-    from benchmark.shipped import registry_root
-
     folder = registry_root() / "results"
     return folder if folder.is_dir() else None
 

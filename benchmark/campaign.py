@@ -36,6 +36,7 @@ checkpoint) gets SIGTERM, and SIGKILL ``KILL_AFTER_S`` later. The reserve covers
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -52,13 +53,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark import experiment, shipped
 from benchmark.budget import DEADLINE_ENV, RESUME_ROOT_ENV
+from benchmark.bundle_cli import default_results, export_run, find_parent_run
 from benchmark.bundles import RECORD, bundle_path, read_bundle
 from benchmark.checksums import SUMS
 from benchmark.config import RunConfig, split_point
 from benchmark.paths import add_cache_argument
+from benchmark.pipeline import generator_label, training_tags
+from benchmark.stages import tracker_name
 from benchmark.sweep_plan import plan_sweep, sweep_run_tags
 from benchmark.sweep_spec import SweepSpec, load_spec
+from benchmark.versions import version_differences
+from generators import fit_cache
+from generators.registry import get_generator
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +145,6 @@ def grid_point_text(point: dict[str, Any]) -> str | None:
 
 def plan_items(spec: SweepSpec) -> list[Item]:
     """The spec's runs (``plan_sweep``'s run tasks, checked there) with their bundle paths."""
-    from benchmark.pipeline import generator_label, training_tags
-    from benchmark.stages import tracker_name
-
     items = []
     for task in plan_sweep(spec):
         if task.kind != "run":
@@ -169,12 +174,6 @@ def resume_root(results: Path) -> Iterator[Path]:
 def fit_facts(spec: SweepSpec, item: Item, data_root: str | None, cache: dict[str, FitFacts]) -> FitFacts:
     """The item's ``FitFacts`` (memoised per generator and fit config: every seed shares them). Call inside
     ``resume_root``."""
-    import dataclasses
-
-    from benchmark import shipped
-    from generators import fit_cache
-    from generators.registry import get_generator
-
     cls = get_generator(item.config.generator)
     if not cls.needs_fit:
         return FitFacts()
@@ -197,8 +196,6 @@ def fit_facts(spec: SweepSpec, item: Item, data_root: str | None, cache: dict[st
 def bundle_state(folder: Path) -> tuple[str, str] | None:
     """``(state, reason)`` of the bundle at ``folder``: done, stale or broken; None when there is none (a
     folder holding only other bundles nested in it, another tracker or grid point, is none)."""
-    from benchmark.versions import version_differences
-
     if not ((folder / SUMS).exists() or (folder / RECORD).exists()):
         return None
     try:
@@ -212,8 +209,6 @@ def bundle_state(folder: Path) -> tuple[str, str] | None:
 def item_state(spec: SweepSpec, item: Item, results: Path, data_root: str | None,
                fits: dict[str, FitFacts]) -> ItemState:
     """One item's state (see the module docstring); call inside ``resume_root``."""
-    from generators import fit_cache
-
     found = bundle_state(Path(results) / item.relative)
     if found is not None and found[0] in ("done", "broken"):  # the fit no longer matters (nor the data)
         return ItemState(item, found[0], found[1])
@@ -230,8 +225,6 @@ def recorded_times(results: Path) -> dict[tuple[str, str, str], list[dict[str, f
     """``(dataset, profile, generator) -> [{stage: seconds}]``: the ``time_<stage>_s`` of every stage run of
     every verified bundle under ``results`` (``_resume`` and broken bundles left out); a cached fit stage's
     time (a load) is left out, since it says nothing of what fitting costs."""
-    from benchmark import shipped
-
     out: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     if not Path(results).is_dir():
         return out
@@ -455,11 +448,8 @@ def export_item(item: Item, spec: SweepSpec, results: Path, started: float, repl
     it at the item's path."""
     from mlflow import MlflowClient
 
-    from benchmark import experiment
-    from benchmark.bundle_cli import export_run, find_parent_run
 
     config = item.config
-    from benchmark.pipeline import training_tags
 
     run_id = find_parent_run(config.dataset, config.profile, item.label, config.seed, item.tracker,
                              training_tags(config)["condition"])
@@ -585,8 +575,6 @@ def summary_text(outcome: CampaignOutcome) -> str:
 
 # ------------------------------------------------------------------------------------------- command
 def default_results_root() -> Path:
-    from benchmark.bundle_cli import default_results
-
     return default_results() or Path("results")
 
 

@@ -13,9 +13,19 @@ import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
+from benchmark import datasets
 from benchmark.budget import BudgetExhausted
-from benchmark.ctc import CTCFormatError
-from benchmark.datasets import DATASETS, DEFAULT_DATASET, DatasetNotFound
+from benchmark.ctc import CTCFormatError, CTCSequence, frame_ranges
+from benchmark.datasets import (
+    DATASETS,
+    DEFAULT_DATASET,
+    DatasetNotFound,
+    describe_dataset,
+    fetch_dataset,
+    frozen_intensity_maps,
+    resolve_dataset,
+)
+from benchmark.io import atomic_write_text
 from benchmark.logs import cli_logging
 from benchmark.paths import using_cache
 
@@ -37,9 +47,6 @@ COMMAND_HOOKS = (
 
 def _data_info(args: argparse.Namespace) -> int:
     """The facts of a dataset are the command's result: printed on stdout (not logged), whatever -q says."""
-    from benchmark.ctc import frame_ranges
-    from benchmark.datasets import describe_dataset, resolve_dataset
-
     folder = resolve_dataset(args.name, args.data_root)
     facts = describe_dataset(folder)
     if args.json:
@@ -78,8 +85,6 @@ def _frame_kind(facts: dict) -> str:
 
 
 def _data_fetch(args: argparse.Namespace) -> int:
-    from benchmark.datasets import fetch_dataset
-
     print(fetch_dataset(args.name))  # the result: the unpacked folder, for a script to use
     return 0
 
@@ -93,9 +98,6 @@ def _data_list(args: argparse.Namespace) -> int:
 def _data_intensity_map(args: argparse.Namespace) -> int:
     """Derive a dataset's frozen intensity map (pooled P0.5/P99.9 of every raw frame of both training-set
     sequences) and compare it with the registry's; ``--write`` puts it into ``intensity_maps.toml``."""
-    from benchmark.ctc import CTCSequence
-    from benchmark.datasets import INTENSITY_MAPS, frozen_intensity_maps, resolve_dataset
-    from benchmark.io import atomic_write_text
     from benchmark.metrics.realism import intensity_range
 
     info = DATASETS[args.name]
@@ -114,19 +116,17 @@ def _data_intensity_map(args: argparse.Namespace) -> int:
     if not args.write or same:
         return 0
     if frozen is not None and not args.replace:
-        raise ValueError(f"{INTENSITY_MAPS}: {args.name} already has a frozen map that differs; every realism score "
+        raise ValueError(f"{datasets.INTENSITY_MAPS}: {args.name} already has a frozen map that differs; every realism score "
                          "of it was computed under that one: pass --replace to change it")
     maps[args.name] = entry
-    atomic_write_text(INTENSITY_MAPS, _render_maps(maps))
-    logger.info("wrote %s", INTENSITY_MAPS)
+    atomic_write_text(datasets.INTENSITY_MAPS, _render_maps(maps))
+    logger.info("wrote %s", datasets.INTENSITY_MAPS)
     return 0
 
 
 def _render_maps(maps: dict[str, dict]) -> str:
     """``intensity_maps.toml`` with its header kept."""
-    from benchmark.datasets import INTENSITY_MAPS
-
-    header = [line for line in INTENSITY_MAPS.read_text().splitlines() if line.startswith("#")]
+    header = [line for line in datasets.INTENSITY_MAPS.read_text().splitlines() if line.startswith("#")]
     body = []
     for name in sorted(maps):
         entry = maps[name]

@@ -32,6 +32,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from benchmark import experiment
+from benchmark.paths import cache_dir
+from benchmark.stages import GPU_IF_AVAILABLE, GPU_REQUIRED
 from benchmark.sweep_plan import SweepTask
 from benchmark.sweep_tasks import SweepContext, TaskRunner, execute_task, task_record
 
@@ -48,9 +51,6 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
 
 def worker_env() -> dict[str, str]:
     """The environment every task gets: the cache, the MLflow store and this checkout's code, by absolute path."""
-    from benchmark import experiment
-    from benchmark.paths import cache_dir
-
     code_root = str(Path(__file__).resolve().parents[1])
     python_path = os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH", "")) if p)
     env = {"SYNTHVID_CACHE": str(cache_dir().resolve()), "MLFLOW_TRACKING_URI": experiment.tracking_uri(),
@@ -148,8 +148,6 @@ class TaskResults:
 def task_options(task: SweepTask, nodes: list[dict[str, float]], max_retries: int) -> tuple[SweepTask, dict[str, Any]]:
     """Ray options from the task's declared resources, fitted to the cluster's largest node; the task with the
     GPU count it will get (the task body reads it to choose its device)."""
-    from benchmark.stages import GPU_IF_AVAILABLE, GPU_REQUIRED
-
     wants = task.resources
     gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
     if wants.gpu == GPU_REQUIRED and gpus < 1:

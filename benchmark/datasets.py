@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import tomllib
 import urllib.request
 import zipfile
 from collections import Counter
@@ -56,8 +57,6 @@ INTENSITY_MAPS = Path(__file__).with_name("intensity_maps.toml")
 
 def frozen_intensity_maps(path: Path = INTENSITY_MAPS) -> dict[str, dict[str, object]]:
     """``intensity_maps.toml``: dataset -> {lo, hi, dtype, source}; a malformed entry is one line naming it."""
-    import tomllib
-
     with open(path, "rb") as fh:
         maps = tomllib.load(fh)
     for name, entry in maps.items():

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -320,8 +321,6 @@ def log_dataset(folder: str | Path, name: str, digest: str, context: str) -> Non
     """Record a CTC sequence the active run used (``mlflow.log_input``): its name, where it was read and the
     content digest its stage keys use, under ``context`` (training, testing, synthetic). The MLflow UI then
     shows which bytes every run saw, and runs on the same data share a digest."""
-    import warnings
-
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset

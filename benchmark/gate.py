@@ -45,7 +45,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchmark.config import fraction, int_at_least, non_negative_float, profile_label, stable_hash
+from benchmark import experiment
+from benchmark.config import (
+    fraction,
+    int_at_least,
+    load_profile,
+    non_negative_float,
+    profile_label,
+    stable_hash,
+)
+from benchmark.io import atomic_write_text
+from benchmark.machine import machine_class
+from benchmark.versions import version_tags
 
 logger = logging.getLogger(__name__)
 
@@ -197,15 +208,11 @@ def is_entry(node: Mapping[str, Any]) -> bool:
 def profile_digest(profile: str) -> str:
     """The digest of the resolved profile (its ``extends`` chain merged): an entry derived under another
     profile is stale."""
-    from benchmark.config import load_profile
-
     return stable_hash(load_profile(profile), length=16)
 
 
 def current_versions() -> dict[str, str]:
     """Today's stage versions (JSON) and realism protocol version, as an entry's provenance records them."""
-    from benchmark.versions import version_tags
-
     tags = version_tags()
     return {"stage_versions": tags["stage_versions"], "protocol_version": tags["protocol_version"]}
 
@@ -366,8 +373,6 @@ def _stage_times(run: Mapping[str, Any] | None) -> dict[str, float]:
 
 def run_machine_class(run: Mapping[str, Any] | None) -> str:
     """The ``machine_class`` tag of a run; this machine's class for a run logged before the tag existed."""
-    from benchmark.machine import machine_class
-
     tag = run.get("tags.machine_class") if run is not None else None
     return tag if isinstance(tag, str) and tag else machine_class()
 
@@ -573,8 +578,6 @@ def render_thresholds(tree: Mapping[str, Any], header: str = HEADER) -> str:
 
 def write_thresholds(path: Path, profile: str, derived: Mapping[str, Any]) -> Path:
     """Merge derived entries into ``path`` (other profiles, datasets, generators and classes kept); atomic."""
-    from benchmark.io import atomic_write_text
-
     tree: dict[str, Any] = load_thresholds(path) if Path(path).is_file() else {}
     for dataset, generators in derived.items():
         known = tree.setdefault(profile, {}).setdefault(dataset, {})
@@ -593,7 +596,6 @@ def known_datasets() -> list[str]:
     """Datasets with a ``synthvid/<dataset>`` experiment in the store."""
     import mlflow
 
-    from benchmark import experiment
 
     experiment.configure()
     prefix = f"{experiment.EXPERIMENT_PREFIX}/"
@@ -644,8 +646,6 @@ def _check_command(args: argparse.Namespace) -> int:
 
 def _profile_argument(text: str) -> str:
     """``--profile``: a shipped profile's name or a TOML file; its resolved text must load (the digest)."""
-    from benchmark.config import load_profile
-
     try:
         load_profile(text)
     except ValueError as exc:

@@ -19,21 +19,34 @@ from benchmark.config import (
     PROFILES,
     RunConfig,
     build_run_config,
+    config_from_dict,
     parse_params,
     seed_int,
 )
 from benchmark.ctc import CTCSequence
 from benchmark.ctc.validate import check_input_sequence
 from benchmark.ctc.window import check_window
-from benchmark.datasets import DATASETS, DEFAULT_DATASET, resolve_dataset
+from benchmark.datasets import DATASETS, DEFAULT_DATASET, DatasetNotFound, resolve_dataset
 from benchmark.paths import (
     add_cache_argument,
     refuse_output_overlapping_inputs,
     require_cache_writable,
     require_writable,
 )
-from benchmark.stages import ORACLE_DAG, RUN_DAG, RunContext, Stages, prepare_context, run_dag, tracker_name
+from benchmark.stages import (
+    ORACLE_DAG,
+    RUN_DAG,
+    SHARED_DAGS,
+    RunContext,
+    Stages,
+    prepare_context,
+    run_dag,
+    tracker_name,
+)
 from benchmark.versions import version_tags
+from generators.base import MAX_SEQUENCES, GenerateSpec
+from generators.fit_cache import fitted_generator
+from generators.registry import available_generators, get_generator
 
 if TYPE_CHECKING:
     from downstream.training_set import TrainingSetConfig
@@ -81,9 +94,6 @@ def check_local_devices(config: RunConfig) -> None:
     """``run`` and ``oracle`` on this machine: refuse a generator ``device`` (nested sections included) naming an
     accelerator it lacks, before any stage rather than in the middle of a fit. Not part of ``check_run_config``:
     a sweep's driver plans for workers that may have the GPU it lacks (``benchmark.cluster`` checks those)."""
-    from benchmark.config import config_from_dict
-    from generators.registry import get_generator
-
     where = f"generators.{config.generator}"
     try:
         check_devices(config_from_dict(get_generator(config.generator).config_class, config.generator_params, where),
@@ -123,7 +133,6 @@ def training_tags(config: RunConfig) -> dict[str, str]:
 
 def training_set_config(config: RunConfig) -> TrainingSetConfig:
     """``[downstream]`` (with ``--downstream`` overrides) as a checked ``TrainingSetConfig``."""
-    from benchmark.config import config_from_dict
     from downstream.training_set import TrainingSetConfig
 
     return config_from_dict(TrainingSetConfig, config.downstream, "downstream")
@@ -131,16 +140,12 @@ def training_set_config(config: RunConfig) -> TrainingSetConfig:
 
 def synthetic_source(config: RunConfig) -> Path | None:
     """The existing folder the run's generator hands on as its synthetic data (``folder``), or None."""
-    from generators.registry import get_generator
-
     return get_generator(config.generator).from_params(config.generator_params).source_folder()
 
 
 def refuse_out_over_inputs(config: RunConfig, data_root: str | None, out_dir: Path) -> None:
     """``--out`` (stage outputs land in ``<out>/<dataset>/stages``) must not be, hold or lie inside the real
     dataset or the external synthetic folder the run reads."""
-    from benchmark.datasets import DatasetNotFound
-
     try:
         source: Path | None = resolve_dataset(config.dataset, data_root)
     except DatasetNotFound:  # fetched into the cache later (or refused then): nothing of the user's here yet
@@ -154,9 +159,7 @@ def check_external_data(config: RunConfig, source: Path) -> None:
     external = synthetic_source(config)
     if external is None:
         return
-    from generators.base import GenerateSpec
     from generators.folder import check_no_real_frames
-    from generators.registry import get_generator
 
     validated = get_generator(config.generator).from_params(config.generator_params).generate(GenerateSpec(), external)
     check_no_real_frames(Path(validated), {"held-out reference": CTCSequence(source, config.test_sequence),
@@ -174,12 +177,9 @@ def check_run_config(config: RunConfig) -> None:
     """Build every stage's config dataclass from ``config`` once, before the first stage: an unknown or
     ill-typed parameter (``--param '{"max_fit_frames": "abc"}'``) fails now with one line, not after the
     stages before the one that uses it have run."""
-    from benchmark.config import config_from_dict
     from benchmark.metrics.realism import RealismConfig
     from downstream.segmenter import SegmenterConfig
     from downstream.tracker import tracker_config
-    from generators.base import MAX_SEQUENCES
-    from generators.registry import get_generator
 
     sections = ((f"generators.{config.generator}", get_generator(config.generator).config_class,
                  config.generator_params), ("segmenter", SegmenterConfig, {"seed": config.seed, **config.segmenter}),
@@ -244,8 +244,6 @@ def run_shared_stages(config: RunConfig, out_dir: Path, data_root: str | None, k
     finds them in the stage cache. ``fit_device``: fit on this device (a GPU the task was given) into the one fit cache first;
     the device is a runtime field, outside the fit key, so the fit stage then finds that fit and saves it
     with the profile's own device, as a later run on any machine expects."""
-    from benchmark.stages import SHARED_DAGS
-
     out_dir = Path(out_dir)
     check_inputs(config, data_root, out_dir)
     run_tags = {**(tags or {}), "profile": config.profile, "stage": f"{kind}-task"}
@@ -256,8 +254,6 @@ def run_shared_stages(config: RunConfig, out_dir: Path, data_root: str | None, k
                               tags=run_tags) as run:
         ctx = prepare_context(config, Stages(out_dir / config.dataset / "stages", config.dataset), data_root)
         if fit_device is not None and kind == "fit" and ctx.generator_cls.needs_fit:
-            from generators.fit_cache import fitted_generator
-
             fitted_generator(config.generator, {**ctx.fit_params, "device": fit_device}, ctx.train)
         results = run_dag(ctx, SHARED_DAGS[kind])
         row: dict[str, Any] = {f"time_{r.name}_s": r.seconds for r in ctx.stages.results.values()}
@@ -348,7 +344,6 @@ def run_oracle(config: RunConfig, out_dir: Path, data_root: str | None = None) -
     ``oracle-run`` parent."""
     import mlflow
 
-    from generators.registry import get_generator
 
     if not get_generator(config.generator).needs_fit:
         raise ValueError(f"generator {config.generator!r} has no frame model of its own: nothing to render")
@@ -390,8 +385,6 @@ def _oracle_command(args: argparse.Namespace) -> int:
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by ``run`` and ``oracle`` (same values -> same cached fit stage)."""
-    from generators.registry import available_generators
-
     parser.add_argument("--generator", required=True, choices=available_generators())
     parser.add_argument("--dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS))
     parser.add_argument("--data-root", help="folder holding <dataset>/ (default: $SYNTHVID_DATA_ROOT, then the cache)")

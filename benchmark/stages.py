@@ -29,13 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import experiment, mutants
-from benchmark.config import RunConfig, stable_hash
+from benchmark.config import RunConfig, config_from_dict, config_to_dict, stable_hash
 from benchmark.ctc import CTCSequence, list_sequences, window_sequence
 from benchmark.ctc.digest import sequence_digest
 from benchmark.datasets import resolve_dataset
 from benchmark.io import folder_lock, replace_directory
 from benchmark.paths import cache_dir
 from benchmark.versions import STAGE_VERSIONS, version_tags
+from generators.base import GenerateSpec
+from generators.fit_cache import fit_key, fitted_generator
+from generators.registry import get_generator
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +168,6 @@ class RunContext:
 
     @cached_property
     def realism_config(self):
-        from benchmark.config import config_from_dict
         from benchmark.metrics.realism import RealismConfig
 
         return config_from_dict(RealismConfig, {**self.config.realism, "intensity_range": self.intensity_map})
@@ -186,8 +188,6 @@ class RunContext:
 
     @cached_property
     def generator_cls(self) -> type:
-        from generators.registry import get_generator
-
         return get_generator(self.config.generator)
 
     @cached_property
@@ -200,15 +200,11 @@ class RunContext:
     def fit_key(self) -> str:
         """The one fit cache's key (``generators.fit_cache.fit_key``): resolved fit config, code versions and
         training data; the stage's key too, so the run's fit and ``generate``'s are one."""
-        from generators.fit_cache import fit_key
-
         return fit_key(self.generator_cls, self.fit_params, self.train)
 
     @cached_property
     def sampling(self) -> dict[str, Any]:
         """Every sampling field with its default filled in, so that a changed default re-generates."""
-        from benchmark.config import config_from_dict, config_to_dict
-
         resolved = config_from_dict(self.generator_cls.config_class, self.config.generator_params)
         values = {k: getattr(resolved, k) for k in sorted(self.generator_cls.sampling_fields)}
         return {k: config_to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in values.items()}
@@ -229,15 +225,12 @@ class RunContext:
 
     @cached_property
     def spec(self):
-        from generators.base import GenerateSpec
-
         n_frames = self.config.n_frames or self.train.n_frames
         return GenerateSpec(n_sequences=self.config.n_sequences, n_frames=n_frames, shape=None, seed=self.config.seed)
 
     @cached_property
     def training_set(self):
         """``[downstream]``: what the downstream models train on (``downstream.training_set``)."""
-        from benchmark.config import config_from_dict
         from downstream.training_set import TrainingSetConfig
 
         return config_from_dict(TrainingSetConfig, self.config.downstream, "downstream")
@@ -376,8 +369,6 @@ def generator_device(config: RunConfig) -> str:
 def _fit_resources(config: RunConfig) -> Resources:
     """A generator whose fit trains a network (``Generator.fit_accelerator``: BVDM's DDPM and flow,
     CellCycleGAN's GAN) takes a GPU when the cluster has one; a profile that puts it on CUDA requires one."""
-    from generators.registry import get_generator
-
     if generator_device(config).startswith("cuda"):
         return Resources(gpu=GPU_REQUIRED, memory_gb=4.0)
     accelerated = get_generator(config.generator).fit_accelerator
@@ -448,8 +439,6 @@ def synthetic_sequences(generated: StageResult) -> list[CTCSequence]:
 def _fit(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
     """The fitted state from the one fit cache (fitted there when new, resumable from its checkpoints),
     saved into the stage folder that the generate and oracle stages read."""
-    from generators.fit_cache import fitted_generator
-
     fitted_generator(ctx.config.generator, ctx.fit_params, ctx.train).save(out / "model")
     return {}
 
@@ -521,7 +510,6 @@ def _oracle(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
 def segmenter_params(ctx: RunContext) -> dict[str, Any]:
     """The segmenter's whole config, every default included: the stage key and the logged params, so that a
     changed default (e.g. the threshold policy) is a new stage, not a stale cached model."""
-    from benchmark.config import config_from_dict, config_to_dict
     from downstream.segmenter import SegmenterConfig
 
     params = config_to_dict(config_from_dict(SegmenterConfig, {"seed": ctx.config.seed, **ctx.config.segmenter},
@@ -561,7 +549,6 @@ def _training_set(ctx: RunContext, results: Results, out: Path) -> dict[str, Any
 
 
 def _train_segmenter(ctx: RunContext, results: Results, out: Path) -> dict[str, Any]:
-    from benchmark.config import config_from_dict
     from downstream.segmenter import SegmenterConfig, train_segmenter
 
     config = config_from_dict(SegmenterConfig, segmenter_params(ctx))

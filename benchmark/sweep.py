@@ -44,8 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark import experiment
 from benchmark.config import non_negative_int
-from benchmark.paths import add_cache_argument
+from benchmark.paths import add_cache_argument, require_cache_writable, require_writable
+from benchmark.pipeline import check_inputs, refuse_out_over_inputs
 from benchmark.sweep_plan import TASK_KINDS, SweepTask, plan_sweep
 from benchmark.sweep_spec import SweepSpec, load_spec, write_report
 from benchmark.sweep_tasks import (
@@ -85,9 +87,7 @@ def run_sweep(spec: SweepSpec, out_dir: Path, data_root: str | None = None, addr
     one MLflow parent run per dataset. ``runner`` replaces the work of a task (tests); ``check_data`` checks
     every dataset's real sequences here first (``pipeline.check_inputs``) so a broken input fails before any
     task is submitted. ``fresh_workers``: see ``cluster.run_tasks``."""
-    from benchmark import cluster, experiment
-    from benchmark.paths import require_cache_writable, require_writable
-    from benchmark.pipeline import check_inputs, refuse_out_over_inputs
+    from benchmark import cluster  # Ray's side: not imported for --help
 
     start = time.perf_counter()
     tasks = plan_sweep(spec)
@@ -159,8 +159,6 @@ def outcome_table(outcome: SweepOutcome) -> str:
 
 
 def _sweep_command(args: argparse.Namespace) -> int:
-    from benchmark import experiment
-
     spec = load_spec(args.spec)
     if not args.report_only:
         from benchmark.cluster import check_address

@@ -9,8 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmark.config import RunConfig, split_point, stable_hash
+from benchmark.config import RunConfig, build_run_config, split_point, stable_hash
+from benchmark.pipeline import check_run_config
+from benchmark.stages import RUN_DAG, SHARED_DAGS, dag_resources
 from benchmark.sweep_spec import SweepSpec, point_text
+from generators.fit_cache import fit_config
+from generators.registry import get_generator
 
 #: the task kinds of a sweep, in the order of the DAG (``floor`` and ``fit`` are ``stages.SHARED_DAGS``)
 TASK_KINDS = ("floor", "fit", "run")
@@ -43,12 +47,6 @@ class SweepTask:
 def plan_sweep(spec: SweepSpec) -> list[SweepTask]:
     """The spec as tasks in an order that respects the DAG (every task after those it needs). Every run's
     config is built and checked here (``check_run_config``): an unknown grid key fails now, naming the spec."""
-    from benchmark.config import build_run_config
-    from benchmark.pipeline import check_run_config
-    from benchmark.stages import RUN_DAG, SHARED_DAGS, dag_resources
-    from generators.fit_cache import fit_config
-    from generators.registry import get_generator
-
     run_only = [stage for stage in RUN_DAG if not any(stage in dag for dag in SHARED_DAGS.values())]
     shared: dict[str, SweepTask] = {}
     runs: list[SweepTask] = []

@@ -9,10 +9,13 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import MAX_SEED, profile_label, stable_hash
+from benchmark.config import MAX_SEED, load_profile, profile_label, stable_hash
+from benchmark.datasets import DATASETS
+from generators.registry import available_generators
 
 #: the example specs shipped with the package
 SWEEPS_DIR = Path(__file__).parent / "sweeps"
@@ -58,10 +61,6 @@ class SweepSpec:
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a sweep spec; every problem is one ``ValueError`` line naming the file."""
-    from benchmark.config import load_profile
-    from benchmark.datasets import DATASETS
-    from generators.registry import available_generators
-
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -96,8 +95,6 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 def report_kinds() -> dict[str, Any]:
     """The installed report kinds: name -> entry point (loaded only when a sweep ends)."""
-    from importlib.metadata import entry_points
-
     return {ep.name: ep for ep in entry_points(group=REPORT_GROUP)}
 
 

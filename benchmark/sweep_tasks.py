@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark import experiment
 from benchmark.config import profile_label
+from benchmark.io import atomic_write_text
+from benchmark.logs import cli_logging
+from benchmark.machine import cpu_description, machine_class
+from benchmark.pipeline import run_benchmark, run_shared_stages
+from benchmark.stages import generator_device
 from benchmark.sweep_plan import SweepTask, sweep_run_tags
 from benchmark.sweep_spec import SweepSpec
 
@@ -63,9 +69,6 @@ def execute_task(task: SweepTask, context: SweepContext, runner: TaskRunner, *up
     """The body of one Ray task, in a worker process. ``upstream``: the results of the tasks it needs (Ray
     resolves them first, so the task starts only once its fit and floor are done). Logs to
     ``logs/<id>.log`` in the sweep folder, and records the attempt and the result beside it."""
-    from benchmark.io import atomic_write_text
-    from benchmark.logs import cli_logging
-
     attempt = {"task": task.id, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
     atomic_write_text(task_record(context.folder, task.id, "started"), json.dumps(attempt))
     log_path = context.folder / "logs" / f"{task.id}.log"
@@ -88,9 +91,6 @@ SUMMARY_METRICS = ("SEG", "DET", "TRA", "FID", "FVD", "KID", "KVD")
 def run_task(task: SweepTask, context: SweepContext) -> dict[str, Any]:
     """The real work of a task: the whole pipeline (``run``) or the shared stages (``floor``, ``fit``), nested
     under the sweep's parent run. A fit given a GPU trains there (``device`` is a runtime field)."""
-    from benchmark.pipeline import run_benchmark, run_shared_stages
-    from benchmark.stages import generator_device
-
     parent = context.parent_runs[task.config.dataset]
     if task.kind == "run":
         row = run_benchmark(task.config, context.out_dir, context.data_root, parent_run_id=parent,
@@ -110,9 +110,6 @@ def open_parent_runs(spec: SweepSpec, folder: Path, n_tasks: int) -> dict[str, s
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from benchmark import experiment
-    from benchmark.io import atomic_write_text
-    from benchmark.machine import cpu_description, machine_class
 
     record = folder / "sweep.json"
     saved = json.loads(record.read_text()).get("parent_runs", {}) if record.is_file() else {}

@@ -25,6 +25,8 @@ TensorFlow is imported lazily (inside the functions) so that importing this modu
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import json
 import sys
 import time
@@ -257,9 +259,6 @@ def stardist_models() -> Any:
     native library, which segfaults the process when TensorFlow is already loaded. A run trains StarDist and
     then, in the same process, a torch model (the trackastra tracker), so the loading order is fixed here, in
     the one place this project imports TensorFlow: torch's side first, which is harmless."""
-    import importlib
-    import importlib.util
-
     if importlib.util.find_spec("torch") is not None:
         importlib.import_module("torch._dynamo")
     return importlib.import_module("stardist.models")

@@ -19,8 +19,15 @@ from typing import Any
 from benchmark.config import PARAM_HELP, parse_params, positive_int, seed_int
 from benchmark.ctc import CTCSequence, list_sequences
 from benchmark.ctc.validate import check_input_sequence
+from benchmark.datasets import dataset_info, resolve_dataset
 from benchmark.io import atomic_directory, atomic_write_bytes, folder_lock
-from benchmark.paths import add_cache_argument, cache_dir, refuse_output_overlapping_inputs, require_writable
+from benchmark.paths import (
+    add_cache_argument,
+    cache_dir,
+    refuse_output_overlapping_inputs,
+    require_cache_writable,
+    require_writable,
+)
 from generators.base import GenerateSpec, Generator
 from generators.fit_cache import fitted_generator, profile_fit_inputs
 from generators.registry import available_generators, get_generator
@@ -108,9 +115,6 @@ def copy_dataset(source: Path, out: Path) -> Path:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from benchmark.datasets import dataset_info, resolve_dataset
-    from benchmark.paths import require_cache_writable
-
     folder = resolve_dataset(args.dataset, args.data_root, fetch=True)
     sequence = args.train_sequence or dataset_info(args.dataset).train_sequence
     seq = CTCSequence(folder, sequence)

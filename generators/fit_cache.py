@@ -43,7 +43,10 @@ from benchmark.budget import resume_root
 from benchmark.config import build_run_config, config_from_dict, config_to_dict, stable_hash
 from benchmark.ctc import CTCSequence, window_sequence
 from benchmark.ctc.digest import sequence_digest
+from benchmark.datasets import resolve_dataset
+from benchmark.experiment import git_commit
 from benchmark.io import atomic_directory, atomic_write_text, folder_lock
+from benchmark.machine import cpu_description, machine_class
 from benchmark.paths import cache_dir
 from benchmark.shipped import ShippedEntry, entries, fetch_verified, unpack_folder
 from generators.base import Generator
@@ -77,8 +80,6 @@ def profile_fit_inputs(profile: str, dataset: str, name: str, overrides: dict[st
     ``ship_fit.py`` reach the run's fit key: the profile's params (``build_run_config``, ``overrides`` on
     top) and its window of the training sequence (``ci``: a crop; cut here byte for byte as the run's
     window stage cuts it, into ``<cache>/windows``)."""
-    from benchmark.datasets import resolve_dataset
-
     config = build_run_config(profile, dataset, name, generator_overrides=overrides)
     source = CTCSequence(resolve_dataset(dataset, data_root, fetch=True), train_sequence or config.train_sequence)
     cut = config.window_cut()
@@ -185,9 +186,6 @@ def _unpack_shipped(name: str, key: str, folder: Path) -> bool:
 def fit_record(generator: Generator, wall_s: float) -> dict[str, Any]:
     """What a fit cost and reached: wall time, iterations and final losses (from the generator's training
     curves or history, where it keeps them), machine and commit."""
-    from benchmark.experiment import git_commit
-    from benchmark.machine import cpu_description, machine_class
-
     iterations: dict[str, int] = {}
     final_loss: dict[str, float] = {}
     curves = getattr(generator, "training_curves", None)  # BVDM: one loss per iteration and network

@@ -9,8 +9,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmark import experiment
+from benchmark.bundle_cli import default_results, report_store
 from benchmark.config import positive_int, profile_label
 from benchmark.datasets import DATASETS, DEFAULT_DATASET
+from benchmark.paths import refuse_output_overlapping_inputs
 
 if TYPE_CHECKING:  # imported on use below: the CLI's startup stays fast
     from reports.report import Report
@@ -19,8 +22,6 @@ logger = logging.getLogger(__name__)
 
 
 def _report_command(args: argparse.Namespace) -> int:
-    from benchmark.bundle_cli import default_results, report_store
-
     results = None if args.no_results else Path(args.results) if args.results else default_results()
     refuse_report_over_store(Path(args.out), args.dataset, args.profile, [args.floor_json, results])
     with report_store(results):  # the committed bundles imported beside the user's own runs (idempotent)
@@ -59,8 +60,6 @@ def refuse_report_over_store(out: Path, dataset: str, profile: str | None, read:
     """The folder ``report`` writes (``<out>/reports/<dataset>-<profile>``) must not be, hold or lie inside what
     it reads: the local MLflow store (a SQLite file or a file store folder), the artifacts beside a SQLite
     store (``mlartifacts/``: stage records, features) and ``read`` (``--floor-json``, the results bundles)."""
-    from benchmark import experiment
-    from benchmark.paths import refuse_output_overlapping_inputs
     from reports.report import report_folder
 
     uri = experiment.tracking_uri()

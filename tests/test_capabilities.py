@@ -44,7 +44,7 @@ def test_the_oracle_command_refuses_a_generator_without_one(monkeypatch: pytest.
     from benchmark import pipeline
 
     monkeypatch.setattr(pipeline, "check_inputs", lambda *a: pytest.fail("refused only after the input checks"))
-    monkeypatch.setattr("generators.registry.get_generator", lambda name: NoOracle)
+    monkeypatch.setattr(pipeline, "get_generator", lambda name: NoOracle)  # the name run_oracle looks up
     config = build_run_config("ci", "Fluo-N2DH-GOWT1", "mitogen")
     with pytest.raises(ValueError, match="does not implement render_oracle"):
         pipeline.run_oracle(config, tmp_path)

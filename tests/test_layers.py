@@ -141,3 +141,91 @@ def test_no_module_imports_another_modules_private_names() -> None:
                 found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert not found, f"private names imported across modules: {found}"
+
+
+# ------------------------------------------------------------------------------------------- the import rule
+def module_level_imports(path: Path) -> list[str]:
+    """What ``path`` imports when it is imported: statements outside functions and ``TYPE_CHECKING`` blocks."""
+    found: list[str] = []
+
+    def walk(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.append(node.module)
+                found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                walk(node.body)
+                walk(node.orelse)
+            elif isinstance(node, ast.Try):
+                walk(node.body)
+                for handler in node.handlers:
+                    walk(handler.body)
+                walk(node.orelse)
+                walk(node.finalbody)
+            elif isinstance(node, (ast.ClassDef, ast.With)):
+                walk(node.body)
+
+    walk(ast.parse(path.read_text(), filename=str(path)).body)
+    return found
+
+
+def function_level_imports(path: Path) -> Iterator[tuple[int, str, list[str]]]:
+    """(line, module, imported names) of every import statement inside a function of ``path``."""
+    for function in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    yield node.lineno, node.module, [alias.name for alias in node.names]
+                elif isinstance(node, ast.Import):
+                    yield from ((node.lineno, alias.name, []) for alias in node.names)
+
+
+def reaches_heavy(module: str, files: dict[str, Path], seen: set[str] | None = None) -> bool:
+    """Whether importing the project module ``module`` imports a heavy library, through module-level imports
+    (its own, its packages', and those of the project modules they import)."""
+    from benchmark.imports import is_heavy
+
+    seen = set() if seen is None else seen
+    parts = module.split(".")
+    owners = [m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m in files and m not in seen]
+    seen.update(owners)
+    for owner in owners:
+        for name in module_level_imports(files[owner]):
+            if is_heavy(name) or (name in files and reaches_heavy(name, files, seen)):
+                return True
+    return False
+
+
+def help_path_modules() -> set[str]:
+    """The modules ``python -m benchmark --help`` imports (it builds every subcommand's parser)."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, runpy, sys\nsys.argv = ['benchmark', '--help']\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        runpy.run_module('benchmark', run_name='__main__')\n    except SystemExit:\n        pass\n"
+            "print('\\n'.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=True)
+    return set(done.stdout.split())
+
+
+def test_function_level_imports_follow_the_import_rule() -> None:
+    """``benchmark.imports``: a project module is imported inside a function only when it pulls a heavy library,
+    or when the importer is on ``--help``'s path and the target is not."""
+    files = {module_name(p): p for p in source_files()}
+    on_help = help_path_modules()
+    assert "benchmark.cli" in on_help and "benchmark.gate" in on_help  # the probe saw the parsers being built
+    needless = []
+    for path in source_files():
+        importer = module_name(path)
+        for line, module, names in function_level_imports(path):
+            targets = [t for t in (module, *(f"{module}.{n}" for n in names)) if t in files]
+            if not targets:
+                continue  # a third-party or standard-library module
+            keeps_help_fast = importer in on_help and not all(t in on_help for t in targets)
+            if not keeps_help_fast and not any(reaches_heavy(t, files) for t in targets):
+                needless.append(f"{path.relative_to(ROOT)}:{line} {module}")
+    assert not needless, f"function-level imports with no reason (benchmark/imports.py): {needless}"

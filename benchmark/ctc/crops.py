@@ -23,7 +23,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from benchmark.ctc.sequence import CTCSequence
+from benchmark.ctc.io import read_tiff
+from benchmark.ctc.sequence import CTCSequence, indexed_files
 
 
 def full_masks(seq: CTCSequence, t: int) -> np.ndarray:
@@ -54,9 +55,6 @@ def full_masks(seq: CTCSequence, t: int) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def reference_nucleus_radius(dataset_dir: Path, name: str, max_files: int = 5) -> float | None:
     """Median equivalent radius (px) of the objects of a sequence's GT SEG (else ST SEG) masks, or None."""
-    from benchmark.ctc.io import read_tiff
-    from benchmark.ctc.sequence import indexed_files
-
     for folder in (Path(dataset_dir) / f"{name}_GT" / "SEG", Path(dataset_dir) / f"{name}_ST" / "SEG"):
         files = indexed_files(folder, "man_seg")
         if not files:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from benchmark.ctc.errors import CTCFormatError
 from benchmark.ctc.io import Track, frame_name, write_tiff, write_tracks
+from benchmark.ctc.validate import validate_result, validate_sequence
 from benchmark.io import atomic_directory, replace_directory, staging_directory
 
 MAX_LABEL = 65_000  # py-ctcmetrics offsets labels internally; stay well below the uint16 limit
@@ -104,8 +105,6 @@ def write_result(
     progress: bool = False,
 ) -> dict[int, Track]:
     """Write a CTC result folder (``maskTTT.tif`` for every frame + ``res_track.txt``) atomically."""
-    from benchmark.ctc.validate import validate_result
-
     res_dir = Path(res_dir)
     if res_dir.exists() and not overwrite:
         raise FileExistsError(f"{res_dir}: already exists (pass overwrite=True to replace it)")
@@ -153,7 +152,6 @@ def write_sequence(
             mask = np.asarray(mask)
             write_tiff(tmp / f"{name}_GT" / "SEG" / frame_name("man_seg", t),
                        lineage.apply(t, mask) if seg is None else mask.astype(np.uint16))
-        from benchmark.ctc.validate import validate_sequence
 
         problems = validate_sequence(tmp, name)
         if problems:

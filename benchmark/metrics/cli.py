@@ -8,9 +8,11 @@ import math
 import re
 from pathlib import Path
 
+from benchmark import experiment
 from benchmark.config import finite_float, int_at_least, non_negative_int, positive_int
 from benchmark.ctc import CTCSequence, list_sequences
 from benchmark.ctc.validate import check_input_sequence
+from benchmark.datasets import DATASETS
 from benchmark.io import atomic_write_bytes
 
 
@@ -95,8 +97,6 @@ def _finish(args, result: dict, run_name: str, config: dict) -> int:
     if args.json:  # atomic: a half-written JSON never looks like a result
         atomic_write_bytes(Path(args.json), json.dumps(result, indent=2, default=str).encode())
     if args.mlflow:
-        from benchmark import experiment
-
         with experiment.start_run(args.run_name or run_name, args.dataset, config=config):
             experiment.log_metrics({k: v for k, v in result.items() if isinstance(v, int | float)})
     return 0
@@ -114,7 +114,6 @@ def _cmd_seg_tra(args) -> int:
 def _cmd_realism(args) -> int:
     import torch
 
-    from benchmark.datasets import DATASETS
     from benchmark.metrics.realism import RealismConfig, realism_scores, reference_intensity_map
 
     torch.set_num_threads(min(2, torch.get_num_threads()))

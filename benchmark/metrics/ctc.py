@@ -25,10 +25,14 @@ from benchmark.ctc import (
     CTCFormatError,
     CTCSequence,
     ResultSequence,
+    lineage_from_labels,
     read_tiff,
     read_tracks,
     validate_gt,
     validate_result,
+    write_result,
+    write_tiff,
+    write_tracks,
 )
 from benchmark.ctc.io import format_tracks
 from benchmark.ctc.sequence import indexed_files
@@ -237,8 +241,6 @@ def tracking_unavailable(seq: CTCSequence) -> str | None:
 def write_tra_subset(seq: CTCSequence, frames: list[int], gt_dir: Path) -> Path:
     """GT TRA of ``seq`` restricted to ``frames``, re-indexed 0..k-1 with lineage re-derived for the subset
     (tracks split at dropped frames), under ``gt_dir/TRA``: what py-ctcmetrics can score a temporal subset on."""
-    from benchmark.ctc import lineage_from_labels, write_tiff, write_tracks
-
     gt_frames = [seq.tra(t) for t in frames]
     lineage = lineage_from_labels(gt_frames, {tr.label: tr.parent for tr in seq.tracks.values()})
     for i, frame in enumerate(gt_frames):
@@ -257,8 +259,6 @@ def score_partial(masks: dict[int, np.ndarray], seq: CTCSequence, work_dir: str 
       and result alike (detection is per frame, so a temporal subset is scored exactly);
     - TRA is not computed (see ``tracking_unavailable``).
     """
-    from benchmark.ctc import write_result, write_tiff
-
     work_dir = Path(work_dir)
     res_dir = work_dir / "frames_RES"
     for t, labels in masks.items():

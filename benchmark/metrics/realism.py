@@ -40,9 +40,10 @@ from benchmark import mutants
 from benchmark.assets import ResolvedWeight, resolve
 from benchmark.ctc import CTCSequence, Track
 from benchmark.ctc.crops import annotated_frames, full_masks
-from benchmark.ctc.digest import file_digests
+from benchmark.ctc.digest import file_digests, sequence_digest
+from benchmark.datasets import DATASETS
 from benchmark.io import atomic_write
-from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N, Samples
+from benchmark.metrics.frechet import MIN_FID_N, MIN_FVD_N, Samples, frechet_distance, kernel_distance
 from benchmark.metrics.intervals import (
     INTERVAL_TAG,
     Interval,
@@ -145,8 +146,6 @@ def reference_intensity_map(dataset: str, sequences: list[CTCSequence],
                             percentiles: tuple[float, float] = (0.5, 99.9)) -> tuple[tuple[float, float], str]:
     """The dataset's ONE intensity map and where it came from: the registry's frozen constants, or (for a
     dataset without them) the pooled percentiles of ``sequences`` (the real training and held-out ones)."""
-    from benchmark.datasets import DATASETS
-
     info = DATASETS.get(dataset)
     if info is not None and info.intensity_map is not None:
         return tuple(info.intensity_map), f"frozen for {dataset} (benchmark.datasets)"
@@ -163,8 +162,6 @@ def map_dtype(real: CTCSequence, intensity_map: tuple[float, float]) -> tuple[np
     """The dtype whose units ``intensity_map`` is in, and what says so: the registry's ``intensity_dtype``
     when the map is the dataset's frozen one (the real folder is named after a registered dataset), else the
     dtype of the real reference's frames (a map derived from them, or one given with ``--intensity``)."""
-    from benchmark.datasets import DATASETS
-
     info = DATASETS.get(real.dataset_dir.name)
     if (info is not None and info.intensity_dtype and info.intensity_map is not None
             and tuple(map(float, info.intensity_map)) == tuple(map(float, intensity_map))):
@@ -228,8 +225,6 @@ def shared_inputs(real: CTCSequence, synthetic: list[CTCSequence]) -> str | None
     both sides gives FID 0 with an interval that excludes 0, and shared frames pull every score towards 0,
     which reads as a perfect generator. Compared by content (``sequence_digest``, then each raw frame's
     sha256), so a copy under another path or name is caught too."""
-    from benchmark.ctc.digest import sequence_digest
-
     real_digest = sequence_digest(real)
     real_frames = dict(zip(file_digests(real.image_files.values()), real.image_files.values(), strict=True))
     for seq in synthetic:
@@ -551,7 +546,6 @@ def score_pair(real: FeatureSet, fake: FeatureSet, name: str, kernel_name: str, 
         out.update(_interval_fields(kernel_name, None, why))
         return out
     a, b = equal_n_samples(real, fake, config.seed)
-    from benchmark.metrics.frechet import frechet_distance, kernel_distance
 
     out[name] = frechet_distance(a.features, b.features)
     out[kernel_name], out[f"{kernel_name}_std"] = kernel_distance(

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.config import DEFAULT_TRACKER
+from benchmark.config import DEFAULT_TRACKER, config_from_dict, config_to_dict
 from benchmark.ctc import CTCSequence
 from downstream.tracker.baseline import track_nearest
 from downstream.tracker.model import TrackerConfig, load_tracker, track_sequence, train_tracker
@@ -119,8 +119,6 @@ def tracker_config(section: Mapping[str, Any], seed: int, where: str = "tracker"
     ``[tracker.trackastra]`` table as ``TrackastraConfig``), so that a typo fails before any stage runs,
     in one line naming the table: ``tracker.trackastra: unknown parameters ['widow'] ...``.
     """
-    from benchmark.config import config_from_dict
-
     method, flat, tables = _split(section, where)
     configs = {}
     for m in TRACKERS.values():
@@ -140,7 +138,6 @@ def tracker_stage_key(section: Mapping[str, Any], seed: int) -> Any:
     flat keys as written plus its saved model's format (``model.MODEL_FORMAT``: a stage saved as a pickle,
     ``tracker.joblib``, is not reused by the pickle-free loader); another method is keyed by its whole
     resolved config, so a changed default retrains it."""
-    from benchmark.config import config_to_dict
     from downstream.tracker.model import MODEL_FORMAT
 
     method, config = tracker_config(section, seed)
