@@ -32,10 +32,10 @@ from benchmark import experiment, shipped
 from benchmark.bundles import (
     BUNDLE_FORMAT,
     FEATURE_STAGES,
+    FEATURE_STORE,
     MAX_RESULTS_BYTES,
     Bundle,
     bundle_path,
-    expand_features,
     folder_bytes,
     read_bundle,
     write_bundle,
@@ -186,7 +186,8 @@ def export_run(run_id: str, out_root: Path, replace: bool = False) -> Bundle:
             if pngs:
                 sample, sample_name = pngs[len(pngs) // 2].read_bytes(), f"samples/{pngs[len(pngs) // 2].name}"
         record["sample"] = sample_name
-        bundle = write_bundle(target, record, features, sample, overwrite=replace)
+        bundle = write_bundle(target, record, features, sample, overwrite=replace,
+                              store=Path(out_root) / FEATURE_STORE)
     logger.info("exported run %s to %s", run_id, target)
     total = folder_bytes(Path(out_root))
     if total > MAX_RESULTS_BYTES:
@@ -231,11 +232,10 @@ def _log_stage_artifacts(client: Any, run_id: str, bundle: Bundle, name: str, en
     client.log_dict(run_id, {"metrics": entry.get("metrics", {}), "version": version}, "stage.json")
     for file_name, content in entry.get("files", {}).items():
         client.log_dict(run_id, content, file_name)
-    features = bundle.features(name)
-    if features is not None:
+    if name in bundle.feature_stages():
         folder = tmp / name
         folder.mkdir()
-        client.log_artifact(run_id, str(expand_features(features, folder / "features.npz")))
+        client.log_artifact(run_id, str(bundle.write_features(name, folder / "features.npz")))
     sample_name = bundle.record.get("sample")
     if name == "generate" and bundle.sample is not None and sample_name:
         folder = tmp / "samples"
@@ -306,6 +306,8 @@ def import_bundles(root: Path) -> ImportSummary:
     root = Path(root)
     listed = shipped.entries("bundle", root)  # the one discovery of bundles
     bundles = [(e.name, read_bundle(shipped.bundle_folder(e))) for e in listed]  # all verified before any is written
+    for _, bundle in bundles:
+        bundle.verify_features()  # the shared feature arrays too
     for relative, bundle in bundles:
         run_id, reasons = import_bundle(client, bundle, relative)
         if reasons:

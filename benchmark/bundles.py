@@ -7,9 +7,13 @@ A bundle lives at ``<root>/<dataset>/<profile>/<generator>/<seed>[/<tracker>][/<
   training and reference sequences, the parent run's and every stage run's tags, params and metrics (each
   metric with its ``_ci_low/_ci_high`` and N, SEG/DET/TRA with the AOGM parts, ``time_<stage>_s``), the
   machine class and CPU, the commit, the realism protocol version and the code version of every stage;
-- ``features/<stage>.npz``: the equal-N Inception (crops) and I3D (clips) feature sets the realism, floor and
-  oracle stages scored, with their track ids (``<set>_groups``), stored as ``FEATURE_DTYPE``: enough for a
-  paired difference with any later row without the synthetic video;
+- ``features/<stage>.json``: the equal-N Inception (crops) and I3D (clips) feature sets the realism, floor and
+  oracle stages scored, with their track ids (``<set>_groups``): enough for a paired difference with any later
+  row without the synthetic video. The manifest names each array by the sha256 of its content; the arrays
+  (``FEATURE_DTYPE``) live once in the results root's feature store, ``_features/<sha256>.npz``, shared by every
+  bundle that scored them: the reference side is the same in every bundle of a dataset and profile, the floor's
+  real side too, and a generator's synthetic side is the same for every downstream variant of one video
+  (format 1 kept ``features/<stage>.npz`` inside the bundle, 8 MB each; it is still read);
 - ``sample.png``: one sample frame of the synthetic video with its mask outlines;
 - ``SHA256SUMS``: ``<sha256>  <file>`` for every other file. ``read_bundle`` refuses a bundle whose files do
   not match it (one line naming the file), and its own digest identifies the bundle in the store.
@@ -20,7 +24,9 @@ one registry of shipped artefacts), moving runs between the MLflow store and bun
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -32,15 +38,20 @@ from benchmark.checksums import SUMS, sign_folder, signed_subfolders, verify_fol
 from benchmark.config import DEFAULT_TRACKER
 from benchmark.io import atomic_directory
 
-#: the version of the bundle layout and of ``run.json``'s fields
-BUNDLE_FORMAT = 1
+#: the version of the bundle layout and of ``run.json``'s fields (2: features in the shared store)
+BUNDLE_FORMAT = 2
+#: the formats ``read_bundle`` still reads (1: each bundle held its own ``features/<stage>.npz``)
+READABLE_FORMATS = (1, 2)
 RECORD, SAMPLE, FEATURES = "run.json", "sample.png", "features"
+#: the feature store: a folder of the results root (``_``: not a bundle, skipped by bundle discovery)
+FEATURE_STORE = "_features"
 #: the stages whose equal-N feature sets a bundle keeps
 FEATURE_STAGES = ("realism", "floor", "oracle")
 #: how features are stored: float16 keeps FID/FVD within 0.05 % of float64 (tests/test_bundles.py checks it on
 #: real features) at a quarter of the size
 FEATURE_DTYPE = "float16"
-#: the most one bundle may hold (the issue's budget); an export over it is refused
+#: the most one bundle may add to the repository (its own files and the feature arrays new to the store; the
+#: issue's budget); an export over it is refused
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
 #: what ``results/`` may hold once every headline table is in (``export`` warns past it)
 MAX_RESULTS_BYTES = 150 * 1024 * 1024
@@ -55,9 +66,43 @@ class Bundle:
     record: dict[str, Any]
     digest: str
 
-    def features(self, stage: str) -> Path | None:
-        path = self.folder / FEATURES / f"{stage}.npz"
-        return path if path.is_file() else None
+    def feature_stages(self) -> list[str]:
+        """The stages whose feature sets the bundle holds."""
+        folder = self.folder / FEATURES
+        return sorted({p.stem for p in folder.glob("*.json")} | {p.stem for p in folder.glob("*.npz")})
+
+    def feature_arrays(self, stage: str) -> dict[str, Any] | None:
+        """``stage``'s feature arrays as stored (``FEATURE_DTYPE``), each checked against its digest; None when the
+        bundle holds none for it."""
+        import numpy as np
+
+        manifest = self.folder / FEATURES / f"{stage}.json"
+        if manifest.is_file():
+            store = feature_store_of(self.folder)
+            return {name: load_array(store, digest) for name, digest in read_manifest(manifest).items()}
+        legacy = self.folder / FEATURES / f"{stage}.npz"  # format 1
+        if not legacy.is_file():
+            return None
+        with np.load(legacy, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def verify_features(self) -> None:
+        """Load every feature array the bundle names, so that a changed one is refused (one line naming the file)
+        before anything is done with the bundle."""
+        for stage in self.feature_stages():
+            self.feature_arrays(stage)
+
+    def write_features(self, stage: str, target: Path) -> Path | None:
+        """``stage``'s features as the float64 ``features.npz`` a stage run logs (what the report's paired
+        comparisons read); None when the bundle holds none for it."""
+        import numpy as np
+
+        arrays = self.feature_arrays(stage)
+        if arrays is None:
+            return None
+        with open(target, "wb") as fh:
+            np.savez(fh, **{k: v.astype(np.float64) if k.endswith("_features") else v for k, v in arrays.items()})
+        return Path(target)
 
     @property
     def sample(self) -> Path | None:
@@ -88,47 +133,111 @@ def bundle_path(dataset: str, profile: str, generator: str, seed: Any, tracker: 
     return Path(*(path_part(p) for p in parts))
 
 
-def compact_features(source: Path, target: Path) -> Path:
-    """A ``features.npz`` (``benchmark.metrics.realism.save_feature_sets``) with the features cast to
-    ``FEATURE_DTYPE``; the track ids are kept as they are."""
-    import numpy as np  # here, not at module load: the CLI's parser imports this module
-
-    with np.load(source) as data:
-        arrays = {k: data[k].astype(FEATURE_DTYPE) if k.endswith("_features") else data[k] for k in data.files}
-    with open(target, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    return target
-
-
-def expand_features(source: Path, target: Path) -> Path:
-    """Inverse of ``compact_features``: the features back as float64, the format the report's paired
-    comparisons read from a stage run's ``features.npz``."""
+# ------------------------------------------------------------------------------------------- the feature store
+def array_digest(array: Any) -> str:
+    """sha256 of an array's dtype, shape and bytes (C order): its name in the feature store. Of the content, not of
+    the ``.npz`` file, whose zip entries carry the time they were written."""
     import numpy as np
 
-    with np.load(source) as data:
-        arrays = {k: data[k].astype(np.float64) if k.endswith("_features") else data[k] for k in data.files}
-    with open(target, "wb") as fh:
-        np.savez(fh, **arrays)
-    return target
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
+def store_array(store: Path, array: Any) -> tuple[str, int]:
+    """Put ``array`` into the feature store (atomically; once: an array already there is not rewritten);
+    returns its digest and the bytes it added (0 when it was there)."""
+    import numpy as np
+
+    digest = array_digest(array)
+    path = Path(store) / f"{digest}.npz"
+    if path.is_file():
+        return digest, 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as fh:
+        np.savez_compressed(fh, a=array)
+    os.replace(partial, path)
+    return digest, path.stat().st_size
+
+
+def load_array(store: Path, digest: str) -> Any:
+    """The array named ``digest``, refused (one line naming the file) when it is missing or its content is not
+    what its name says."""
+    import numpy as np
+
+    path = Path(store) / f"{digest}.npz"
+    if not path.is_file():
+        raise ValueError(f"{path}: missing from the feature store (commit results/{FEATURE_STORE}/ with the bundles)")
+    with np.load(path, allow_pickle=False) as data:
+        array = data["a"]
+    if array_digest(array) != digest:
+        raise ValueError(f"{path}: its content does not match its name (a changed or corrupted feature array)")
+    return array
+
+
+def feature_store_of(folder: Path) -> Path:
+    """The feature store of the bundle at ``folder``: ``_features/`` in the nearest folder above it that has one."""
+    for parent in Path(folder).resolve().parents:
+        if (parent / FEATURE_STORE).is_dir():
+            return parent / FEATURE_STORE
+    raise ValueError(f"{folder}: no {FEATURE_STORE}/ folder above this bundle; its feature arrays cannot be found")
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """A ``features/<stage>.json``: array name -> digest, refused with one line when malformed."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    arrays = manifest.get("arrays") if isinstance(manifest, dict) else None
+    if not isinstance(arrays, dict) or not all(isinstance(v, str) and len(v) == 64 for v in arrays.values()):
+        raise ValueError(f"{path}: not a feature manifest (want {{\"arrays\": {{name: sha256}}}})")
+    return arrays
+
+
+def store_features(source: Path, store: Path) -> tuple[dict[str, str], int]:
+    """A stage's ``features.npz`` (``benchmark.metrics.realism.save_feature_sets``) into the store, the features
+    cast to ``FEATURE_DTYPE`` and the track ids kept: its manifest and the bytes it added."""
+    import numpy as np
+
+    manifest, added = {}, 0
+    with np.load(source, allow_pickle=False) as data:
+        for key in data.files:
+            array = data[key].astype(FEATURE_DTYPE) if key.endswith("_features") else data[key]
+            manifest[key], size = store_array(store, array)
+            added += size
+    return manifest, added
+
+
+# ------------------------------------------------------------------------------------------- bundles
 def write_bundle(target: Path, record: Mapping[str, Any], features: Mapping[str, Path],
-                 sample: bytes | None = None, overwrite: bool = False) -> Bundle:
+                 sample: bytes | None = None, overwrite: bool = False, store: Path | None = None) -> Bundle:
     """Write a bundle folder at ``target`` atomically (a failure leaves nothing; an existing bundle is only
-    replaced with ``overwrite``): ``run.json``, the compacted feature files, the sample PNG, ``SHA256SUMS``."""
+    replaced with ``overwrite``): ``run.json``, the feature manifests (their arrays into ``store``, the
+    ``_features/`` folder of the results root), the sample PNG, ``SHA256SUMS``. Arrays put into the store by an
+    export that then fails stay there: content-named, they are only ever shared, never wrong."""
     target = Path(target)
+    if features and store is None:
+        raise ValueError(f"{target}: a bundle with feature sets needs the feature store (the results root's "
+                         f"{FEATURE_STORE}/)")
     with atomic_directory(target, overwrite=overwrite) as tmp:
         (tmp / RECORD).write_text(json.dumps(dict(record), indent=1, sort_keys=True, default=str) + "\n")
+        added = 0
         for stage, source in sorted(features.items()):
             (tmp / FEATURES).mkdir(exist_ok=True)
-            compact_features(Path(source), tmp / FEATURES / f"{stage}.npz")
+            manifest, size = store_features(Path(source), Path(store))
+            added += size
+            (tmp / FEATURES / f"{stage}.json").write_text(json.dumps({"arrays": manifest}, indent=1, sort_keys=True)
+                                                          + "\n")
         if sample is not None:
             (tmp / SAMPLE).write_bytes(sample)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        size = sum(p.stat().st_size for p in files)
+        size = sum(p.stat().st_size for p in files) + added
         if size > MAX_BUNDLE_BYTES:
-            raise ValueError(f"{target}: the bundle would hold {size / 2**20:.1f} MiB, over the "
-                             f"{MAX_BUNDLE_BYTES / 2**20:.0f} MiB budget of one bundle")
+            raise ValueError(f"{target}: the bundle would add {size / 2**20:.1f} MiB (its files and its new feature "
+                             f"arrays), over the {MAX_BUNDLE_BYTES / 2**20:.0f} MiB budget of one bundle")
         sign_folder(tmp)
         _keep_nested_bundles(target, tmp)
     return read_bundle(target)
@@ -171,9 +280,17 @@ def read_bundle(folder: Path) -> Bundle:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(record, dict) or record.get("bundle_format") != BUNDLE_FORMAT:
+    if not isinstance(record, dict) or record.get("bundle_format") not in READABLE_FORMATS:
         got = record.get("bundle_format") if isinstance(record, dict) else None
-        raise ValueError(f"{path}: bundle format {got!r}, this code reads format {BUNDLE_FORMAT}")
+        raise ValueError(f"{path}: bundle format {got!r}, this code reads formats "
+                         f"{', '.join(map(str, READABLE_FORMATS))}")
+    manifests = sorted((folder / FEATURES).glob("*.json"))
+    if manifests:  # every array it names is in the store (their content is checked when they are loaded)
+        store = feature_store_of(folder)
+        for manifest in manifests:
+            for array in read_manifest(manifest).values():
+                if not (store / f"{array}.npz").is_file():
+                    raise ValueError(f"{store / f'{array}.npz'}: missing from the feature store, named by {manifest}")
     return Bundle(folder, record, digest)
 
 

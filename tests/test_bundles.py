@@ -144,7 +144,7 @@ def test_export_writes_the_bundle_layout(source: dict[str, Any]) -> None:
     bundle = source["bundles"]["bvdm"]
     assert bundle.folder == source["results"] / DATASET / "ci" / "bvdm" / "0"
     names = sorted(p.relative_to(bundle.folder).as_posix() for p in bundle.folder.rglob("*") if p.is_file())
-    assert names == [SUMS, "features/floor.npz", "features/realism.npz", RECORD, "sample.png"]
+    assert names == [SUMS, "features/floor.json", "features/realism.json", RECORD, "sample.png"]
     record = bundle.record
     assert record["stage_versions"] == {k: STAGE_VERSIONS[k] for k in ("generate", "floor", "realism", "eval-real")}
     assert record["seed"] == 0 and record["machine_class"] and record["protocol_version"]
@@ -153,10 +153,40 @@ def test_export_writes_the_bundle_layout(source: dict[str, Any]) -> None:
     assert {"SEG", "DET", "TRA", "AOGM_FN", "fid", "fid_ci_low", "fid_ci_high", "n_fid", "FLOOR_fid"} <= set(parent)
     assert any(k.startswith("time_") for k in parent)
     assert bundle.sample is not None and bundle.sample.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with np.load(bundle.folder / "features" / "realism.npz") as arrays:
-        assert arrays["reference_crops_features"].dtype == FEATURE_DTYPE
-        assert arrays["reference_crops_groups"].shape == arrays["reference_crops_features"].shape[:1]
+    arrays = bundle.feature_arrays("realism")
+    assert arrays["reference_crops_features"].dtype == FEATURE_DTYPE
+    assert arrays["reference_crops_groups"].shape == arrays["reference_crops_features"].shape[:1]
     assert folder_bytes(bundle.folder) < MAX_BUNDLE_BYTES
+
+
+def test_bundles_share_the_feature_arrays_they_have_in_common(source: dict[str, Any], tmp_path: Path) -> None:
+    """The reference side is one array in the store for every bundle and stage, and so is the floor's real side:
+    the second export of a dataset adds only its own synthetic features."""
+    good, broken = source["bundles"]["mitogen"], source["bundles"]["bvdm"]
+    manifests = {(name, stage): json.loads((bundle.folder / "features" / f"{stage}.json").read_text())["arrays"]
+                 for name, bundle in (("good", good), ("broken", broken)) for stage in ("realism", "floor")}
+    reference = {m["reference_crops_features"] for m in manifests.values()}
+    assert len(reference) == 1
+    assert manifests["good", "floor"] == manifests["broken", "floor"]
+    assert manifests["good", "realism"]["synthetic_crops_features"] != manifests["broken", "realism"]["synthetic_crops_features"]
+    store = source["results"] / "_features"
+    named = {digest for manifest in manifests.values() for digest in manifest.values()}
+    assert {p.stem for p in store.glob("*.npz")} == named  # each array once, nothing unnamed
+    named_per_bundle = sum(len(manifest) for manifest in manifests.values())
+    assert len(named) <= named_per_bundle - 8  # floor: all 8 arrays shared; realism: the 4 reference arrays
+
+
+def test_a_format_1_bundle_still_reads_its_features() -> None:
+    """The committed Table 1 real row was exported before the feature store (its floor.npz inside the bundle)."""
+    from benchmark.bundles import read_bundle as read
+
+    folder = Path(__file__).resolve().parents[1] / "results" / DATASET / "cpu" / "real" / "0"
+    if not folder.is_dir():
+        pytest.skip(f"{folder}: not in this checkout")
+    bundle = read(folder)
+    assert bundle.record["bundle_format"] == 1 and bundle.feature_stages() == ["floor"]
+    arrays = bundle.feature_arrays("floor")
+    assert arrays["reference_crops_features"].shape == (1024, 2048) and arrays["synthetic_clips_features"].shape[1] == 400
 
 
 def test_round_trip_fresh_store_gives_the_same_report(source: dict[str, Any], data: ScoredData,
@@ -194,8 +224,7 @@ def test_float16_bound_on_store_a(source: dict[str, Any], data: ScoredData, monk
         local = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="features.npz",
                                                     dst_path=str(tmp_path / stage))
         full = load_feature_sets(Path(local))
-        with np.load(source["bundles"]["bvdm"].folder / "features" / f"{stage}.npz") as stored:
-            low = {k: stored[k] for k in stored.files}
+        low = source["bundles"]["bvdm"].feature_arrays(stage)
         exact = frechet_distance(full["reference_crops"].features, full["synthetic_crops"].features)
         approx = frechet_distance(low["reference_crops_features"].astype(np.float64),
                                   low["synthetic_crops_features"].astype(np.float64))
@@ -219,15 +248,43 @@ def test_a_tampered_bundle_is_refused_naming_the_file(source: dict[str, Any], da
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "results"
     shutil.copytree(source["results"], results)
-    target = results / DATASET / "ci" / "bvdm" / "0" / "features" / "realism.npz"
+    target = results / DATASET / "ci" / "bvdm" / "0" / "features" / "realism.json"
     raw = bytearray(target.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
+    raw[len(raw) // 2] ^= 0x01
     target.write_bytes(bytes(raw))
     use_store(data, tmp_path / "store", monkeypatch)
     assert main(["import", str(results)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {target}:") and "sha256" in err[0]
     assert all_runs().empty  # nothing of any bundle imported: every bundle is verified first
+
+
+def test_a_changed_or_missing_feature_array_is_refused_naming_it(source: dict[str, Any], data: ScoredData,
+                                                                monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The shared arrays are checked by their names (their content's sha256): a changed one, or one missing from
+    the store, is one line naming it, before any bundle is imported."""
+    from benchmark.bundles import store_array
+
+    results = tmp_path / "results"
+    shutil.copytree(source["results"], results)
+    manifest = results / DATASET / "ci" / "bvdm" / "0" / "features" / "realism.json"
+    digest = json.loads(manifest.read_text())["arrays"]["synthetic_crops_features"]
+    target = results / "_features" / f"{digest}.npz"
+    with np.load(target) as stored:
+        changed = stored["a"].copy()
+    changed[0, 0] += 1
+    other, _ = store_array(tmp_path / "elsewhere", changed)
+    shutil.copy(tmp_path / "elsewhere" / f"{other}.npz", target)  # a valid file under the wrong name
+    use_store(data, tmp_path / "store", monkeypatch)
+    assert main(["import", str(results)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {target}: its content does not match its name (a changed or corrupted feature array)"]
+    target.unlink()
+    assert main(["import", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {target}: missing from the feature store") and str(manifest) in err
+    assert all_runs().empty
 
 
 def test_a_stale_bundle_is_shown_apart_and_never_pooled(source: dict[str, Any], data: ScoredData,
