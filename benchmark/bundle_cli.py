@@ -175,6 +175,7 @@ def export_run(run_id: str, out_root: Path, replace: bool = False) -> Bundle:
                 local = _download(run, "features.npz", Path(tmp) / name)
                 if local is not None:
                     features[name] = local
+            if name in SCORE_FILES:
                 score = _download(run, SCORE_FILES[name], Path(tmp) / name)
                 if score is not None:
                     entry["files"] = {SCORE_FILES[name]: json.loads(score.read_text())}

@@ -7,13 +7,14 @@ A bundle lives at ``<root>/<dataset>/<profile>/<generator>/<seed>[/<tracker>][/<
   training and reference sequences, the parent run's and every stage run's tags, params and metrics (each
   metric with its ``_ci_low/_ci_high`` and N, SEG/DET/TRA with the AOGM parts, ``time_<stage>_s``), the
   machine class and CPU, the commit, the realism protocol version and the code version of every stage;
-- ``features/<stage>.json``: the equal-N Inception (crops) and I3D (clips) feature sets the realism, floor and
-  oracle stages scored, with their track ids (``<set>_groups``): enough for a paired difference with any later
+- ``features/<stage>.json``: the equal-N Inception (crops) and I3D (clips) feature sets the realism and floor
+  stages scored (``FEATURE_STAGES``), with their track ids (``<set>_groups``): enough for a paired difference with any later
   row without the synthetic video. The manifest names each array by the sha256 of its content; the arrays
   (``FEATURE_DTYPE``) live once in the results root's feature store, ``_features/<sha256>.npz``, shared by every
   bundle that scored them: the reference side is the same in every bundle of a dataset and profile, the floor's
   real side too, and a generator's synthetic side is the same for every downstream variant of one video
-  (format 1 kept ``features/<stage>.npz`` inside the bundle, 8 MB each; it is still read);
+  (format 1 kept ``features/<stage>.npz`` inside each bundle, 8 MB a stage; the one committed format-1 bundle,
+  the cpu Table 1 real row, was rewritten as format 2 with the same arrays);
 - ``sample.png``: one sample frame of the synthetic video with its mask outlines;
 - ``SHA256SUMS``: ``<sha256>  <file>`` for every other file. ``read_bundle`` refuses a bundle whose files do
   not match it (one line naming the file), and its own digest identifies the bundle in the store.
@@ -40,13 +41,14 @@ from benchmark.io import atomic_directory
 
 #: the version of the bundle layout and of ``run.json``'s fields (2: features in the shared store)
 BUNDLE_FORMAT = 2
-#: the formats ``read_bundle`` still reads (1: each bundle held its own ``features/<stage>.npz``)
-READABLE_FORMATS = (1, 2)
 RECORD, SAMPLE, FEATURES = "run.json", "sample.png", "features"
 #: the feature store: a folder of the results root (``_``: not a bundle, skipped by bundle discovery)
 FEATURE_STORE = "_features"
-#: the stages whose equal-N feature sets a bundle keeps
-FEATURE_STAGES = ("realism", "floor", "oracle")
+#: the stages whose equal-N feature sets a bundle keeps: those a paired difference reads (``reports.comparisons``:
+#: generator vs generator, generator vs the floor). Not the oracle's: no table compares with them, its scores stay in
+#: ``run.json``, and they would double a generator's first bundle (3.8 MB per side at the cpu profile's N, which
+#: with the realism side and the sample frame is over the 8 MB budget)
+FEATURE_STAGES = ("realism", "floor")
 #: how features are stored: float16 keeps FID/FVD within 0.05 % of float64 (tests/test_bundles.py checks it on
 #: real features) at a quarter of the size
 FEATURE_DTYPE = "float16"
@@ -68,23 +70,16 @@ class Bundle:
 
     def feature_stages(self) -> list[str]:
         """The stages whose feature sets the bundle holds."""
-        folder = self.folder / FEATURES
-        return sorted({p.stem for p in folder.glob("*.json")} | {p.stem for p in folder.glob("*.npz")})
+        return sorted(p.stem for p in (self.folder / FEATURES).glob("*.json"))
 
     def feature_arrays(self, stage: str) -> dict[str, Any] | None:
         """``stage``'s feature arrays as stored (``FEATURE_DTYPE``), each checked against its digest; None when the
         bundle holds none for it."""
-        import numpy as np
-
         manifest = self.folder / FEATURES / f"{stage}.json"
-        if manifest.is_file():
-            store = feature_store_of(self.folder)
-            return {name: load_array(store, digest) for name, digest in read_manifest(manifest).items()}
-        legacy = self.folder / FEATURES / f"{stage}.npz"  # format 1
-        if not legacy.is_file():
+        if not manifest.is_file():
             return None
-        with np.load(legacy, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        store = feature_store_of(self.folder)
+        return {name: load_array(store, digest) for name, digest in read_manifest(manifest).items()}
 
     def verify_features(self) -> None:
         """Load every feature array the bundle names, so that a changed one is refused (one line naming the file)
@@ -280,10 +275,9 @@ def read_bundle(folder: Path) -> Bundle:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(record, dict) or record.get("bundle_format") not in READABLE_FORMATS:
+    if not isinstance(record, dict) or record.get("bundle_format") != BUNDLE_FORMAT:
         got = record.get("bundle_format") if isinstance(record, dict) else None
-        raise ValueError(f"{path}: bundle format {got!r}, this code reads formats "
-                         f"{', '.join(map(str, READABLE_FORMATS))}")
+        raise ValueError(f"{path}: bundle format {got!r}, this code reads format {BUNDLE_FORMAT}")
     manifests = sorted((folder / FEATURES).glob("*.json"))
     if manifests:  # every array it names is in the store (their content is checked when they are loaded)
         store = feature_store_of(folder)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from benchmark import campaign, shipped
-from benchmark.bundles import bundle_path, write_bundle
+from benchmark.bundles import BUNDLE_FORMAT, bundle_path, write_bundle
 from benchmark.cli import main
 from benchmark.sweep_plan import sweep_run_tags
 from benchmark.sweep_spec import SWEEPS_DIR, load_spec
@@ -38,7 +38,7 @@ def record(generator: str, seed: int, times: dict[str, float], versions: dict[st
     """A bundle record as ``export_run`` writes it (the fields the campaign and the report read)."""
     stages = {name: {"run_name": name, "tags": {"stage": name, "cached": "false"}, "params": {},
                      "metrics": {f"time_{name}_s": seconds}} for name, seconds in times.items()}
-    return {"bundle_format": 1, "dataset": DATASET, "profile": profile, "generator": generator, "seed": seed,
+    return {"bundle_format": BUNDLE_FORMAT, "dataset": DATASET, "profile": profile, "generator": generator, "seed": seed,
             "tracker": tracker, "grid_point": grid, "config": {"seed": seed},
             "stage_versions": versions or {k: STAGE_VERSIONS[k] for k in times}, "protocol_version": protocol_version(),
             "parent": {"tags": {"profile": profile, "generator": generator},
