@@ -28,6 +28,8 @@ from reports.tables import seed_interval, write_csv
 
 METRICS = ("SEG", "DET", "TRA")
 REAL_ONLY = "real only"
+#: the generator whose video is the real training sequence (its Table 1 row is real-only training at K = all)
+REAL_GENERATOR = "real"
 TITLE = "Table 3 — does synthetic data help when annotations are scarce?"
 NOTE = ("K: annotated real frames of the training sequence (drawn per seed; the same frames for every condition of "
         "a seed). Cells: mean over seeds with a 95 % t-interval across seeds. Gain: the paired difference to "
@@ -49,6 +51,8 @@ def lowdata_runs(dataset: str, profile: str | None) -> pd.DataFrame:
 def condition_of(run: pd.Series) -> tuple[str, str]:
     """(row label, K) of a run: ``real only`` / ``real + <generator>`` / ``<generator> only`` and K as text."""
     generator, condition = str(run["tags.generator"]), str(run["tags.condition"])
+    if condition == SYNTHETIC_CONDITION and generator == REAL_GENERATOR:
+        return REAL_ONLY, "all"  # the real row's "video" is the training window itself: every annotated frame
     if condition == SYNTHETIC_CONDITION:
         return f"{generator} only", "0"
     k = str(run.get("tags.real_frames") or condition.split("-")[1].split("+")[0].split("/")[0])

@@ -511,15 +511,18 @@ def test_table3_comes_from_the_low_data_runs_and_leaves_table1_alone(data: Score
                        tags={"condition": "real-2+synthetic", **low}, **scored)
         alone = log_scored_run("mitogen", "ci", synthetic_dir=data.good_synthetic, res_dir=data.good_res, seed=seed,
                                **scored)
+    log_scored_run("real", "ci", synthetic_dir=data.good_synthetic, res_dir=data.good_res, seed=0, **scored)
     out = tmp_path / "out"
     assert main(["report", "--dataset", DATASET, "--profile", "ci", "--out", str(out), "--no-log"]) == 0
     folder = out / "reports" / f"{DATASET}-ci"
     table1 = pd.read_csv(folder / "table1.csv")
-    assert "mitogen" in set(table1["generator"]) and "real" not in set(table1["generator"])  # real-only: Table 3
+    real_rows = table1[table1["generator"] == "real"]  # its default run only; the real-2 runs are Table 3's
+    assert "mitogen" in set(table1["generator"]) and len(real_rows) == 1 and real_rows["n_seeds"].item() == 1
     assert table1.loc[table1["generator"] == "mitogen", "SEG"].item() == pytest.approx(alone["SEG"])
-    table3 = pd.read_csv(folder / "table3.csv").set_index(["condition", "K"])
-    mixed = table3.loc[("real + mitogen", 2)]
+    table3 = pd.read_csv(folder / "table3.csv", dtype={"K": str}).set_index(["condition", "K"])
+    mixed = table3.loc[("real + mitogen", "2")]
     assert mixed["n_seeds"] == 2 and mixed["gain_SEG_n"] == 2 and mixed["gain_SEG"] < 0
     assert mixed["gain_SEG_verdict"] == "hurts"  # broken results against good ones, the same on both seeds
-    assert ("real only", 2) in table3.index and ("mitogen only", 0) in table3.index
+    assert ("real only", "2") in table3.index and ("mitogen only", "0") in table3.index
+    assert ("real only", "all") in table3.index and ("real only", "0") not in table3.index  # the real row: K = all
     assert "Table 3" in (folder / "table1.md").read_text() and (folder / "figures" / "table3.png").stat().st_size
