@@ -181,7 +181,7 @@ def fit_facts(spec: SweepSpec, item: Item, data_root: str | None, cache: dict[st
                        fit_cache.fit_config(cls, item.config.generator_params)], sort_keys=True, default=str)
     if memo not in cache:
         params, seq = fit_cache.profile_fit_inputs(spec.profile, item.config.dataset, item.config.generator,
-                                                   dict(item.point), data_root)
+                                                   split_point(item.point)[0], data_root)  # not downstream.*
         cards = [e.card for e in shipped.entries("fit") if e.card.get("generator") == item.config.generator
                  and e.card.get("dataset") == item.config.dataset]
         available = fit_cache.fit_available(item.config.generator, params, seq)

@@ -319,3 +319,13 @@ def test_campaign_end_to_end_real_on_ci(shared_assets: Path, tmp_path: Path) -> 
     status = subprocess.run([*command, "--status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=5 * 60)
     assert status.returncode == 0
     assert f"{DATASET}/ci/real/0" in status.stdout and "totals: 1 done, 0 stale, 0 broken" in status.stdout
+
+
+def test_status_of_the_low_data_spec_plans_fits_without_its_downstream_keys(
+        env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """``table3-mixed.toml`` sweeps ``downstream.real_frames`` over fitted generators: the fit facts see only the
+    generator's overrides (the ``[downstream]`` key once reached ``MitoGenConfig`` and every status failed)."""
+    spec = ROOT / "benchmark" / "sweeps" / "table3-mixed.toml"
+    assert main(["campaign", str(spec), "--status", "--results", str(env["results"])]) == 0
+    out = capsys.readouterr().out
+    assert "Fluo-N2DH-GOWT1/lowdata/mitogen/0/real-2+synthetic" in out and "0 done" in out and "36 missing" in out
