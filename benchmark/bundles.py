@@ -8,8 +8,8 @@ A bundle lives at ``<root>/<dataset>/<profile>/<generator>/<seed>[/<tracker>][/<
   metric with its ``_ci_low/_ci_high`` and N, SEG/DET/TRA with the AOGM parts, ``time_<stage>_s``), the
   machine class and CPU, the commit, the realism protocol version and the code version of every stage;
 - ``features/<stage>.json``: the equal-N Inception (crops) and I3D (clips) feature sets the realism and floor
-  stages scored (``FEATURE_STAGES``), with their track ids (``<set>_groups``): enough for a paired difference with any later
-  row without the synthetic video. The manifest names each array by the sha256 of its content; the arrays
+  stages scored (``FEATURE_STAGES``), with their track ids (``<set>_groups``): enough for a paired difference
+  with any later row without the synthetic video. The manifest names each array by the sha256 of its content; the arrays
   (``FEATURE_DTYPE``) live once in the results root's feature store, ``_features/<sha256>.npz``, shared by every
   bundle that scored them: the reference side is the same in every bundle of a dataset and profile, the floor's
   real side too, and a generator's synthetic side is the same for every downstream variant of one video
@@ -26,8 +26,8 @@ one registry of shipped artefacts), moving runs between the MLflow store and bun
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -37,7 +37,7 @@ from typing import Any
 
 from benchmark.checksums import SUMS, sign_folder, signed_subfolders, verify_folder
 from benchmark.config import DEFAULT_TRACKER
-from benchmark.io import atomic_directory
+from benchmark.io import atomic_directory, atomic_write_bytes
 
 #: the version of the bundle layout and of ``run.json``'s fields (2: features in the shared store)
 BUNDLE_FORMAT = 2
@@ -140,21 +140,18 @@ def array_digest(array: Any) -> str:
     return digest.hexdigest()
 
 
-def store_array(store: Path, array: Any) -> tuple[str, int]:
-    """Put ``array`` into the feature store (atomically; once: an array already there is not rewritten);
-    returns its digest and the bytes it added (0 when it was there)."""
+def store_array(store: Path, array: Any) -> tuple[str, Path | None]:
+    """Put ``array`` into the feature store (atomically, ``benchmark.io.atomic_write_bytes``; once: an array
+    already there is not rewritten); returns its digest and the file it added (None when it was there)."""
     import numpy as np
 
     digest = array_digest(array)
     path = Path(store) / f"{digest}.npz"
     if path.is_file():
-        return digest, 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as fh:
-        np.savez_compressed(fh, a=array)
-    os.replace(partial, path)
-    return digest, path.stat().st_size
+        return digest, None
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, a=array)
+    return digest, atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_array(store: Path, digest: str) -> Any:
@@ -192,18 +189,18 @@ def read_manifest(path: Path) -> dict[str, str]:
     return arrays
 
 
-def store_features(source: Path, store: Path) -> tuple[dict[str, str], int]:
+def store_features(source: Path, store: Path, added: list[Path]) -> dict[str, str]:
     """A stage's ``features.npz`` (``benchmark.metrics.realism.save_feature_sets``) into the store, the features
-    cast to ``FEATURE_DTYPE`` and the track ids kept: its manifest and the bytes it added."""
+    cast to ``FEATURE_DTYPE`` and the track ids kept: its manifest; the files new to the store go to ``added``."""
     import numpy as np
 
-    manifest, added = {}, 0
+    manifest = {}
     with np.load(source, allow_pickle=False) as data:
         for key in data.files:
             array = data[key].astype(FEATURE_DTYPE) if key.endswith("_features") else data[key]
-            manifest[key], size = store_array(store, array)
-            added += size
-    return manifest, added
+            manifest[key], new = store_array(store, array)
+            added += [new] if new is not None else []
+    return manifest
 
 
 # ------------------------------------------------------------------------------------------- bundles
@@ -211,30 +208,34 @@ def write_bundle(target: Path, record: Mapping[str, Any], features: Mapping[str,
                  sample: bytes | None = None, overwrite: bool = False, store: Path | None = None) -> Bundle:
     """Write a bundle folder at ``target`` atomically (a failure leaves nothing; an existing bundle is only
     replaced with ``overwrite``): ``run.json``, the feature manifests (their arrays into ``store``, the
-    ``_features/`` folder of the results root), the sample PNG, ``SHA256SUMS``. Arrays put into the store by an
-    export that then fails stay there: content-named, they are only ever shared, never wrong."""
+    ``_features/`` folder of the results root), the sample PNG, ``SHA256SUMS``. The arrays an export added to the
+    store are removed again when it fails (over budget, or any error), so no unnamed array is left to commit."""
     target = Path(target)
     if features and store is None:
         raise ValueError(f"{target}: a bundle with feature sets needs the feature store (the results root's "
                          f"{FEATURE_STORE}/)")
-    with atomic_directory(target, overwrite=overwrite) as tmp:
-        (tmp / RECORD).write_text(json.dumps(dict(record), indent=1, sort_keys=True, default=str) + "\n")
-        added = 0
-        for stage, source in sorted(features.items()):
-            (tmp / FEATURES).mkdir(exist_ok=True)
-            manifest, size = store_features(Path(source), Path(store))
-            added += size
-            (tmp / FEATURES / f"{stage}.json").write_text(json.dumps({"arrays": manifest}, indent=1, sort_keys=True)
-                                                          + "\n")
-        if sample is not None:
-            (tmp / SAMPLE).write_bytes(sample)
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        size = sum(p.stat().st_size for p in files) + added
-        if size > MAX_BUNDLE_BYTES:
-            raise ValueError(f"{target}: the bundle would add {size / 2**20:.1f} MiB (its files and its new feature "
-                             f"arrays), over the {MAX_BUNDLE_BYTES / 2**20:.0f} MiB budget of one bundle")
-        sign_folder(tmp)
-        _keep_nested_bundles(target, tmp)
+    added: list[Path] = []
+    try:
+        with atomic_directory(target, overwrite=overwrite) as tmp:
+            (tmp / RECORD).write_text(json.dumps(dict(record), indent=1, sort_keys=True, default=str) + "\n")
+            for stage, source in sorted(features.items()):
+                (tmp / FEATURES).mkdir(exist_ok=True)
+                manifest = store_features(Path(source), Path(store), added)
+                (tmp / FEATURES / f"{stage}.json").write_text(json.dumps({"arrays": manifest}, indent=1, sort_keys=True)
+                                                              + "\n")
+            if sample is not None:
+                (tmp / SAMPLE).write_bytes(sample)
+            files = sorted(p for p in tmp.rglob("*") if p.is_file())
+            size = sum(p.stat().st_size for p in [*files, *added])
+            if size > MAX_BUNDLE_BYTES:
+                raise ValueError(f"{target}: the bundle would add {size / 2**20:.1f} MiB (its files and its new feature "
+                                 f"arrays), over the {MAX_BUNDLE_BYTES / 2**20:.0f} MiB budget of one bundle")
+            sign_folder(tmp)
+            _keep_nested_bundles(target, tmp)
+    except BaseException:
+        for path in added:
+            path.unlink(missing_ok=True)
+        raise
     return read_bundle(target)
 
 

@@ -376,3 +376,22 @@ def test_a_bundle_imported_before_the_code_changed_turns_stale(source: dict[str,
     assert set(runs["tags.stale"]) == {"true"} and runs["tags.stale_reason"].str.contains("realism v1").all()
     with pytest.raises(ValueError, match="no finished benchmark runs"):
         build_report(DATASET, "ci", tmp_path / "out", log=False, n_boot=N_BOOT)
+
+
+def test_an_export_over_budget_leaves_no_array_in_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused export takes back the arrays it had put into the shared store: nothing unnamed is left to commit."""
+    from benchmark import bundles
+
+    source = tmp_path / "features.npz"
+    rng = np.random.default_rng(0)
+    np.savez(source, reference_crops_features=rng.normal(size=(64, 32)), reference_crops_groups=np.arange(64))
+    store = tmp_path / "results" / "_features"
+    monkeypatch.setattr(bundles, "MAX_BUNDLE_BYTES", 1000)
+    with pytest.raises(ValueError, match="over the 0 MiB budget of one bundle"):
+        bundles.write_bundle(tmp_path / "results" / "b", {"bundle_format": bundles.BUNDLE_FORMAT}, {"realism": source},
+                             store=store)
+    assert not list(store.glob("*")) and not (tmp_path / "results" / "b").exists()
+    monkeypatch.setattr(bundles, "MAX_BUNDLE_BYTES", 8 * 1024 * 1024)
+    bundle = bundles.write_bundle(tmp_path / "results" / "b", {"bundle_format": bundles.BUNDLE_FORMAT}, {"realism": source},
+                                  store=store)
+    assert len(list(store.glob("*.npz"))) == 2 and bundle.feature_arrays("realism")["reference_crops_groups"].shape == (64,)
